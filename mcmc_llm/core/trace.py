@@ -1,0 +1,43 @@
+"""A run's record: per-step functionals of the positions and per-step kernel statistics.
+
+Every array has the chain as its first axis and the draw (step) as its second, the layout
+ArviZ uses.  `samples` holds user-chosen functionals of the positions (e.g. `log p(x)`, length);
+`stats` holds what the kernel reported (accepted, log acceptance ratio, cut index, tokens spent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Trace:
+    samples: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+    final_state: Any = None
+
+    @property
+    def num_chains(self) -> int:
+        first = next(iter({**self.samples, **self.stats}.values()))
+        return first.shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        first = next(iter({**self.samples, **self.stats}.values()))
+        return first.shape[1]
+
+    def acceptance_rate(self) -> float:
+        """Fraction of accepted moves over all chains and steps (NaN if nothing was recorded)."""
+        accepted = self.stats.get("accepted")
+        if accepted is None or accepted.size == 0:
+            return float("nan")
+        return float(np.nanmean(accepted.astype(np.float64)))
+
+    def to_arviz(self):
+        """An ArviZ data tree / InferenceData with `posterior` and `sample_stats` groups."""
+        from mcmc_llm.diagnostics.arviz_adapter import trace_to_arviz
+
+        return trace_to_arviz(self)

@@ -1,0 +1,205 @@
+"""The language-model protocol every backend implements.
+
+A backend exposes batched next-token log-probabilities with incremental decoding:
+
+    state = lm.start(contexts)          # contexts: TokenBatch of B token sequences
+    state.logprobs                      # [B, V]: log p(next token | context_b)
+    state = lm.advance(state, tokens)   # append one token (LongTensor [B]) to every row
+
+and `lm.positionwise(contexts, continuations, reduce)`, which applies `reduce` to the
+next-token log-probabilities at every position of given continuations (scoring).  The default
+implementation steps through `start`/`advance`; backends that can do it in one forward pass
+(transformers) override it.
+
+`StatelessLM` turns any function `next_token_logprobs(TokenBatch) -> [B, V]` into a backend,
+and `CallableLM` wraps a plain Python callable mapping a list of prefixes (lists of ints) to
+next-token log-probabilities (or logits: rows are renormalised with log_softmax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Sequence
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenBatch:
+    """B right-padded token sequences: `ids` [B, W] (padding is 0) and `lengths` [B]."""
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+
+    @staticmethod
+    def from_lists(sequences: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> "TokenBatch":
+        width = max((len(s) for s in sequences), default=0)
+        ids = torch.zeros(len(sequences), max(width, 1), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            if len(sequence):
+                ids[row, : len(sequence)] = torch.as_tensor(list(sequence), dtype=torch.long)
+        lengths = torch.as_tensor([len(s) for s in sequences], dtype=torch.long)
+        return TokenBatch(ids.to(device), lengths.to(device))
+
+    def to_lists(self) -> list[list[int]]:
+        ids, lengths = self.ids.cpu(), self.lengths.cpu()
+        return [ids[row, : int(lengths[row])].tolist() for row in range(ids.shape[0])]
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def concat(self, other: "TokenBatch") -> "TokenBatch":
+        """Row-wise concatenation `self[b] + other[b]`, right-padded."""
+        width = int((self.lengths + other.lengths).max()) if len(self) else 0
+        ids = torch.zeros(len(self), max(width, self.ids.shape[1], 1), dtype=torch.long, device=self.ids.device)
+        positions = torch.arange(ids.shape[1], device=ids.device)[None]
+        own = positions < self.lengths[:, None]
+        ids[:, : self.ids.shape[1]] = torch.where(own[:, : self.ids.shape[1]], self.ids, 0)
+        offset = positions - self.lengths[:, None]
+        from_other = (offset >= 0) & (offset < other.lengths[:, None])
+        gathered = other.ids.gather(1, offset.clamp(0, other.ids.shape[1] - 1))
+        ids = torch.where(from_other, gathered, ids)
+        return TokenBatch(ids, self.lengths + other.lengths)
+
+
+@dataclasses.dataclass
+class ComputeCounter:
+    """Work done by a backend since the counter was last reset.
+
+    tokens_sampled: tokens drawn by `sample_continuations`.
+    tokens_encoded: token positions pushed through the model (prefill, re-encoding, decoding).
+    forward_passes: model calls.
+    attention_positions: sum over encoded tokens of the number of positions each attends to
+        (a token at absolute position i attends to i + 1 positions); the attention cost proxy.
+    """
+
+    tokens_sampled: int = 0
+    tokens_encoded: int = 0
+    forward_passes: int = 0
+    attention_positions: int = 0
+
+    def record_encoding(self, start_positions: torch.Tensor, num_tokens: torch.Tensor) -> None:
+        """Account one forward pass encoding `num_tokens[b]` tokens at positions from `start_positions[b]`."""
+        start = start_positions.to(torch.float64)
+        count = num_tokens.to(torch.float64)
+        self.forward_passes += 1
+        self.tokens_encoded += int(count.sum())
+        # sum_{i=start}^{start+count-1} (i + 1)
+        self.attention_positions += int((count * (2 * start + count + 1) / 2).sum())
+
+    def snapshot(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def reset(self) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, 0)
+
+
+class LanguageModel(ABC):
+    """Batched autoregressive LM over token ids `0..vocab_size-1` with EOS ids `eos_token_ids`."""
+
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]
+    counter: ComputeCounter
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @abstractmethod
+    def start(self, contexts: TokenBatch) -> Any:
+        """Encode `contexts`; the returned state has `.logprobs` [B, V] for the next token."""
+
+    @abstractmethod
+    def advance(self, state: Any, tokens: torch.Tensor) -> Any:
+        """Append `tokens[b]` to row b and return the state with the new `.logprobs`."""
+
+    def select_rows(self, state: Any, rows: torch.Tensor) -> Any:
+        """Keep only rows `rows` of a decoding state (used to drop finished rows)."""
+        raise NotImplementedError
+
+    def positionwise(
+        self,
+        contexts: TokenBatch,
+        continuations: TokenBatch,
+        reduce: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """Apply `reduce(logprobs [B, w, V], tokens [B, w]) -> {name: [B, w]}` to every position of
+        the continuations, where `logprobs[b, t]` is `log p(. | context_b + continuation_b[:t])`.
+        Returns `{name: [B, W]}` with W = continuations.ids.shape[1]; entries past a row's length are 0."""
+        width = continuations.ids.shape[1]
+        state = self.start(contexts)
+        columns: dict[str, list[torch.Tensor]] = {}
+        for t in range(width):
+            tokens = continuations.ids[:, t]
+            for name, value in reduce(state.logprobs[:, None, :], tokens[:, None]).items():
+                columns.setdefault(name, []).append(value[:, 0])
+            if t + 1 < width:
+                state = self.advance(state, tokens)
+        inside = torch.arange(width, device=continuations.ids.device)[None] < continuations.lengths[:, None]
+        return {name: torch.where(inside, torch.stack(cols, 1), 0) for name, cols in columns.items()}
+
+
+@dataclasses.dataclass
+class _ContextState:
+    contexts: TokenBatch
+    logprobs: torch.Tensor
+
+
+class StatelessLM(LanguageModel):
+    """A backend defined by `next_token_logprobs(contexts) -> [B, V]`, recomputed from the whole
+    context at every step (exact toy models, user callables).  Compute is counted as an ideal
+    KV-cached transformer would spend it: each appended token is encoded once."""
+
+    def __init__(self, vocab_size: int, eos_token_ids: Sequence[int]):
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+        eos = tuple(int(e) for e in eos_token_ids)
+        if not eos or any(e < 0 or e >= vocab_size for e in eos):
+            raise ValueError(f"eos_token_ids must be a non-empty set of ids in [0, {vocab_size}), got {list(eos_token_ids)}")
+        self.vocab_size = vocab_size
+        self.eos_token_ids = eos
+        self.counter = ComputeCounter()
+
+    @abstractmethod
+    def next_token_logprobs(self, contexts: TokenBatch) -> torch.Tensor:
+        """`log p(. | context_b)` for every row, [B, V]."""
+
+    def _checked(self, contexts: TokenBatch) -> torch.Tensor:
+        logprobs = torch.log_softmax(torch.as_tensor(self.next_token_logprobs(contexts)).to(torch.float64), dim=-1)
+        if logprobs.shape != (len(contexts), self.vocab_size):
+            raise ValueError(
+                f"next-token log-probs have shape {tuple(logprobs.shape)}; expected ({len(contexts)}, {self.vocab_size})"
+            )
+        return logprobs
+
+    def start(self, contexts: TokenBatch) -> _ContextState:
+        self.counter.record_encoding(torch.zeros_like(contexts.lengths), contexts.lengths)
+        return _ContextState(contexts, self._checked(contexts))
+
+    def advance(self, state: _ContextState, tokens: torch.Tensor) -> _ContextState:
+        step = TokenBatch(tokens[:, None].to(state.contexts.ids.device), torch.ones_like(state.contexts.lengths))
+        self.counter.record_encoding(state.contexts.lengths, step.lengths)
+        contexts = state.contexts.concat(step)
+        return _ContextState(contexts, self._checked(contexts))
+
+    def select_rows(self, state: _ContextState, rows: torch.Tensor) -> _ContextState:
+        contexts = TokenBatch(state.contexts.ids[rows], state.contexts.lengths[rows])
+        return _ContextState(contexts, state.logprobs[rows])
+
+
+class CallableLM(StatelessLM):
+    """Wrap `fn(prefixes: list[list[int]]) -> [B, V]` (log-probs or logits) as a backend.
+
+    >>> lm = CallableLM(lambda prefixes: torch.zeros(len(prefixes), 3), vocab_size=3, eos_token_ids=[2])
+    """
+
+    def __init__(self, fn: Callable[[list[list[int]]], Any], vocab_size: int, eos_token_ids: Sequence[int]):
+        super().__init__(vocab_size, eos_token_ids)
+        if not callable(fn):
+            raise TypeError(f"CallableLM needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def next_token_logprobs(self, contexts: TokenBatch) -> torch.Tensor:
+        return torch.as_tensor(self.fn(contexts.to_lists()))
