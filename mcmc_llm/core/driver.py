@@ -49,6 +49,7 @@ def run_chains(
     functionals: Mapping[str, Functional] | None = None,
     progress: bool = False,
     description: str = "sampling",
+    generator: torch.Generator | None = None,
 ) -> Trace:
     """Run `num_steps` kernel steps on every chain of `initial_position`.
 
@@ -64,7 +65,7 @@ def run_chains(
         raise ValueError(f"the initial position must hold at least one chain, got {chains}")
     if functionals is None:
         functionals = {"x": lambda x: x} if isinstance(initial_position, torch.Tensor) else {}
-    generator = make_generator(seed)
+    generator = generator if generator is not None else make_generator(seed)
     state = kernel.init(initial_position)
     samples: dict[str, list[np.ndarray]] = {name: [] for name in functionals}
     stats: dict[str, list[np.ndarray]] = {}

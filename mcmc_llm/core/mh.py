@@ -56,6 +56,23 @@ def log_acceptance_ratio(
     return torch.where(impossible, torch.full_like(log_ratio, -torch.inf), log_ratio)
 
 
+def _check_per_chain(shape: torch.Size, **values: torch.Tensor) -> None:
+    """Each value must broadcast to one number per chain (`shape` = (C,)) without changing that shape.
+
+    Without this check a [C, 1] log-probability would broadcast against [C] into a [C, C] ratio and
+    silently scramble the chains.
+    """
+    for name, value in values.items():
+        try:
+            broadcast = torch.broadcast_shapes(value.shape, shape)
+        except RuntimeError:
+            broadcast = None
+        if broadcast != shape:
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)}; expected {tuple(shape)}, one value per chain"
+            )
+
+
 class MetropolisHastings:
     """MH kernel around any target and proposal.
 
@@ -103,6 +120,12 @@ class MetropolisHastings:
             log_target_proposed = self.target.log_prob(move.position)
         log_target_proposed = torch.as_tensor(log_target_proposed, dtype=state.log_target.dtype)
         log_q_forward, log_q_backward = move.log_q_forward, move.log_q_backward
+        _check_per_chain(
+            state.log_target.shape,
+            log_target_proposed=log_target_proposed,
+            log_q_forward=torch.as_tensor(log_q_forward),
+            log_q_backward=torch.as_tensor(log_q_backward),
+        )
         if self.ignore_hastings_correction:
             log_q_forward = log_q_backward = torch.zeros_like(state.log_target)
         log_ratio = log_acceptance_ratio(
