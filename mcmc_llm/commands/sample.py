@@ -130,7 +130,12 @@ def run(args: argparse.Namespace) -> int:
         if args.save_trace and result.trace is not None:
             from mcmc_llm.diagnostics.io import save_trace
 
-            save_trace(result.trace, trace_path(args.out), chains_per_prompt=args.chains)
+            import dataclasses
+
+            save_trace(result.trace, trace_path(args.out), metadata={
+                "chains_per_prompt": args.chains, "model": args.model, "seed": args.seed,
+                "config": dataclasses.asdict(config),
+            })
     if not args.quiet:
         for record in records:
             print(f"--- prompt {record['prompt_index']} chain {record['chain']} "

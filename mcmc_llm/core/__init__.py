@@ -1,13 +1,20 @@
-"""Generic MCMC machinery: protocols, the MH kernel, composition, the driver and traces."""
+"""Generic MCMC machinery: protocols, the MH kernel, composition, the driver and traces.
 
-from mcmc_llm.core.compose import Cycle, Mixture
-from mcmc_llm.core.driver import run_chains
-from mcmc_llm.core.mh import MetropolisHastings, MHInfo, MHState
-from mcmc_llm.core.protocols import Kernel, Move, Proposal, Target
-from mcmc_llm.core.random import make_generator
-from mcmc_llm.core.trace import Trace
+Names are imported lazily, so `mcmc_llm.core.trace` (numpy only) works where torch is absent.
+"""
 
-__all__ = [
-    "Cycle", "Kernel", "MHInfo", "MHState", "MetropolisHastings", "Mixture", "Move", "Proposal",
-    "Target", "Trace", "make_generator", "run_chains",
-]
+import importlib
+
+_EXPORTS = {
+    "Cycle": "compose", "Mixture": "compose", "run_chains": "driver", "MetropolisHastings": "mh",
+    "MHInfo": "mh", "MHState": "mh", "Kernel": "protocols", "Move": "protocols", "Proposal": "protocols",
+    "Target": "protocols", "make_generator": "random", "Trace": "trace",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"mcmc_llm.core.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'mcmc_llm.core' has no attribute {name!r}")

@@ -1,0 +1,28 @@
+"""Diagnostics of MCMC runs: ArviZ conversion, ESS / R-hat, acceptance tables, exact comparisons, plots.
+
+Importing this package imports numpy only (ArviZ on first use, matplotlib with `plots`), never torch.
+
+- `arviz_adapter`: `trace_to_arviz`, `ess`, `rhat`, `plot_trace` for ArviZ 0.x and 1.x alike.
+- `summary`: `summarize(trace) -> TraceSummary`, `format_summary(summary) -> str`.
+- `exact`: `total_variation`, `kl_divergence`, `tv_curve`, `tv_noise_floor`,
+  `integrated_autocorrelation_time`.
+- `io`: `save_trace`, `load_trace` (.npz).
+- `plots` (import it explicitly): trace plot, acceptance heatmap, ESS vs N_MCMC, TV vs tokens.
+"""
+
+from mcmc_llm.diagnostics.arviz_adapter import arviz_major_version, ess, rhat, trace_to_arviz
+from mcmc_llm.diagnostics.exact import (
+    TVCurve, count_states, integrated_autocorrelation_time, kl_divergence, normalize, total_variation, tv_curve,
+    tv_noise_floor,
+)
+from mcmc_llm.diagnostics.io import load_trace, load_trace_metadata, save_trace
+from mcmc_llm.diagnostics.summary import (
+    AcceptanceCell, Flag, FunctionalDiagnostics, Thresholds, TraceSummary, format_summary, summarize,
+)
+
+__all__ = [
+    "AcceptanceCell", "Flag", "FunctionalDiagnostics", "TVCurve", "Thresholds", "TraceSummary",
+    "arviz_major_version", "count_states", "ess", "format_summary", "integrated_autocorrelation_time",
+    "kl_divergence", "load_trace", "load_trace_metadata", "normalize", "rhat", "save_trace", "summarize",
+    "total_variation", "trace_to_arviz", "tv_curve", "tv_noise_floor",
+]
