@@ -179,6 +179,7 @@ def power_sample(
     traces = []
     for stage in range(config.num_stages):
         cap = config.stage_cap(stage)
+        length_before = position.lengths
         position = extend(proposer, rule, position, cap, generator, reference_lm=lm)
         if config.mcmc_steps == 0:
             continue
@@ -192,6 +193,9 @@ def power_sample(
             progress=progress, description=f"block {stage + 1}/{config.num_stages}",
         )
         stage_trace.stats["stage"] = np.full_like(stage_trace.stats["accepted"], stage, dtype=np.int64)
+        extension = np.zeros_like(stage_trace.stats["stage"])
+        extension[:, 0] = (position.lengths - length_before).cpu().numpy()
+        stage_trace.stats["extension_tokens"] = extension  # tokens the stage's extension sampled, at its first step
         traces.append(stage_trace)
         position = stage_trace.final_state.position
     end_compute = proposer.counter.snapshot()

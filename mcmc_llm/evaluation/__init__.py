@@ -1,0 +1,28 @@
+"""Evaluation: sampling methods, TOML experiment configs, a resumable runner, summaries, scale-out.
+
+    from mcmc_llm.evaluation import load_config, run_experiment
+    report = run_experiment(load_config("experiments/configs/quick_arithmetic.toml"))
+    print(report.table())
+
+Command line: `mcmc-llm run CONFIG.toml` (see docs/evaluation.md).
+"""
+
+from mcmc_llm.evaluation.config import (
+    ConfigError, ExperimentConfig, MethodConfig, ModelConfig, OutputConfig, SamplingConfig, ScaleoutConfig, TaskConfig,
+    load_config, parse_config,
+)
+from mcmc_llm.evaluation.methods import (
+    METHOD_KINDS, BaseSampling, BestOfN, GreedyDecoding, LowTemperatureSampling, MajorityVote, Method, MethodSample,
+    PowerSampling, matched_n, power_token_budget,
+)
+from mcmc_llm.evaluation.results import MethodSummary, ResultsWriter, format_summary, read_records, summarize
+from mcmc_llm.evaluation.runner import RunReport, UnitExecutor, WorkUnit, record_content, run_experiment, unit_seed
+
+__all__ = [
+    "ConfigError", "ExperimentConfig", "MethodConfig", "ModelConfig", "OutputConfig", "SamplingConfig", "ScaleoutConfig",
+    "TaskConfig", "load_config", "parse_config",
+    "METHOD_KINDS", "BaseSampling", "BestOfN", "GreedyDecoding", "LowTemperatureSampling", "MajorityVote", "Method",
+    "MethodSample", "PowerSampling", "matched_n", "power_token_budget",
+    "MethodSummary", "ResultsWriter", "format_summary", "read_records", "summarize",
+    "RunReport", "UnitExecutor", "WorkUnit", "record_content", "run_experiment", "unit_seed",
+]

@@ -1,0 +1,285 @@
+"""The experiment runner: generate, grade and record every (problem, method, sample_index).
+
+Work is split into units.  A unit is one `method.generate` call for one problem: the sample
+indices of one group `[g*b, (g+1)*b)` (b = `sampling.batch_size`, default 1), generated together
+(batched: several chains in one `power_sample` call, several rows in one `sample_continuations`).
+Its seed is derived from the key alone,
+
+    seed(unit) = sha256(config seed, task_id, method name, first sample index)[:63 bits],
+
+and the LM's prompt-prefix cache is cleared before every unit, so a record's content is a function
+of its key and the config only: it does not depend on ordering, on where a run was interrupted
+and resumed, or on which Ray worker produced it.  Cost of the choice: with batch_size = 1 (the
+default) samples of a problem are not batched with each other; with batch_size = b, an
+interrupted group is regenerated whole (its already written records are not written again), and
+changing b changes the samples.
+
+Resume: existing records are read (an incomplete last line from a `kill -9` is cut off), units
+whose records all exist are skipped, and only missing records are appended.  Records carry a
+fingerprint of the settings they depend on; resuming with different settings is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from mcmc_llm.evaluation.config import ConfigError, ExperimentConfig
+from mcmc_llm.evaluation.results import (
+    MethodSummary, RecordKey, ResultsWriter, format_summary, read_records, record_key, summarize, summary_path,
+    write_summary,
+)
+
+#: Record fields that measure time; everything else in a record is deterministic given the config.
+VOLATILE_FIELDS = ("wall_time_s", "grade_time_s")
+
+
+def record_content(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without its timing fields (what must be identical across reruns and workers)."""
+    return {key: value for key, value in record.items() if key not in VOLATILE_FIELDS}
+
+
+def unit_seed(config_seed: int, task_id: str, method: str, first_index: int) -> int:
+    """A seed in [0, 2^63) derived from the key of a unit's first record (stable across Python runs)."""
+    text = "\x1f".join([str(config_seed), task_id, method, str(first_index)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkUnit:
+    """One generate call: `sample_indices` of `method` on problem `problem_index`, of which the
+    `missing` ones are to be recorded."""
+
+    problem_index: int
+    problem: Any
+    method: str
+    sample_indices: tuple[int, ...]
+    missing: tuple[int, ...]
+    seed: int
+
+
+def build_task(name: str, options: dict[str, Any]):
+    """A task by registry name (`mcmc_llm.tasks.get_task`) or by import path `package.module:factory`."""
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ConfigError([f"task.name: cannot import {name!r}: {error}"]) from None
+        return factory(**options)
+    from mcmc_llm.tasks import get_task
+
+    try:
+        return get_task(name, **options)
+    except (KeyError, ValueError, TypeError) as error:
+        raise ConfigError([f"task.name / task.options: {error}"]) from None
+
+
+def load_problems(task, config: ExperimentConfig) -> list:
+    problems = task.load(path=config.task.path, subset=config.task.subset, seed=config.task.seed)
+    ids = [p.task_id for p in problems]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"task {config.task.name!r} returned duplicate task_ids {duplicates[:5]}; records are keyed by them")
+    return list(problems)
+
+
+def plan_units(config: ExperimentConfig, problems: Sequence, done: set[RecordKey]) -> list[WorkUnit]:
+    """The units with at least one missing record, problem by problem."""
+    units = []
+    size = config.sampling.batch_size
+    for index, problem in enumerate(problems):
+        for entry in config.methods:
+            for first in range(0, entry.samples, size):
+                group = tuple(range(first, min(first + size, entry.samples)))
+                missing = tuple(i for i in group if (problem.task_id, entry.name, i) not in done)
+                if missing:
+                    seed = unit_seed(config.sampling.seed, problem.task_id, entry.name, first)
+                    units.append(WorkUnit(index, problem, entry.name, group, missing, seed))
+    return units
+
+
+def answer_extractor(task) -> Callable[[str], str | None] | None:
+    """The grade-free answer extraction majority vote uses: the task's `extract_answer(completion)`
+    if it has one; else, for the built-in tasks, their own extraction helpers (arithmetic: the
+    graded integer; math500: the last \\boxed{} content; gpqa: the choice letter); else None
+    (the decoded text is the answer)."""
+    extract = getattr(task, "extract_answer", None)
+    if callable(extract):
+        return extract
+    name = getattr(task, "name", None)
+    if name == "arithmetic":
+        from mcmc_llm.tasks.arithmetic import extract_integer
+
+        fallback = getattr(task, "fallback_last_number", True)
+        return lambda text: (lambda value: None if value is None else str(value))(extract_integer(text, fallback)[0])
+    if name == "math500":
+        from mcmc_llm.tasks.math500 import last_boxed
+
+        return lambda text: (lambda boxed: None if boxed is None else " ".join(boxed.split()))(last_boxed(text))
+    if name == "gpqa":
+        from mcmc_llm.tasks.gpqa import extract_choice
+
+        return extract_choice
+    return None
+
+
+def _strip_eos(tokens: Sequence[int], eos: Iterable[int]) -> list[int]:
+    tokens = list(tokens)
+    return tokens[:-1] if tokens and tokens[-1] in set(eos) else tokens
+
+
+class UnitExecutor:
+    """Holds a model, a task and the methods, and turns work units into graded records.  Used
+    in-process by `run_experiment` and inside every Ray worker by `scaleout`."""
+
+    def __init__(self, config: ExperimentConfig, task=None, lm=None):
+        from mcmc_llm.lm.registry import load_model
+
+        self.config = config
+        if config.model.threads is not None:
+            import torch
+
+            torch.set_num_threads(config.model.threads)
+        self.task = task if task is not None else build_task(config.task.name, config.task.options)
+        self._extract = answer_extractor(self.task)
+        self.lm = lm if lm is not None else load_model(
+            config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.model.chat_template
+        )
+        self._prompts: dict[str, list[int]] = {}
+        self._fingerprints = {m.name: config.fingerprint(m.name) for m in config.methods}
+
+    def prompt_ids(self, problem) -> list[int]:
+        from mcmc_llm.commands.sample import encode_prompt
+
+        if problem.task_id not in self._prompts:
+            self._prompts[problem.task_id] = encode_prompt(self.lm, problem.prompt)
+        return self._prompts[problem.task_id]
+
+    def completion_text(self, tokens: Sequence[int]) -> str:
+        from mcmc_llm.commands.sample import decode
+
+        return decode(self.lm, _strip_eos(tokens, self.lm.eos_token_ids))
+
+    def answer_of(self, tokens: Sequence[int]) -> str | None:
+        text = self.completion_text(tokens)
+        return self._extract(text) if self._extract is not None else text
+
+    def _grade(self, problem, completion: str):
+        from mcmc_llm.tasks import GradeResult
+
+        try:
+            return self.task.grade(problem, completion)
+        except Exception as error:  # a grader bug must not lose the sample
+            return GradeResult(False, "error", f"grader raised {type(error).__name__}: {error}")
+
+    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
+        """Generate the unit's group and return the records of its missing indices."""
+        entry = self.config.method(unit.method)
+        clear = getattr(self.lm, "clear_prefixes", None)
+        if callable(clear):
+            clear()  # a unit's numerics must not depend on prompts cached by earlier units
+        prompt = self.prompt_ids(unit.problem)
+        started = time.perf_counter()
+        (samples,) = entry.method.generate(self.lm, [prompt], len(unit.sample_indices), unit.seed, answer_of=self.answer_of)
+        wall = (time.perf_counter() - started) / len(unit.sample_indices)
+        records = []
+        for index, sample in zip(unit.sample_indices, samples):
+            if index not in unit.missing:
+                continue
+            completion = self.completion_text(sample.tokens)
+            graded_at = time.perf_counter()
+            grade = self._grade(unit.problem, completion)
+            records.append({
+                "task": self.config.task.name, "task_id": unit.problem.task_id, "method": entry.name,
+                "kind": entry.kind, "sample_index": index, "seed": unit.seed, "group": list(unit.sample_indices),
+                "fingerprint": self._fingerprints[entry.name], "model": self.config.model.spec,
+                "prompt_tokens": len(prompt), "completion": completion, "tokens": list(sample.tokens),
+                "length": sample.length, "ended": sample.ended, "log_p": sample.log_p,
+                "passed": bool(grade.passed), "status": grade.status, "detail": grade.detail, "extracted": grade.extracted,
+                "diagnostics": sample.diagnostics, "compute": sample.compute,
+                "wall_time_s": wall, "grade_time_s": time.perf_counter() - graded_at,
+            })
+        return records
+
+
+@dataclasses.dataclass
+class RunReport:
+    path: Path
+    records: list[dict[str, Any]]
+    summaries: list[MethodSummary]
+    generated: int
+    skipped: int
+    wall_time_s: float
+
+    def table(self) -> str:
+        return format_summary(self.summaries)
+
+
+def _check_fingerprints(config: ExperimentConfig, records: list[dict[str, Any]], path: Path) -> None:
+    expected = {m.name: config.fingerprint(m.name) for m in config.methods}
+    stale = sorted({r["method"] for r in records if r["method"] in expected and r.get("fingerprint") != expected[r["method"]]})
+    if stale:
+        raise ConfigError(
+            [f"methods {', '.join(stale)}: {path} holds records made with different settings "
+             "(model, task seed/options, sampling seed/batch_size or the method's keys); "
+             "write to a new [output] path or remove the file"]
+        )
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    task=None,
+    lm=None,
+    progress: bool = True,
+) -> RunReport:
+    """Run (or resume) `config`; returns the records of its problems and methods and their summary.
+
+    task / lm: pre-built objects (otherwise built from the config; Ray workers always build their
+    own).  With `[scaleout] workers > 1`, units are spread over Ray actors (`scaleout.run_units`).
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    path = config.output.path
+    task = task if task is not None else build_task(config.task.name, config.task.options)
+    problems = load_problems(task, config)
+    existing = read_records(path, repair=True)
+    _check_fingerprints(config, existing, path)
+    done = {record_key(r) for r in existing}
+    units = plan_units(config, problems, done)
+    wanted = {(p.task_id, m.name, i) for p in problems for m in config.methods for i in range(m.samples)}
+    generated = 0
+    if units:
+        local = None
+        if config.scaleout.workers <= 1:  # load the model before the progress bar starts
+            local = UnitExecutor(config, task=task, lm=lm)
+        bar = tqdm(total=len(wanted), initial=len(wanted & done), unit="sample", desc="evaluating",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        with ResultsWriter(path) as writer, bar:
+            def write(records: list[dict[str, Any]]) -> None:
+                nonlocal generated
+                for record in records:
+                    writer.append(record)
+                    generated += 1
+                    bar.update(1)
+                if records:
+                    bar.set_postfix_str(f"{records[-1]['method']} {records[-1]['task_id']}", refresh=False)
+
+            if config.scaleout.workers > 1:
+                from mcmc_llm.evaluation.scaleout import run_units
+
+                run_units(config, units, write)
+            else:
+                for unit in units:
+                    write(local.run(unit))
+    records = [r for r in read_records(path) if record_key(r) in wanted]
+    summaries = summarize(records, [m.name for m in config.methods])
+    write_summary(summaries, summary_path(path))
+    return RunReport(path, records, summaries, generated, len(wanted & done), time.perf_counter() - started)

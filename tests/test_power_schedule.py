@@ -1,0 +1,70 @@
+"""Plumbing of the block-wise schedule: validation, accounting, determinism, batching."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mcmc_llm.lm.toy import load_toy
+from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+
+
+def test_config_errors_name_the_bad_value():
+    with pytest.raises(ValueError, match=r"alpha must be a positive number.*-2"):
+        PowerSamplerConfig(alpha=-2.0)
+    with pytest.raises(ValueError, match=r"block_size 300 is larger than max_new_tokens 256"):
+        PowerSamplerConfig(block_size=300, max_new_tokens=256)
+    with pytest.raises(ValueError, match=r"unknown kernel 'random'; allowed: uniform, within-block"):
+        PowerSamplerConfig(kernel="random")
+    with pytest.raises(ValueError, match=r"mcmc_steps must be a non-negative integer, got -1"):
+        PowerSamplerConfig(mcmc_steps=-1)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0"):
+        PowerSamplerConfig(proposal_temperature=-0.5)
+    with pytest.raises(ValueError, match=r"unknown ratio 'approx'"):
+        PowerSamplerConfig(ratio="approx")
+    with pytest.raises(ValueError, match=r"chains_per_prompt must be a positive integer, got 0"):
+        power_sample(load_toy("tiny"), [[]], PowerSamplerConfig(block_size=2, max_new_tokens=4), chains_per_prompt=0)
+
+
+def test_stages_and_defaults_follow_the_paper():
+    config = PowerSamplerConfig()
+    assert (config.alpha, config.block_size, config.max_new_tokens, config.mcmc_steps) == (4.0, 192, 3072, 10)
+    assert config.temperature == 0.25 and config.num_stages == 16 and config.stage_cap(15) == 3072
+    uneven = PowerSamplerConfig(block_size=3, max_new_tokens=7)
+    assert [uneven.stage_cap(k) for k in range(uneven.num_stages)] == [3, 6, 7]
+    assert PowerSamplerConfig(alpha=math.inf).temperature == 0.25
+
+
+def test_token_accounting_matches_the_backend_counter():
+    lm = load_toy("trigram")
+    config = PowerSamplerConfig(alpha=2.0, block_size=3, max_new_tokens=9, mcmc_steps=4, kernel="uniform")
+    result = power_sample(lm, [[], [1, 2]], config, chains_per_prompt=50, seed=3)
+    stats = result.trace.stats
+    per_chain = (stats["tokens_resampled"] + stats["extension_tokens"]).sum(axis=1)
+    assert per_chain.sum() == result.compute["tokens_sampled"]
+    assert result.trace.num_draws == config.num_stages * config.mcmc_steps
+    assert set(np.unique(stats["stage"])) == {0, 1, 2}
+    lengths = result.trace.samples["length"]
+    assert lengths.max() <= 9 and (lengths[:, -1] == [len(s) for s in result.sequences()]).all()
+
+
+def test_same_seed_same_samples_and_prompts_are_batched_separately():
+    lm = load_toy("bigram")
+    config = PowerSamplerConfig(alpha=3.0, block_size=2, max_new_tokens=6, mcmc_steps=3)
+    first = power_sample(lm, [[1], [3, 4]], config, chains_per_prompt=20, seed=9)
+    again = power_sample(lm, [[1], [3, 4]], config, chains_per_prompt=20, seed=9)
+    other = power_sample(lm, [[1], [3, 4]], config, chains_per_prompt=20, seed=10)
+    assert first.sequences() == again.sequences()
+    assert first.sequences() != other.sequences()
+    assert first.chain_trace(1).num_chains == 20
+    assert np.array_equal(first.chain_trace(1).samples["log_p"], first.trace.samples["log_p"][20:40])
+
+
+def test_zero_mcmc_steps_is_plain_tempered_generation():
+    lm = load_toy("tiny")
+    result = power_sample(lm, [[]], PowerSamplerConfig(alpha=2.0, block_size=2, max_new_tokens=6, mcmc_steps=0),
+                          chains_per_prompt=30, seed=1)
+    assert result.trace is None
+    assert result.compute["tokens_sampled"] == sum(len(s) for s in result.sequences())
