@@ -80,6 +80,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also save the per-step trace next to --out (FILE.trace.npz) for `mcmc-llm diagnose`")
     parser.add_argument("--quiet", action="store_true", help="print only the summary, not the decoded samples")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
+    parser.add_argument("--sampler", choices=("mh", "smc", "rollout"), default="mh",
+                        help="mh: block-wise Metropolis-Hastings (Algorithm 1); smc: Power-SMC, each chain is one "
+                             "independent SMC run reporting one draw from its weighted particles; rollout: the "
+                             "rollout sampler (top-K candidates, M rollouts each; biased, see docs/smc.md)")
+    parser.add_argument("--particles", type=_positive("--particles"), default=16, help="smc: particles per run")
+    parser.add_argument("--resampling", choices=("multinomial", "stratified", "systematic", "residual"),
+                        default="systematic", help="smc: resampling scheme")
+    parser.add_argument("--ess-threshold", type=float, default=0.5,
+                        help="smc: resample when ESS < this fraction of the particles")
+    parser.add_argument("--rollouts", type=_positive("--rollouts"), default=4, help="rollout: rollouts M per candidate")
+    parser.add_argument("--top-candidates", type=_positive("--top-candidates"), default=8,
+                        help="rollout: candidate next tokens K (by base probability)")
 
 
 def encode_prompt(lm, text: str | None) -> list[int]:
@@ -105,6 +117,10 @@ def decode(lm, ids: list[int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "sampler", "mh") != "mh":
+        from mcmc_llm.smc.cli import run_sampler
+
+        return run_sampler(args)
     from mcmc_llm.lm.registry import load_model
     from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
 

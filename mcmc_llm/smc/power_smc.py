@@ -1,0 +1,393 @@
+"""Power-SMC (after Azizi et al., METHOD §7): sequential Monte Carlo for p^alpha on S_n.
+
+P particles per prompt are grown token by token from a proposal LM q (default: the base model
+at temperature tau = 1/alpha, full support).  Intermediate targets, on S_t (sequences that
+ended with EOS within t tokens, or unfinished prefixes of exactly t tokens):
+
+    gamma_t(x) = p(x)^{a_t}            a_t = alpha                         (no ramp)
+                                       a_t = 1 + (alpha - 1) min(t, R) / R  (exponent ramp over R tokens)
+
+so gamma_n = p^alpha on S_n and Z_n = sum_{x in S_n} p(x)^alpha.  The incremental weight of a
+particle at step t is gamma_t / (gamma_{t-1} q):
+
+* unfinished, appending x_t ~ q(. | x_<t):
+      log w_t = a_t log p(x_<=t) - a_{t-1} log p(x_<t) - log q(x_t | x_<t)
+              = a_t log p(x_t | x_<t) + (a_t - a_{t-1}) log p(x_<t) - log q(x_t | x_<t)
+  Without a ramp and with q = p at tau = 1/alpha this is `log sum_v p(v | x_<t)^alpha`, the log
+  local normaliser: it does not depend on the drawn token.
+* finished (EOS already emitted; the particle stays put):  log w_t = (a_t - a_{t-1}) log p(x),
+  zero without a ramp.  Finished particles keep their weight and stop extending.
+
+Resampling is triggered per prompt when the ESS `1 / sum W^2` falls below `ess_threshold * P`
+(never at the last step), with any scheme of `mcmc_llm.smc.resampling`.  The estimate
+
+    Z_hat = prod_t ( sum_i W_{t-1}^i w_t^i )    (W: normalised weights after the last resampling)
+
+is unbiased for Z_n for every P and every unbiased scheme; `log_normalizer` is `log Z_hat`.
+The weighted particles (X^i, W^i) estimate pi_alpha: expectations are ratio estimates (bias
+O(1/P)); `E[Z_hat sum_i W^i f(X^i)] = sum_x p(x)^alpha f(x)` holds exactly.
+
+Rejuvenation (optional): after a resampling at step t, `rejuvenation_steps` MH steps with the
+kernel `MetropolisHastings(PowerTarget(a_t, t), SuffixResampling(cut rule, cap t))`.  That kernel
+leaves gamma_t on S_t invariant, so the move is exact at every step, not only at the end; the LM
+state of the moved particles is then rebuilt with `lm.start`.  `rejuvenate="end"` applies it once,
+after a final resampling on S_n (the returned particles are then equally weighted).
+
+LM use: `lm.start` once for all prompts x particles, `lm.advance` once per token for unfinished
+particles, `lm.select_rows(state, ancestors)` on resampling (rows repeat; on the HF backend this
+copies KV-cache rows instead of re-encoding), finished rows dropped from the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mcmc_llm.core.driver import run_chains
+from mcmc_llm.core.mh import MetropolisHastings
+from mcmc_llm.core.random import categorical, make_generator
+from mcmc_llm.core.trace import Trace
+from mcmc_llm.lm.generation import SamplingRule, _is_eos, _token_statistics
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+from mcmc_llm.power.cuts import CUT_RULES, CutRule
+from mcmc_llm.power.sequences import SequenceBatch
+from mcmc_llm.power.suffix import SuffixResampling
+from mcmc_llm.power.targets import PowerTarget
+from mcmc_llm.smc.resampling import effective_sample_size, get_resampler
+
+REJUVENATION_POINTS = ("end", "resampling")
+
+
+@dataclasses.dataclass(frozen=True)
+class SMCConfig:
+    """Settings of Power-SMC.
+
+    ess_threshold: resample a prompt's particles when ESS < ess_threshold * P (0: never, 1: at
+        every step where the weights are not all equal).
+    proposal_temperature: None means 1/alpha.  The proposal always has full support.
+    ramp_tokens: R; 0 means the exponent is alpha from the first token.
+    rejuvenation_steps / rejuvenation_kernel / rejuvenate: MH moves (cut rule from CUT_RULES)
+        at the end only, or after every resampling and at the end.
+    """
+
+    alpha: float = 4.0
+    max_new_tokens: int = 3072
+    num_particles: int = 16
+    resampling: str = "systematic"
+    ess_threshold: float = 0.5
+    proposal_temperature: float | None = None
+    ramp_tokens: int = 0
+    rejuvenation_steps: int = 0
+    rejuvenation_kernel: str = "uniform"
+    rejuvenate: str = "end"
+
+    def __post_init__(self):
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (0 < self.alpha < math.inf):
+            raise ValueError(f"alpha must be a finite number > 0 for SMC, got {self.alpha!r}")
+        for name, low in (("max_new_tokens", 1), ("num_particles", 1), ("ramp_tokens", 0), ("rejuvenation_steps", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (isinstance(self.ess_threshold, (int, float)) and 0 <= self.ess_threshold <= 1):
+            raise ValueError(f"ess_threshold must be a fraction in [0, 1], got {self.ess_threshold!r}")
+        if self.ramp_tokens > self.max_new_tokens:
+            raise ValueError(f"ramp_tokens {self.ramp_tokens} exceeds max_new_tokens {self.max_new_tokens}")
+        get_resampler(self.resampling)
+        if self.rejuvenation_kernel not in CUT_RULES:
+            raise ValueError(f"unknown rejuvenation_kernel {self.rejuvenation_kernel!r}; allowed: {', '.join(CUT_RULES)}")
+        if self.rejuvenate not in REJUVENATION_POINTS:
+            raise ValueError(f"rejuvenate must be one of {', '.join(REJUVENATION_POINTS)}, got {self.rejuvenate!r}")
+        if not self.sampling_rule().full_support:
+            raise ValueError("the SMC proposal needs full support: proposal_temperature must be > 0")
+
+    @property
+    def temperature(self) -> float:
+        return self.proposal_temperature if self.proposal_temperature is not None else 1.0 / self.alpha
+
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(self.temperature)
+
+    def exponent(self, tokens: int) -> float:
+        """a_t after t generated tokens: alpha, or the linear ramp from 1 to alpha over R tokens."""
+        if self.ramp_tokens == 0:
+            return float(self.alpha)
+        return 1.0 + (self.alpha - 1.0) * min(tokens, self.ramp_tokens) / self.ramp_tokens
+
+
+@dataclasses.dataclass
+class SMCResult:
+    """Weighted particles of B prompts (prompt b's particles are rows b*P .. b*P + P - 1).
+
+    log_weights: [B, P], normalised (logsumexp over particles is 0).
+    log_normalizer: [B], log Z_hat (Z = sum_{x in S_n} p(x)^alpha).
+    diagnostics: per step [B, n]: `ess` (before resampling; NaN after the run stopped), `resampled`,
+        `unique_ancestors` (distinct ancestors after the step), `alive` (unfinished particles
+        after the step's resampling: those extended at the next step), `log_normalizer` (running
+        log Z_hat), `rejuvenation_acceptance`; and [B]:
+        `distinct_final` (distinct final sequences), `final_ess`.
+    rejuvenation: the trace of the final MH rejuvenation (None without one).
+    Row order is not random (resampling returns sorted ancestors): pick particles with `draw`.
+    A prompt whose particles all have weight zero (possible only with a separate proposal LM that
+    puts mass where p has none) has log_normalizer -inf (Z_hat = 0) and weights -inf.
+    compute: the proposal LM's counter deltas (plus `reference_*` when a separate proposal LM is used).
+    """
+
+    particles: SequenceBatch
+    log_weights: torch.Tensor
+    log_normalizer: torch.Tensor
+    num_particles: int
+    diagnostics: dict[str, np.ndarray]
+    rejuvenation: Trace | None
+    compute: dict[str, int]
+
+    @property
+    def num_prompts(self) -> int:
+        return self.log_weights.shape[0]
+
+    def weights(self) -> torch.Tensor:
+        return torch.exp(self.log_weights)
+
+    def sequences(self, prompt_index: int) -> list[list[int]]:
+        rows = slice(prompt_index * self.num_particles, (prompt_index + 1) * self.num_particles)
+        return TokenBatch(self.particles.tokens[rows], self.particles.lengths[rows]).to_lists()
+
+    def weighted_law(self, prompt_index: int) -> dict[tuple[int, ...], float]:
+        """`{sequence: total normalised weight}` of one prompt's particles."""
+        law: dict[tuple[int, ...], float] = {}
+        for sequence, weight in zip(self.sequences(prompt_index), self.weights()[prompt_index].tolist()):
+            law[tuple(sequence)] = law.get(tuple(sequence), 0.0) + weight
+        return law
+
+    def draw_indices(self, generator: torch.Generator, num: int = 1) -> torch.Tensor:
+        """Sampling-importance-resampling: `num` iid particle rows per prompt from the weights, [B, num]."""
+        weights = self.weights()
+        cumulative = torch.cumsum(weights, -1)
+        points = torch.rand(weights.shape[0], num, generator=generator, dtype=torch.float64, device=generator.device)
+        local = torch.searchsorted(cumulative, points.to(weights.device) * cumulative[:, -1:], right=True)
+        local = local.clamp(max=self.num_particles - 1)
+        return local + torch.arange(weights.shape[0], device=weights.device)[:, None] * self.num_particles
+
+    def draw(self, generator: torch.Generator, num: int = 1) -> SequenceBatch:
+        """`num` SIR draws per prompt (rows b*num .. b*num + num - 1): only asymptotically exact (bias O(1/P))."""
+        return _take(self.particles, self.draw_indices(generator, num).reshape(-1))
+
+
+def repeat_rows(batch: TokenBatch, times: int) -> TokenBatch:
+    """Each row `times` times in a row (rows b*times .. b*times + times - 1 are copies of row b)."""
+    return TokenBatch(batch.ids.repeat_interleave(times, 0), batch.lengths.repeat_interleave(times, 0))
+
+
+def _take(batch: SequenceBatch, rows: torch.Tensor) -> SequenceBatch:
+    return SequenceBatch(
+        prompts=TokenBatch(batch.prompts.ids[rows], batch.prompts.lengths[rows]),
+        tokens=batch.tokens[rows], lengths=batch.lengths[rows], log_p=batch.log_p[rows],
+        log_q=batch.log_q[rows], entropy=batch.entropy[rows], ended=batch.ended[rows],
+    )
+
+
+def _distinct_per_prompt(batch: SequenceBatch, prompts: int, particles: int) -> np.ndarray:
+    """Number of distinct sequences among each prompt's particles (two 31-bit polynomial hashes)."""
+    modulus = (1 << 31) - 1
+    positions = torch.arange(batch.capacity, device=batch.tokens.device)[None]
+    symbols = torch.where(positions < batch.lengths[:, None], batch.tokens + 1, 0)
+    key = torch.zeros(batch.num_chains, dtype=torch.long, device=batch.tokens.device)
+    for multiplier in (1_000_003, 998_244_353):
+        value = torch.zeros_like(key)
+        for column in range(batch.capacity):
+            value = (value * multiplier + symbols[:, column]) % modulus
+        key = key * modulus + value
+    ordered = key.reshape(prompts, particles).sort(-1).values
+    return (1 + (ordered.diff(dim=-1) != 0).sum(-1)).cpu().numpy()
+
+
+class _Decoder:
+    """The LM states of the unfinished particles: the proposal LM's and, if different, the
+    reference model's; `rows[k]` is the particle held by state row k."""
+
+    def __init__(self, proposer: LanguageModel, reference: LanguageModel | None, contexts: TokenBatch, rows: torch.Tensor):
+        self.proposer, self.reference, self.rows = proposer, reference, rows
+        self.states = [proposer.start(contexts)] + ([reference.start(contexts)] if reference is not None else [])
+
+    def logprobs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(proposal LM, reference LM) next-token log-probs [A, V], float64."""
+        proposal = self.states[0].logprobs.to(torch.float64)
+        return proposal, self.states[-1].logprobs.to(torch.float64)
+
+    def _models(self):
+        return [self.proposer] + ([self.reference] if self.reference is not None else [])
+
+    def select_and_advance(self, state_rows: torch.Tensor, tokens: torch.Tensor, particle_rows: torch.Tensor) -> None:
+        identity = state_rows.numel() == self.rows.numel() and bool((state_rows == torch.arange(self.rows.numel(), device=state_rows.device)).all())
+        states = self.states if identity else [lm.select_rows(s, state_rows) for lm, s in zip(self._models(), self.states)]
+        self.states = [lm.advance(s, tokens) for lm, s in zip(self._models(), states)]
+        self.rows = particle_rows
+
+    def restart(self, contexts: TokenBatch, particle_rows: torch.Tensor) -> None:
+        self.states = [lm.start(contexts) for lm in self._models()]
+        self.rows = particle_rows
+
+
+def _rejuvenate(particles, config, exponent, cap, proposer, lm, rule, generator):
+    """`rejuvenation_steps` MH steps targeting p^exponent on S_cap; returns (particles, trace)."""
+    target = PowerTarget(exponent, cap)
+    proposal = SuffixResampling(proposer, rule, CutRule(config.rejuvenation_kernel), cap, reference_lm=lm)
+    kernel = MetropolisHastings(target, proposal)
+    trace = run_chains(kernel, particles, config.rejuvenation_steps, generator=generator,
+                       functionals={"log_p": lambda batch: batch.total_log_p()}, description="rejuvenation")
+    return trace.final_state.position, trace
+
+
+def power_smc(
+    lm: LanguageModel,
+    prompts: Sequence[Sequence[int]],
+    config: SMCConfig,
+    *,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    proposal_lm: LanguageModel | None = None,
+) -> SMCResult:
+    """Run Power-SMC for every prompt with `config.num_particles` particles, all batched.
+
+    lm: the base model p of the target p^alpha; proposal_lm: the LM particles are drawn from
+    (default `lm`) under temperature `config.temperature`.  Randomness comes from `generator`
+    (default `make_generator(seed)`).
+    """
+    if len(prompts) == 0:
+        raise ValueError("power_smc needs at least one prompt, got none")
+    proposer = proposal_lm if proposal_lm is not None else lm
+    reference = lm if proposer is not lm else None
+    generator = generator if generator is not None else make_generator(seed)
+    rule, resample = config.sampling_rule(), get_resampler(config.resampling)
+    num_prompts, count, cap = len(prompts), config.num_particles, config.max_new_tokens
+    total = num_prompts * count
+    register = getattr(proposer, "register_prefix", None)
+    if callable(register):
+        for prompt in prompts:
+            register(list(prompt))
+    prompt_batch = repeat_rows(TokenBatch.from_lists([list(p) for p in prompts], device=proposer.device), count)
+    device = prompt_batch.ids.device
+    start_proposal = proposer.counter.snapshot()
+    start_reference = reference.counter.snapshot() if reference is not None else None
+
+    tokens = torch.zeros(total, cap, dtype=torch.long, device=device)
+    stats = {name: torch.zeros(total, cap, dtype=torch.float64, device=device) for name in ("log_p", "log_q", "entropy")}
+    lengths = torch.zeros(total, dtype=torch.long, device=device)
+    ended = torch.zeros(total, dtype=torch.bool, device=device)
+    log_p_total = torch.zeros(total, dtype=torch.float64, device=device)
+    log_w = torch.zeros(num_prompts, count, dtype=torch.float64, device=device)
+    offsets = torch.arange(num_prompts, device=device)[:, None] * count
+
+    def batch() -> SequenceBatch:
+        return SequenceBatch(prompt_batch, tokens, lengths, stats["log_p"], stats["log_q"], stats["entropy"], ended)
+
+    diag = {
+        "ess": np.full((num_prompts, cap), np.nan), "resampled": np.zeros((num_prompts, cap), dtype=bool),
+        "unique_ancestors": np.full((num_prompts, cap), count, dtype=np.int64),
+        "alive": np.zeros((num_prompts, cap), dtype=np.int64), "log_normalizer": np.full((num_prompts, cap), np.nan),
+        "rejuvenation_acceptance": np.full((num_prompts, cap), np.nan),
+    }
+    decoder = _Decoder(proposer, reference, prompt_batch, torch.arange(total, device=device))
+    exponent_now = config.exponent(0)
+    for t in range(cap):
+        rows = decoder.rows
+        proposal_logprobs, reference_logprobs = decoder.logprobs()
+        drawn = categorical(generator, rule.proposal_logprobs(proposal_logprobs))
+        step = _token_statistics(reference_logprobs, drawn, rule)
+        if reference is not None:
+            step["log_q"] = _token_statistics(proposal_logprobs, drawn, rule)["log_q"]
+        proposer.counter.tokens_sampled += int(rows.numel())
+        tokens[rows, t] = drawn
+        for name, value in step.items():
+            stats[name][rows, t] = value
+        lengths[rows] = t + 1
+        ended[rows] = _is_eos(drawn, proposer.eos_token_ids)
+
+        exponent_next = config.exponent(t + 1)
+        previous_total = log_p_total.clone()
+        log_p_total[rows] += step["log_p"]
+        increment = exponent_next * log_p_total - exponent_now * previous_total
+        increment[rows] -= step["log_q"]
+        increment = torch.where(torch.isneginf(previous_total), torch.zeros_like(increment), increment)
+        log_w += increment.reshape(num_prompts, count)
+        exponent_now = exponent_next
+
+        finished = ended | (lengths >= cap)
+        ess = effective_sample_size(log_w)
+        diag["ess"][:, t] = ess.cpu().numpy()
+        last_step = t + 1 == cap or bool(finished.all())
+        ancestors = torch.arange(total, device=device)
+        resampling = (ess < config.ess_threshold * count) & torch.isfinite(log_w).any(-1)
+        rejuvenated = False
+        if not last_step and bool(resampling.any()):
+            local = resample(generator, log_w[resampling])
+            grid = ancestors.reshape(num_prompts, count).clone()
+            grid[resampling] = local + offsets[resampling]
+            ancestors = grid.reshape(-1)
+            diag["resampled"][:, t] = resampling.cpu().numpy()
+            ordered = grid.sort(-1).values
+            diag["unique_ancestors"][:, t] = (1 + (ordered.diff(dim=-1) != 0).sum(-1)).cpu().numpy()
+            level = torch.logsumexp(log_w[resampling], -1, keepdim=True) - math.log(count)
+            log_w[resampling] = level.expand(-1, count)
+            tokens, lengths, ended, log_p_total = tokens[ancestors], lengths[ancestors], ended[ancestors], log_p_total[ancestors]
+            stats = {name: value[ancestors] for name, value in stats.items()}
+            finished = finished[ancestors]
+            if config.rejuvenation_steps and config.rejuvenate == "resampling":
+                # only the resampled prompts: their particles all have positive weight
+                moving = torch.arange(total, device=device).reshape(num_prompts, count)[resampling].reshape(-1)
+                moved, trace = _rejuvenate(_take(batch(), moving), config, exponent_now, t + 1, proposer, lm, rule, generator)
+                tokens, lengths, ended = tokens.clone(), lengths.clone(), ended.clone()
+                tokens[moving], lengths[moving], ended[moving] = moved.tokens, moved.lengths, moved.ended
+                for name in stats:
+                    stats[name][moving] = getattr(moved, name)
+                log_p_total[moving] = moved.total_log_p()
+                finished = ended | (lengths >= cap)
+                rate = trace.stats["accepted"].reshape(-1, count * config.rejuvenation_steps).mean(axis=1)
+                diag["rejuvenation_acceptance"][resampling.cpu().numpy(), t] = rate
+                rejuvenated = True
+        diag["log_normalizer"][:, t] = (torch.logsumexp(log_w, -1) - math.log(count)).cpu().numpy()
+        diag["alive"][:, t] = (~finished).reshape(num_prompts, count).sum(-1).cpu().numpy()
+        if last_step:
+            break
+        keep = (~finished).nonzero().squeeze(-1)
+        if rejuvenated:
+            decoder.restart(_contexts(batch(), keep), keep)
+            continue
+        position_of = torch.full((total,), -1, dtype=torch.long, device=device)
+        position_of[rows] = torch.arange(rows.numel(), device=device)
+        state_rows = position_of[ancestors[keep]]
+        decoder.select_and_advance(state_rows, tokens[keep, t], keep)
+
+    # A ramp that had not finished when every particle ended: bring the exponent to alpha.
+    if exponent_now != config.alpha:
+        log_w += torch.nan_to_num((config.alpha - exponent_now) * log_p_total, nan=0.0).reshape(num_prompts, count)
+    log_normalizer = torch.logsumexp(log_w, -1) - math.log(count)
+    particles = batch()
+    normalised = log_w - torch.logsumexp(log_w, -1, keepdim=True)
+    normalised = torch.where(torch.isneginf(log_normalizer)[:, None], torch.full_like(log_w, -math.inf), normalised)
+    diag["final_ess"] = effective_sample_size(log_w).cpu().numpy()
+    trace = None
+    if config.rejuvenation_steps:
+        if bool(torch.isneginf(log_normalizer).any()):
+            raise ValueError("rejuvenation needs at least one particle of positive weight for every prompt")
+        local = resample(generator, normalised)
+        particles = _take(particles, (local + offsets).reshape(-1))
+        particles, trace = _rejuvenate(particles, config, config.alpha, cap, proposer, lm, rule, generator)
+        normalised = torch.full_like(normalised, -math.log(count))
+    diag["distinct_final"] = _distinct_per_prompt(particles, num_prompts, count)
+    compute = _spent(start_proposal, proposer.counter.snapshot())
+    if reference is not None:
+        compute.update({f"reference_{k}": v for k, v in _spent(start_reference, reference.counter.snapshot()).items()})
+    return SMCResult(particles, normalised, log_normalizer, count, diag, trace, compute)
+
+
+def _contexts(batch: SequenceBatch, rows: torch.Tensor) -> TokenBatch:
+    """Prompt + generated tokens of the given particle rows."""
+    return _take(batch, rows).contexts(batch.lengths[rows])
+
+
+def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {key: after[key] - before[key] for key in after}
