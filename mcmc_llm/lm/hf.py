@@ -1,0 +1,449 @@
+"""A transformers causal LM as a `LanguageModel`: batched, KV-cached, with prompt-prefix reuse.
+
+Layout of a batch.  Row b of the KV cache holds `S` slots; a boolean `mask[b, s]` says which slots
+hold real tokens of row b.  Masked slots ("holes") may sit anywhere: left of a reused prompt that is
+shorter than the longest one in the batch, and after the new tokens of rows with fewer new tokens
+than the longest.  Every forward pass gets the 2-D mask over all `S + Q` slots and explicit
+`position_ids`: the i-th real token of a row has position i whatever slot it occupies, so holes
+change nothing but cost (rotary embeddings are applied before keys are cached, and masked keys get
+zero attention).  New tokens are left-aligned in each forward block (padding after them), so no
+query slot is ever fully masked; the next-token log-probs are gathered at each row's last token.
+
+Prefix reuse.  `register_prefix(ids)` declares a prompt; `start`/`positionwise` find, for each row,
+the longest registered prefix its context begins with, encode that prefix once (batch 1, kept in an
+LRU of `prefix_cache_size` entries together with its next-token log-probs) and copy its keys and
+values into the row; only the remainder is pushed through the model.  `counter.record_encoding` is
+called with the true absolute start position of what is encoded, so reuse shows as fewer
+`tokens_encoded`.
+
+States are immutable: `advance` and `select_rows` return new states and leave the old one valid
+(the cache tensors are never written in place), so a caller may branch from any state.
+`select_rows` indexes the cache along the batch dimension and also drops slot columns that no kept
+row uses, so finished (often longest) rows stop costing compute.
+
+Supported: decoder-only models whose layers are all full attention (Llama, Qwen2/2.5, Mistral
+without sliding window, Phi-3, SmolLM2, ...).  Sliding-window and linear-attention layers are
+rejected, because their caches are not addressed by slot masks.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import dataclasses
+import inspect
+from typing import Callable, Sequence
+
+import torch
+
+from mcmc_llm.lm.protocol import ComputeCounter, LanguageModel, TokenBatch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+_END = -1  # trie key marking the end of a registered prefix
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`"auto"` -> cuda when available, else cpu; anything else is passed to `torch.device`."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """`"auto"` -> bfloat16 on a GPU that supports it, float32 otherwise (CPU bf16 is slow)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def _cache_from_kv(kv: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+    """A transformers `DynamicCache` holding `kv` (per layer [B, H, S, D]) without copying it."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    if not kv:
+        return cache
+    if hasattr(cache, "layers"):  # transformers >= 4.56: a list of cache layers
+        from transformers.cache_utils import DynamicLayer
+
+        for keys, values in kv:
+            layer = DynamicLayer()
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+            cache.layers.append(layer)
+        return cache
+    return DynamicCache.from_legacy_cache(tuple(kv))  # older transformers
+
+
+def _kv_from_cache(cache) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    if hasattr(cache, "layers"):
+        return tuple((layer.keys, layer.values) for layer in cache.layers)
+    return tuple(zip(cache.key_cache, cache.value_cache))
+
+
+@dataclasses.dataclass(frozen=True)
+class HFState:
+    """Decoding state: next-token `logprobs` [B, V]; per-layer keys/values `kv` ([B, H, S, D]);
+    `mask` [B, S] (True where a slot holds a real token); `lengths` [B] real tokens per row."""
+
+    logprobs: torch.Tensor
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    mask: torch.Tensor
+    lengths: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prefix:
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer [1, H, p, D]
+    logprobs: torch.Tensor  # [V]: log p(. | prefix)
+
+
+class HFLanguageModel(LanguageModel):
+    """Wrap a transformers `AutoModelForCausalLM` (and optionally its tokenizer).
+
+    model: a causal LM; put in eval mode.  tokenizer: optional; without one, `encode_prompt`
+        accepts a list of ids or a whitespace-separated string of ids and `decode` joins ids.
+    chat_template: `encode_prompt` wraps the text as one user turn with the tokenizer's chat
+        template (when it has one) and the generation prompt.
+    device / dtype: None keeps the model where and as it is; otherwise see `resolve_device` /
+        `resolve_dtype` ("auto", "cpu", "cuda"; "auto", "float32", "bfloat16", "float16").
+    eos_token_ids: override; by default `generation_config.eos_token_id` (int or list),
+        `config.eos_token_id` and `tokenizer.eos_token_id`, deduplicated.
+    prefix_cache_size: encoded prefixes kept (LRU).
+    score_chunk_elements: `positionwise` applies the LM head and `reduce` to chunks of positions
+        holding at most this many `batch * positions * vocab` entries.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        *,
+        chat_template: bool = False,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        prefix_cache_size: int = 32,
+        score_chunk_elements: int = 2**24,
+        name: str | None = None,
+    ):
+        if device is not None or dtype is not None:
+            target = resolve_device(device) if device is not None else next(model.parameters()).device
+            model = model.to(device=target, dtype=resolve_dtype(dtype, target) if dtype is not None else None)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.chat_template = bool(chat_template)
+        self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        self.counter = ComputeCounter()
+        self.prefix_cache_size = int(prefix_cache_size)
+        self.score_chunk_elements = int(score_chunk_elements)
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self._check_architecture(config)
+        self._config = config
+        self._decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+        self._head = model.get_output_embeddings()
+        parameters = inspect.signature(self._decoder.forward).parameters
+        self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
+        self.vocab_size = int(getattr(self._head, "out_features", None) or config.vocab_size)
+        self.eos_token_ids = self._eos_ids(eos_token_ids)
+        self._trie: dict = {}
+        self._prefixes: collections.OrderedDict[tuple[int, ...], _Prefix] = collections.OrderedDict()
+        self._check_head()
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _check_architecture(config) -> None:
+        layer_types = getattr(config, "layer_types", None) or []
+        other = sorted({t for t in layer_types if t != "full_attention"})
+        window = getattr(config, "sliding_window", None) if not layer_types else None
+        if other or window is not None:
+            raise NotImplementedError(
+                f"HFLanguageModel supports models whose layers are all full attention; this config has "
+                f"{other or ['sliding_window=' + str(window)]}"
+            )
+
+    def _eos_ids(self, override: Sequence[int] | None) -> tuple[int, ...]:
+        if override is not None:
+            candidates = list(override)
+        else:
+            candidates = []
+            for source in (getattr(self.model, "generation_config", None), self._config, self.tokenizer):
+                value = getattr(source, "eos_token_id", None) if source is not None else None
+                candidates += list(value) if isinstance(value, (list, tuple)) else [value]
+        eos = tuple(dict.fromkeys(int(e) for e in candidates if e is not None and 0 <= int(e) < self.vocab_size))
+        if not eos:
+            raise ValueError(f"no EOS token id found for {self.name}; pass eos_token_ids=[...]")
+        return eos
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's logits from final hidden states (LM head plus known output scalings)."""
+        logits = self._head(hidden)
+        config = self._config
+        if getattr(config, "logits_scaling", None):  # Granite
+            logits = logits / config.logits_scaling
+        if getattr(config, "logit_scale", None):  # Cohere
+            logits = logits * config.logit_scale
+        cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self._logits(hidden)
+        return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+    @torch.no_grad()
+    def _check_head(self) -> None:
+        """Confirm that decoder + `_logits` reproduces the model's own logits (one tiny forward)."""
+        ids = (torch.arange(3, device=self.device) % self.vocab_size)[None]
+        expected = self.model(input_ids=ids).logits[0, -1].float()
+        got = self._logits(self._decoder(input_ids=ids).last_hidden_state[:, -1])[0].float()
+        if not torch.allclose(got, expected, atol=1e-3 * (1 + expected.abs().max().item()), rtol=1e-3):
+            raise NotImplementedError(f"{type(self.model).__name__}: logits could not be reproduced from the decoder's hidden states")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --------------------------------------------------------------- prompts
+    def encode_prompt(self, text: str | Sequence[int]) -> list[int]:
+        """Token ids of a prompt (chat template applied when enabled and available).
+
+        Without a tokenizer, `text` is a list of ids or a whitespace-separated string of ids."""
+        ids = self._encode(text)
+        bad = [t for t in ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids {bad} are outside the vocabulary [0, {self.vocab_size})")
+        if not ids:
+            raise ValueError(f"prompt {text!r} encodes to no tokens; {self.name} needs at least one context token")
+        return ids
+
+    def _encode(self, text: str | Sequence[int]) -> list[int]:
+        if not isinstance(text, str):
+            return [int(t) for t in text]
+        if self.tokenizer is None:
+            try:
+                return [int(t) for t in text.split()]
+            except ValueError:
+                raise ValueError(f"{self.name} has no tokenizer: give a prompt as token ids, e.g. '3 1 4', got {text!r}") from None
+        if self.chat_template and getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+            ids = ids["input_ids"] if isinstance(ids, collections.abc.Mapping) else ids
+            return [int(t) for t in ids]
+        return [int(t) for t in self.tokenizer(text).input_ids]
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        if self.tokenizer is None:
+            return " ".join(str(int(t)) for t in ids)
+        return self.tokenizer.decode(ids)
+
+    # --------------------------------------------------------------- prefixes
+    def register_prefix(self, token_ids: Sequence[int]) -> None:
+        """Declare a prompt whose keys/values `start` and `positionwise` may reuse."""
+        ids = tuple(int(t) for t in token_ids)
+        if not ids:
+            return
+        node = self._trie
+        for token in ids:
+            node = node.setdefault(token, {})
+        node[_END] = ids
+
+    def clear_prefixes(self) -> None:
+        self._trie.clear()
+        self._prefixes.clear()
+
+    def _longest_prefix(self, row: Sequence[int]) -> tuple[int, ...] | None:
+        node, found = self._trie, None
+        for token in row:
+            node = node.get(token)
+            if node is None:
+                break
+            found = node.get(_END, found)
+        return found
+
+    @torch.no_grad()
+    def _prefix(self, ids: tuple[int, ...]) -> _Prefix:
+        entry = self._prefixes.get(ids)
+        if entry is None:
+            tokens = torch.as_tensor([ids], dtype=torch.long, device=self.device)
+            hidden, kv = self._forward(tokens, torch.ones_like(tokens, dtype=torch.bool), None, ())
+            self.counter.record_encoding(torch.zeros(1), torch.tensor([len(ids)]))
+            entry = self._prefixes[ids] = _Prefix(kv, self._logprobs(hidden[0, -1]))
+        self._prefixes.move_to_end(ids)
+        return entry
+
+    def _split(self, rows: list[list[int]]) -> tuple[list[_Prefix | None], list[int]]:
+        """Per row: the reused prefix entry (or None) and its length.  The LRU keeps at least every
+        prefix this batch uses, so a batch of more prompts than `prefix_cache_size` does not thrash."""
+        if any(len(row) == 0 for row in rows):
+            raise ValueError("HFLanguageModel needs at least one context token per row (start prompts with BOS)")
+        found = [self._longest_prefix(row) if self._trie else None for row in rows]
+        entries = {ids: self._prefix(ids) for ids in dict.fromkeys(found) if ids}
+        while len(self._prefixes) > max(self.prefix_cache_size, len(entries)):
+            self._prefixes.popitem(last=False)
+        return [entries[ids] if ids else None for ids in found], [len(ids) if ids else 0 for ids in found]
+
+    def _prefix_batch(self, entries: list[_Prefix | None], lengths: list[int]):
+        """Right-aligned prefix keys/values for a batch ([B, H, P, D] per layer) and their mask [B, P]."""
+        width, batch = max(lengths), len(lengths)
+        mask = torch.zeros(batch, width, dtype=torch.bool, device=self.device)
+        if width == 0:
+            return (), mask
+        used = [b for b in range(batch) if entries[b] is not None]
+        template = entries[used[0]].kv
+        kv = []
+        for layer, (keys0, values0) in enumerate(template):
+            keys = keys0.new_zeros(batch, keys0.shape[1], width, keys0.shape[3])
+            values = values0.new_zeros(batch, values0.shape[1], width, values0.shape[3])
+            for b in used:
+                k, v = entries[b].kv[layer]
+                keys[b, :, width - lengths[b] :] = k[0]
+                values[b, :, width - lengths[b] :] = v[0]
+            kv.append((keys, values))
+        for b in used:
+            mask[b, width - lengths[b] :] = True
+        return tuple(kv), mask
+
+    # ----------------------------------------------------------------- forward
+    @torch.no_grad()
+    def _forward(self, ids, query_mask, positions, kv, past_mask=None):
+        """Run the decoder on `ids` [B, Q] after cached `kv`; returns hidden [B, Q, H] and the new kv."""
+        mask = query_mask if past_mask is None else torch.cat([past_mask, query_mask], dim=1)
+        cache = _cache_from_kv(kv)
+        out = self._decoder(
+            input_ids=ids, attention_mask=mask.long(), position_ids=positions, use_cache=True, **{self._cache_keyword: cache}
+        )
+        return out.last_hidden_state, _kv_from_cache(cache)
+
+    @staticmethod
+    def _block(rows: list[list[int]], offsets: list[int], width: int, device):
+        """Row b's new tokens at columns 0..len-1 (padding after them); positions from `offsets[b]`.
+
+        Padding goes after a row's tokens, never before, so every padding slot has a real slot
+        (its own tokens or its prefix) to attend to: no query is fully masked, which some attention
+        kernels (eager, several GPU kernels) turn into NaN that would then leak through 0 * NaN."""
+        batch = len(rows)
+        ids = torch.zeros(batch, width, dtype=torch.long)
+        mask = torch.zeros(batch, width, dtype=torch.bool)
+        positions = torch.zeros(batch, width, dtype=torch.long)
+        for b, row in enumerate(rows):
+            if row:
+                ids[b, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+                mask[b, : len(row)] = True
+                positions[b, : len(row)] = torch.arange(offsets[b], offsets[b] + len(row))
+        return ids.to(device), mask.to(device), positions.to(device)
+
+    # ---------------------------------------------------------------- protocol
+    @torch.no_grad()
+    def start(self, contexts: TokenBatch) -> HFState:
+        rows = contexts.to_lists()
+        entries, prefix_lengths = self._split(rows)
+        kv, past_mask = self._prefix_batch(entries, prefix_lengths)
+        rests = [row[p:] for row, p in zip(rows, prefix_lengths)]
+        rest_lengths = [len(r) for r in rests]
+        lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long, device=self.device)
+        width = max(rest_lengths)
+        reused = [b for b in range(len(rows)) if rest_lengths[b] == 0]
+        if width == 0:
+            logprobs = torch.stack([entries[b].logprobs for b in range(len(rows))])
+            return HFState(logprobs, kv, past_mask, lengths)
+        ids, query_mask, positions = self._block(rests, prefix_lengths, width, self.device)
+        hidden, kv = self._forward(ids, query_mask, positions, kv, past_mask)
+        self.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor(rest_lengths))
+        last = (torch.as_tensor(rest_lengths, device=self.device) - 1).clamp(min=0)
+        logprobs = self._logprobs(hidden[torch.arange(len(rows), device=self.device), last])
+        for b in reused:
+            logprobs[b] = entries[b].logprobs
+        return HFState(logprobs, kv, torch.cat([past_mask, query_mask], dim=1), lengths)
+
+    @torch.no_grad()
+    def advance(self, state: HFState, tokens: torch.Tensor) -> HFState:
+        ids = tokens.to(self.device, torch.long)[:, None]
+        query_mask = torch.ones_like(ids, dtype=torch.bool)
+        hidden, kv = self._forward(ids, query_mask, state.lengths[:, None], state.kv, state.mask)
+        self.counter.record_encoding(state.lengths, torch.ones_like(state.lengths))
+        mask = torch.cat([state.mask, query_mask], dim=1)
+        return HFState(self._logprobs(hidden[:, -1]), kv, mask, state.lengths + 1)
+
+    @torch.no_grad()
+    def select_rows(self, state: HFState, rows: torch.Tensor) -> HFState:
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        mask = state.mask.index_select(0, rows)
+        used = mask.any(0)
+        columns = None if bool(used.all()) else used.nonzero().squeeze(-1)
+        kv = []
+        for keys, values in state.kv:
+            keys, values = keys.index_select(0, rows), values.index_select(0, rows)
+            if columns is not None:
+                keys, values = keys.index_select(2, columns), values.index_select(2, columns)
+            kv.append((keys, values))
+        if columns is not None:
+            mask = mask.index_select(1, columns)
+        return HFState(state.logprobs.index_select(0, rows), tuple(kv), mask, state.lengths.index_select(0, rows))
+
+    @torch.no_grad()
+    def positionwise(
+        self,
+        contexts: TokenBatch,
+        continuations: TokenBatch,
+        reduce: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """One forward pass over (context remainder + continuation[:-1]) for every row, then the LM
+        head and `reduce` over chunks of positions.  The output that predicts continuation token t
+        of row b sits in column `len(remainder_b) - 1 + t` of its block."""
+        out_device, batch, width = continuations.ids.device, len(continuations), continuations.ids.shape[1]
+        cont_rows = continuations.to_lists()
+        active = [b for b in range(batch) if cont_rows[b]]
+        if not active:
+            probe = reduce(torch.zeros(batch, 1, self.vocab_size, device=self.device), torch.zeros(batch, 1, dtype=torch.long, device=self.device))
+            return {name: torch.zeros(batch, width, dtype=value.dtype, device=out_device) for name, value in probe.items()}
+        all_contexts = contexts.to_lists()
+        context_rows = [all_contexts[b] for b in active]
+        cont_rows = [cont_rows[b] for b in active]
+        entries, prefix_lengths = self._split(context_rows)
+        kv, past_mask = self._prefix_batch(entries, prefix_lengths)
+        rests = [row[p:] for row, p in zip(context_rows, prefix_lengths)]
+        blocks = [rest + cont[:-1] for rest, cont in zip(rests, cont_rows)]
+        span = max(len(c) for c in cont_rows)
+        hidden = None
+        if any(blocks):
+            block_width = max(len(b) for b in blocks)
+            ids, query_mask, positions = self._block(blocks, prefix_lengths, block_width, self.device)
+            hidden, _ = self._forward(ids, query_mask, positions, kv, past_mask)
+            self.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor([len(b) for b in blocks]))
+            first = torch.as_tensor([len(r) - 1 for r in rests], device=self.device)
+            index = (first[:, None] + torch.arange(span, device=self.device)[None]).clamp(0, block_width - 1)
+            hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        reused = [i for i, rest in enumerate(rests) if not rest]
+        tokens = continuations.ids[active][:, :span].to(self.device)
+        step = max(1, self.score_chunk_elements // (len(active) * self.vocab_size))
+        columns: dict[str, list[torch.Tensor]] = {}
+        for s in range(0, span, step):
+            if hidden is not None:
+                logprobs = self._logprobs(hidden[:, s : s + step])
+            else:  # only position 0 of rows whose whole context is a reused prefix
+                logprobs = torch.zeros(len(active), 1, self.vocab_size, device=self.device)
+            if s == 0:
+                for i in reused:
+                    logprobs[i, 0] = entries[i].logprobs
+            for name, value in reduce(logprobs, tokens[:, s : s + step]).items():
+                columns.setdefault(name, []).append(value)
+        index = torch.as_tensor(active, device=out_device)
+        inside = torch.arange(width, device=out_device)[None] < continuations.lengths.to(out_device)[:, None]
+        result = {}
+        for name, parts in columns.items():
+            values = torch.cat(parts, dim=1).to(out_device)
+            full = torch.zeros(batch, width, dtype=values.dtype, device=out_device)
+            full[index, :span] = values
+            result[name] = torch.where(inside, full, torch.zeros((), dtype=values.dtype, device=out_device))
+        return result
+
