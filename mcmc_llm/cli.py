@@ -9,7 +9,11 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("sample", "exact", "diagnose")
+COMMAND_MODULES = ("sample", "exact", "diagnose", "run", "grade")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawTextHelpFormatter):
+    """Shows defaults and keeps the line breaks of multi-line help texts (e.g. the model-spec grammar)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP,
-                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                    formatter_class=_HelpFormatter)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)
     return parser
