@@ -327,3 +327,17 @@ def test_acceptance_grid_counts_moves_per_cell():
     assert moves.sum() == 4 * 60 and moves.shape == (3, 5)
     accepted = trace.stats["accepted"].astype(float)
     assert np.nansum(rate * moves) == pytest.approx(accepted.sum())
+
+
+def test_chains_that_only_accept_identical_proposals_are_flagged():
+    """Accepted-but-identical moves (e.g. near-greedy proposals at alpha = 64) must not read as mixing."""
+    from mcmc_llm.lm.toy import load_toy
+    from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+
+    config = PowerSamplerConfig(alpha=64.0, block_size=4, max_new_tokens=8, mcmc_steps=10, kernel="restart")
+    result = power_sample(load_toy("trigram"), [[]], config, chains_per_prompt=4, seed=0)
+    summary = summarize(result.trace)
+    assert summary.acceptance_rate > 0.5
+    assert summary.moved_rate < summary.acceptance_rate
+    assert summary.flags_of_kind("never_moved"), format_summary(summary)
+    assert "the sequence changed on" in format_summary(summary)

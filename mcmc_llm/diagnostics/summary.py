@@ -43,7 +43,8 @@ class Thresholds:
 class Flag:
     """A warning about the run.
 
-    kind: "zero_acceptance" (a chain never moved), "constant_chain" (a functional never changed within a
+    kind: "zero_acceptance" (a chain accepted nothing), "never_moved" (it accepted only proposals identical to
+        its current state), "constant_chain" (a functional never changed within a
         chain), "rhat_nonfinite" (R-hat NaN or inf: e.g. constant or frozen chains), "rhat_high",
         "low_ess" (bulk or tail ESS below `min_ess`, or undefined).
     subject: what it is about, e.g. "chain 3" or "log_p" or "log_p, chain 2".
@@ -95,6 +96,7 @@ class TraceSummary:
     functionals: dict[str, FunctionalDiagnostics]
     flags: tuple[Flag, ...]
     tokens_resampled: float  # total over chains and steps (NaN when not recorded)
+    moved_rate: float  # fraction of moves accepted AND different from the current state (NaN if not recorded)
     draws_used: str  # which draws ESS / R-hat were computed on
     thresholds: Thresholds
 
@@ -270,13 +272,20 @@ def summarize(
         probability = _optional(stats, "acceptance_probability")
         overall = _cell("all", accepted, probability, np.ones(accepted.shape, dtype=bool))
         per_chain = tuple(_mean(accepted[c]) for c in range(accepted.shape[0]))
+        changed = _optional(stats, "proposal_differs")
         for c in range(accepted.shape[0]):
             moves = int((~np.isnan(accepted[c])).sum())
             if moves and np.nansum(accepted[c]) == 0:
                 flags.append(Flag("zero_acceptance", f"chain {c}", f"chain {c} accepted none of its {moves} moves"))
+            elif moves and changed is not None and np.nansum(accepted[c] * changed[c]) == 0:
+                flags.append(Flag("never_moved", f"chain {c}",
+                                  f"chain {c} accepted {int(np.nansum(accepted[c]))} of {moves} moves, "
+                                  "but every accepted proposal was identical to its current sequence"))
+        moved_rate = _mean(accepted * changed) if changed is not None else float("nan")
     else:
         overall = AcceptanceCell("all", 0, float("nan"), float("nan"))
         per_chain = ()
+        moved_rate = float("nan")
 
     functionals: dict[str, FunctionalDiagnostics] = {}
     num_chains = num_draws = 0
@@ -298,6 +307,7 @@ def summarize(
         num_chains=int(num_chains),
         num_draws=int(num_draws),
         num_moves=overall.num_moves,
+        moved_rate=moved_rate,
         acceptance_rate=overall.acceptance_rate,
         mean_acceptance_probability=overall.mean_acceptance_probability,
         acceptance_per_chain=per_chain,
@@ -338,6 +348,7 @@ def format_summary(summary: TraceSummary) -> str:
     lines.append(
         f"Acceptance: {_number(summary.acceptance_rate)} over {summary.num_moves} moves "
         f"(mean acceptance probability {_number(summary.mean_acceptance_probability)})"
+        + (f"; the sequence changed on {_number(summary.moved_rate)} of moves" if not math.isnan(summary.moved_rate) else "")
     )
     if summary.acceptance_per_chain:
         lines.append("  per chain: " + " ".join(_number(rate, 2) for rate in summary.acceptance_per_chain))

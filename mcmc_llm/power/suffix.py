@@ -95,6 +95,8 @@ class SuffixResampling:
             "relative_cut": cut_index.to(torch.float64) / current_length,
             "tokens_resampled": continuation.tokens.lengths,
             "proposed_length": proposed.lengths,
+            # Whether x' differs from x: an accepted move that regenerated the same suffix leaves the chain where it was.
+            "proposal_differs": (proposed.lengths != position.lengths) | (proposed.tokens != position.tokens).any(-1),
         }
         return Move(proposed, log_q_forward, log_q_backward, details)
 
