@@ -6,7 +6,8 @@ import math
 import pytest
 
 from mcmc_llm.evaluation import ConfigError, load_config, parse_config
-from mcmc_llm.evaluation.methods import BestOfN, PowerSampling, power_token_budget
+from mcmc_llm.evaluation.methods import BestOfN, PowerSampling, RolloutSampling, SMCSampling, power_token_budget
+from mcmc_llm.smc import SMCConfig
 
 BASE = {
     "model": {"spec": "toy:bigram"},
@@ -64,7 +65,7 @@ def test_bad_values_name_the_key():
     ))
     text = "\n".join(problems)
     assert "methods[0].top_p: must be in (0, 1], got 1.5" in text
-    assert "methods[1].kind: must be one of base, low_temperature, greedy, power, best_of_n, majority_vote" in text
+    assert "methods[1].kind: must be one of base, low_temperature, greedy, power, best_of_n, majority_vote, smc, rollout" in text
     assert "sampling.max_new_tokens: must be an integer >= 1, got 0" in text
     assert "sampling.batch_size: must be an integer >= 1, got True" in text
     assert "model.dtype: must be one of auto, float32, bfloat16, float16, float64, got 'fp8'" in text
@@ -141,3 +142,49 @@ def test_toml_errors_and_cli_exit_code(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(bad)])
     assert exit_info.value.code == 2 and "methods[0].kernel: must be one of uniform" in capsys.readouterr().err
+
+
+def test_smc_and_rollout_kinds():
+    parsed = parse_config(config(
+        {"name": "smc", "kind": "smc", "alpha": 2.0, "particles": 8, "resampling": "residual", "ess_threshold": 0.25,
+         "proposal_temperature": 0.7, "ramp_tokens": 4, "rejuvenation_steps": 1, "rejuvenation_kernel": "within-block"},
+        {"name": "smc-default", "kind": "smc", "max_new_tokens": 8},
+        {"name": "roll", "kind": "rollout", "alpha": 3, "top_candidates": 5, "rollouts": 2, "jackknife": False,
+         "proposal_temperature": 0.5, "samples": 1},
+    ))
+    smc = parsed.method("smc").method
+    assert isinstance(smc, SMCSampling) and smc.max_new_tokens == 16  # from [sampling]
+    assert smc.config() == SMCConfig(
+        alpha=2.0, max_new_tokens=16, num_particles=8, resampling="residual", ess_threshold=0.25,
+        proposal_temperature=0.7, ramp_tokens=4, rejuvenation_steps=1, rejuvenation_kernel="within-block",
+    )
+    assert parsed.method("smc-default").method == SMCSampling(max_new_tokens=8)
+    roll = parsed.method("roll").method
+    assert isinstance(roll, RolloutSampling) and parsed.method("roll").samples == 1
+    assert (roll.alpha, roll.top_candidates, roll.rollouts, roll.jackknife, roll.max_new_tokens) == (3, 5, 2, False, 16)
+    assert roll.config().temperature == 0.5
+    assert parsed.fingerprint("smc") != parsed.fingerprint("smc-default")
+
+
+def test_smc_and_rollout_bad_values_name_the_key():
+    text = "\n".join(problems_of(config(
+        {"name": "s", "kind": "smc", "alpha": "inf", "particles": 0, "resampling": "sytematic", "ess_threshold": 1.5,
+         "rejuvenation_kernel": "nope", "ramp_tokens": -1, "block_size": 4},
+        {"name": "r", "kind": "rollout", "alpha": math.inf, "rollouts": 0, "top_candidates": 2.5, "jackknife": "yes",
+         "proposal_temperature": 0, "particles": 4},
+        {"name": "t", "kind": "smc", "ramp_tokens": 32},
+    )))
+    assert "methods[0].alpha: must be a finite number > 0" in text
+    assert "methods[0].particles: must be an integer >= 1, got 0" in text
+    assert "methods[0].resampling: must be one of multinomial, stratified, systematic, residual, got 'sytematic'" in text
+    assert "methods[0].ess_threshold: must be in [0, 1], got 1.5" in text
+    assert "methods[0].rejuvenation_kernel: must be one of uniform, within-block, restart, priority, entropy" in text
+    assert "methods[0].ramp_tokens: must be an integer >= 0, got -1" in text
+    assert "methods[0].block_size: unknown key" in text and "rejuvenation_kernel" in text
+    assert "methods[1].alpha: must be a finite number > 0" in text
+    assert "methods[1].rollouts: must be an integer >= 1, got 0" in text
+    assert "methods[1].top_candidates: must be an integer >= 1, got 2.5" in text
+    assert "methods[1].jackknife: must be true or false, got 'yes'" in text
+    assert "methods[1].proposal_temperature: must be > 0.0, got 0" in text
+    assert "methods[1].particles: unknown key; allowed: name, kind, samples, max_new_tokens, alpha, top_candidates" in text
+    assert "methods[2]: ramp_tokens 32 exceeds max_new_tokens 16" in text

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from mcmc_llm.evaluation.methods import (
-    BaseSampling, BestOfN, GreedyDecoding, LowTemperatureSampling, MajorityVote, PowerSampling, matched_n,
-    power_token_budget,
+    BaseSampling, BestOfN, GreedyDecoding, LowTemperatureSampling, MajorityVote, PowerSampling, RolloutSampling,
+    SMCSampling, matched_n, power_token_budget,
 )
 from mcmc_llm.evaluation.results import summarize
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.power.schedule import PowerSamplerConfig
+from mcmc_llm.smc.outputs import rollout_chains, smc_chains
 from mcmc_llm.tasks import pass_at_k
 
 POWER = PowerSamplerConfig(alpha=4.0, block_size=4, max_new_tokens=8, mcmc_steps=2)
@@ -163,3 +164,58 @@ def test_summary_pass_at_k_and_accuracy():
     assert sorted(summary.pass_at) == [1, 2, 4]
     assert summary.pass_at[2] == pytest.approx((pass_at_k(4, 1, 2) + pass_at_k(4, 2, 2)) / 3)
     assert summary.pass_at[4] == pytest.approx(2 / 3)
+
+
+SMC_METHODS = {
+    "smc": SMCSampling(max_new_tokens=8, alpha=2.0, particles=4, ess_threshold=0.9),
+    "rollout": RolloutSampling(max_new_tokens=8, alpha=2.0, top_candidates=3, rollouts=2),
+}
+SMC_DIAGNOSTICS = {
+    "smc": {"log_normalizer", "final_ess", "resampling_events", "distinct_particles"},
+    "rollout": {"min_tempered_mass_covered", "jackknife_clipped_steps"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SMC_METHODS))
+def test_smc_and_rollout_methods(kind):
+    method = SMC_METHODS[kind]
+    lm = load_toy("trigram")
+    out = method.generate(lm, PROMPTS, 3, seed=11)
+    assert [len(row) for row in out] == [3, 3, 3]
+    for row in out:
+        for sample in row:
+            assert sample.length == len(sample.tokens) <= 8
+            assert sample.ended == (sample.length > 0 and sample.tokens[-1] in lm.eos_token_ids)
+            assert math.isfinite(sample.log_p) and sample.log_p <= 0
+            assert set(sample.diagnostics) == SMC_DIAGNOSTICS[kind]
+            assert set(sample.compute) == {"tokens_sampled", "tokens_encoded", "forward_passes", "attention_positions"}
+            if kind == "smc":
+                d = sample.diagnostics
+                assert math.isfinite(d["log_normalizer"]) and 1 <= d["final_ess"] <= 4 + 1e-9
+                assert 1 <= d["distinct_particles"] <= 4 and d["resampling_events"] >= 0
+    sampled = lm.counter.tokens_sampled
+    assert sampled >= sum(s.length for row in out for s in row) > 0
+    if kind == "smc":  # every particle of every run grows by one token per step: at least P tokens per output token
+        assert sampled >= 4 * max(s.length for row in out for s in row)
+        assert any(s.diagnostics["resampling_events"] > 0 for row in out for s in row)
+    assert sum(s.compute["tokens_sampled"] for row in out for s in row) == pytest.approx(sampled)
+    assert method.generate(load_toy("trigram"), PROMPTS, 3, seed=11) == out
+    assert method.generate(load_toy("trigram"), PROMPTS, 3, seed=12) != out
+    # the same draws as `mcmc-llm sample --sampler smc|rollout` (shared code in mcmc_llm.smc.outputs)
+    chains = smc_chains if kind == "smc" else rollout_chains
+    final, extras, _ = chains(load_toy("trigram"), PROMPTS, method.config(), 3, 11)
+    assert final.to_lists() == [s.tokens for row in out for s in row]
+    assert extras == [s.diagnostics for row in out for s in row]
+
+
+def test_smc_and_rollout_settings_are_validated():
+    assert SMCSampling(alpha=2.0, particles=8).config().num_particles == 8
+    assert SMCSampling(alpha=2.0).config().temperature == 0.5
+    assert RolloutSampling(rollouts=3, jackknife=False).config().jackknife is False
+    assert SMCSampling().settings()["kind"] == "smc" and RolloutSampling().settings()["top_candidates"] == 8
+    with pytest.raises(ValueError, match="num_particles must be an integer >= 1"):
+        SMCSampling(particles=0)
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        RolloutSampling(alpha=math.inf)
+    with pytest.raises(ValueError, match="unknown rejuvenation_kernel"):
+        SMCSampling(rejuvenation_kernel="nope")

@@ -28,6 +28,7 @@ from mcmc_llm.evaluation.methods import (
     METHOD_KINDS, SAMPLERS, SELECTIONS, Method, PowerSampling, matched_n, power_token_budget,
 )
 from mcmc_llm.power.cuts import CUT_RULES
+from mcmc_llm.smc.resampling import RESAMPLING_SCHEMES
 from mcmc_llm.power.schedule import PowerSamplerConfig
 
 SECTIONS = ("model", "task", "sampling", "methods", "output", "scaleout")
@@ -173,6 +174,15 @@ def _alpha(value):
     return _number(0.0, strict=True, allow_inf=True)(value)
 
 
+def _finite_alpha(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        return "must be a finite number > 0 (smc and rollout need a finite alpha)"
+
+
+def _fraction(value):
+    return _number(0.0)(value) or (None if value <= 1 else "must be in [0, 1]")
+
+
 def _top_p(value):
     return _number(0.0, strict=True)(value) or (None if value <= 1 else "must be in (0, 1]")
 
@@ -236,6 +246,15 @@ METHOD_KEYS: dict[str, dict[str, Check]] = {
     },
     "best_of_n": {**_CANDIDATE_KEYS, "select": _choice(SELECTIONS)},
     "majority_vote": dict(_CANDIDATE_KEYS),
+    "smc": {
+        "alpha": _finite_alpha, "particles": _int(1), "resampling": _choice(tuple(RESAMPLING_SCHEMES)),
+        "ess_threshold": _fraction, "proposal_temperature": _number(0.0, strict=True), "ramp_tokens": _int(0),
+        "rejuvenation_steps": _int(0), "rejuvenation_kernel": _choice(CUT_RULES),
+    },
+    "rollout": {
+        "alpha": _finite_alpha, "top_candidates": _int(1), "rollouts": _int(1), "jackknife": _bool,
+        "proposal_temperature": _number(0.0, strict=True),
+    },
 }
 COMMON_METHOD_KEYS = ("name", "kind", "samples", "max_new_tokens")
 

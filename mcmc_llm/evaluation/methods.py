@@ -1,7 +1,8 @@
 """Sampling methods compared by the evaluation runner, all through the one generation path.
 
-Every method draws tokens with `sample_continuations` (directly, or inside `power_sample`), so
-every method's compute shows in the LM's `ComputeCounter` the same way.  Common interface:
+Every method draws tokens with `sample_continuations` (directly, or inside `power_sample`), or,
+for `smc` and `rollout`, in their own token loops that count into the same counters, so every
+method's compute shows in the LM's `ComputeCounter` the same way.  Common interface:
 
     method.generate(lm, prompts, samples_per_prompt, seed, *, answer_of=None)
         -> list (per prompt) of list (per sample) of MethodSample
@@ -14,6 +15,10 @@ every method's compute shows in the LM's `ComputeCounter` the same way.  Common 
 * `best_of_n`        N samples from `base` or `low_temperature`; keep the one of highest
                      log p(x) (or of highest mean per-token log p, `select = "mean_log_p"`)
 * `majority_vote`    N samples; keep one whose answer (`answer_of(tokens)`) is the most common
+* `smc`              Power-SMC targeting p(x)^alpha (`power_smc`): each sample is one independent
+                     run with `particles` particles and one draw from its final weighted particles
+* `rollout`          the rollout sampler (`rollout_sample`): top-K candidates, zeta estimated by
+                     rollouts; each sample is one independent draw (biased, see docs/smc.md)
 
 Budget matching (METHOD §4): one power-sampling chain whose sequences have length T samples about
 
@@ -39,6 +44,9 @@ from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
 from mcmc_llm.power.targets import check_alpha
+from mcmc_llm.smc.outputs import rollout_chains, smc_chains
+from mcmc_llm.smc.power_smc import SMCConfig
+from mcmc_llm.smc.rollout import RolloutConfig
 
 AnswerFn = Callable[[Sequence[int]], "str | None"]
 SAMPLERS = ("base", "low_temperature")
@@ -398,6 +406,82 @@ class MajorityVote(_Candidates):
         )
 
 
+def _chain_samples(final, extras, prompts, samples_per_prompt) -> list[list[MethodSample]]:
+    """MethodSamples from one sequence per chain (rows prompt-major) and per-chain diagnostics."""
+    log_p = final.total_log_p().tolist()
+    ended = final.ended.tolist()
+    samples = [
+        MethodSample(tokens, float(log_p[row]), len(tokens), bool(ended[row]), dict(extras[row]))
+        for row, tokens in enumerate(final.to_lists())
+    ]
+    return [samples[i * samples_per_prompt : (i + 1) * samples_per_prompt] for i in range(len(prompts))]
+
+
+@dataclasses.dataclass(frozen=True)
+class SMCSampling(Method):
+    """Power-SMC targeting p(x)^alpha (`mcmc_llm.smc.power_smc`); one independent run of `particles`
+    particles per sample, all runs of a call batched; the sample is one draw from the run's final
+    weighted particles (as `mcmc-llm sample --sampler smc`).  The fields mirror `SMCConfig`
+    (`particles` = `num_particles`).  Diagnostics per sample: `log_normalizer` (log Z_hat),
+    `final_ess`, `resampling_events`, `distinct_particles`."""
+
+    kind: ClassVar[str] = "smc"
+    max_new_tokens: int = 512
+    alpha: float = 4.0
+    particles: int = 16
+    resampling: str = "systematic"
+    ess_threshold: float = 0.5
+    proposal_temperature: float | None = None
+    ramp_tokens: int = 0
+    rejuvenation_steps: int = 0
+    rejuvenation_kernel: str = "uniform"
+
+    def __post_init__(self):
+        self.config()  # validates every field
+
+    def config(self) -> SMCConfig:
+        return SMCConfig(
+            alpha=self.alpha, max_new_tokens=self.max_new_tokens, num_particles=self.particles,
+            resampling=self.resampling, ess_threshold=self.ess_threshold,
+            proposal_temperature=self.proposal_temperature, ramp_tokens=self.ramp_tokens,
+            rejuvenation_steps=self.rejuvenation_steps, rejuvenation_kernel=self.rejuvenation_kernel,
+        )
+
+    def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of):
+        final, extras, _ = smc_chains(lm, prompts, self.config(), samples_per_prompt, seed)
+        return _chain_samples(final, extras, prompts, samples_per_prompt)
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSampling(Method):
+    """The rollout sampler (`mcmc_llm.smc.rollout`): next token from p^alpha(v) zeta_hat(v) over the
+    `top_candidates` most likely tokens, zeta estimated with `rollouts` rollouts each (jackknifed
+    unless `jackknife = false`); one independent draw per sample, all batched (as `mcmc-llm sample
+    --sampler rollout`).  Diagnostics per sample: `min_tempered_mass_covered`, `jackknife_clipped_steps`."""
+
+    kind: ClassVar[str] = "rollout"
+    max_new_tokens: int = 512
+    alpha: float = 4.0
+    top_candidates: int = 8
+    rollouts: int = 4
+    jackknife: bool = True
+    proposal_temperature: float | None = None
+
+    def __post_init__(self):
+        self.config()  # validates every field
+
+    def config(self) -> RolloutConfig:
+        return RolloutConfig(
+            alpha=self.alpha, max_new_tokens=self.max_new_tokens, top_candidates=self.top_candidates,
+            rollouts=self.rollouts, proposal_temperature=self.proposal_temperature, jackknife=self.jackknife,
+        )
+
+    def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of):
+        final, extras, _ = rollout_chains(lm, prompts, self.config(), samples_per_prompt, seed)
+        return _chain_samples(final, extras, prompts, samples_per_prompt)
+
+
 METHOD_KINDS: dict[str, type[Method]] = {
-    cls.kind: cls for cls in (BaseSampling, LowTemperatureSampling, GreedyDecoding, PowerSampling, BestOfN, MajorityVote)
+    cls.kind: cls for cls in (BaseSampling, LowTemperatureSampling, GreedyDecoding, PowerSampling, BestOfN, MajorityVote,
+                        SMCSampling, RolloutSampling)
 }

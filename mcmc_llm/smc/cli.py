@@ -14,10 +14,6 @@ import dataclasses
 import json
 import time
 
-import numpy as np
-
-from mcmc_llm.core.random import make_generator
-
 
 def _check_flags(args: argparse.Namespace) -> None:
     if args.top_k is not None or args.top_p is not None:
@@ -35,46 +31,29 @@ def _check_flags(args: argparse.Namespace) -> None:
 def run_sampler(args: argparse.Namespace) -> int:
     from mcmc_llm.commands.sample import decode, encode_prompt
     from mcmc_llm.lm.registry import load_model
-    from mcmc_llm.smc import RolloutConfig, SMCConfig, power_smc, rollout_sample
+    from mcmc_llm.smc import RolloutConfig, SMCConfig
+    from mcmc_llm.smc.outputs import rollout_chains, smc_chains
 
     _check_flags(args)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     texts = args.prompt or [None]
     prompts = [encode_prompt(lm, text) for text in texts]
     started = time.perf_counter()
-    extras: list[dict] = []
     if args.sampler == "smc":
         config = SMCConfig(
             alpha=args.alpha, max_new_tokens=args.max_new_tokens, num_particles=args.particles,
             resampling=args.resampling, ess_threshold=args.ess_threshold, proposal_temperature=args.proposal_temperature,
         )
-        runs = [prompt for prompt in prompts for _ in range(args.chains)]
-        result = power_smc(lm, runs, config, seed=args.seed)
-        final = result.draw(make_generator(args.seed + 1))
+        final, extras, result = smc_chains(lm, prompts, config, args.chains, args.seed)
         compute = result.compute
-        for run in range(len(runs)):
-            extras.append({
-                "log_normalizer": float(result.log_normalizer[run]),
-                "final_ess": float(result.diagnostics["final_ess"][run]),
-                "resampling_events": int(result.diagnostics["resampled"][run].sum()),
-                "distinct_particles": int(result.diagnostics["distinct_final"][run]),
-            })
         summary = f"mean log Z_hat {float(result.log_normalizer.mean()):.3f}"
     else:
         config = RolloutConfig(
             alpha=args.alpha, max_new_tokens=args.max_new_tokens, top_candidates=args.top_candidates,
             rollouts=args.rollouts, proposal_temperature=args.proposal_temperature,
         )
-        result = rollout_sample(lm, prompts, config, samples_per_prompt=args.chains, seed=args.seed)
-        final, compute = result.final, result.compute
-        covered = result.diagnostics["tempered_mass_covered"]
-        clipped = result.diagnostics["jackknife_clipped"]
-        with np.errstate(all="ignore"):
-            for row in range(len(final.lengths)):
-                extras.append({
-                    "min_tempered_mass_covered": float(np.nanmin(covered[row])),
-                    "jackknife_clipped_steps": int(np.nansum(clipped[row])),
-                })
+        final, extras, result = rollout_chains(lm, prompts, config, args.chains, args.seed)
+        compute = result.compute
         summary = f"rollout tokens {result.diagnostics['rollout_tokens']}"
     wall = time.perf_counter() - started
     log_p = final.total_log_p().tolist()
