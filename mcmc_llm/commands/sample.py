@@ -24,27 +24,20 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _positive(name: str):
+def _integer(name: str, minimum: int):
+    """argparse type: an int >= minimum, with an error naming the flag and the bad value."""
+    allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {value}")
         return value
 
     return parse
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,13 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt text (repeat for several prompts, batched together); for toy models, "
                              "space-separated token ids (default: the empty prompt for toy models)")
     parser.add_argument("--alpha", type=_alpha, default=4.0, help="power alpha > 0 of the target p^alpha; 'inf' = max-swap")
-    parser.add_argument("--block-size", type=_positive("--block-size"), default=192, help="tokens per block B")
-    parser.add_argument("--max-new-tokens", type=_positive("--max-new-tokens"), default=3072, help="length cap T_max")
-    parser.add_argument("--mcmc-steps", type=_non_negative, default=10, help="MH steps per block N_MCMC")
+    parser.add_argument("--block-size", type=_integer("--block-size", 1), default=192, help="tokens per block B")
+    parser.add_argument("--max-new-tokens", type=_integer("--max-new-tokens", 1), default=3072, help="length cap T_max")
+    parser.add_argument("--mcmc-steps", type=_integer("--mcmc-steps", 0), default=10, help="MH steps per block N_MCMC")
     parser.add_argument("--kernel", choices=CUT_RULES, default="uniform",
                         help="cut rule: uniform (paper), within-block (author's note), restart, priority, entropy")
-    parser.add_argument("--chains", type=_positive("--chains"), default=1, help="independent chains per prompt (batched)")
-    parser.add_argument("--seed", type=_non_negative, default=0, help="random seed; a run is deterministic given it")
+    parser.add_argument("--chains", type=_integer("--chains", 1), default=1, help="independent chains per prompt (batched)")
+    parser.add_argument("--seed", type=_integer("--seed", 0), default=0, help="random seed; a run is deterministic given it")
     parser.add_argument("--proposal-temperature", type=float, default=None,
                         help="proposal temperature (default 1/alpha; 0.25 for alpha=inf)")
     parser.add_argument("--top-k", type=int, default=None, help="truncate proposals to the top k tokens (default: full support, exact)")
@@ -84,13 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mh: block-wise Metropolis-Hastings (Algorithm 1); smc: Power-SMC, each chain is one "
                              "independent SMC run reporting one draw from its weighted particles; rollout: the "
                              "rollout sampler (top-K candidates, M rollouts each; biased, see docs/smc.md)")
-    parser.add_argument("--particles", type=_positive("--particles"), default=16, help="smc: particles per run")
+    parser.add_argument("--particles", type=_integer("--particles", 1), default=16, help="smc: particles per run")
     parser.add_argument("--resampling", choices=("multinomial", "stratified", "systematic", "residual"),
                         default="systematic", help="smc: resampling scheme")
     parser.add_argument("--ess-threshold", type=float, default=0.5,
                         help="smc: resample when ESS < this fraction of the particles")
-    parser.add_argument("--rollouts", type=_positive("--rollouts"), default=4, help="rollout: rollouts M per candidate")
-    parser.add_argument("--top-candidates", type=_positive("--top-candidates"), default=8,
+    parser.add_argument("--rollouts", type=_integer("--rollouts", 1), default=4, help="rollout: rollouts M per candidate")
+    parser.add_argument("--top-candidates", type=_integer("--top-candidates", 1), default=8,
                         help="rollout: candidate next tokens K (by base probability)")
 
 
