@@ -26,7 +26,7 @@ import time
 import torch
 
 from mcmc_llm.core.random import make_generator
-from mcmc_llm.lm.generation import SamplingRule, sample_continuations
+from mcmc_llm.lm.generation import sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model
 from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample

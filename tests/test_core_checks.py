@@ -29,14 +29,6 @@ from mcmc_llm.testing import (
 PMF = np.array([0.02, 0.05, 0.1, 0.2, 0.25, 0.18, 0.12, 0.08])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def binomial_band(trials: int, rate: float, tail: float = 1e-4) -> tuple[float, float]:
     """Central interval holding a Binomial(trials, rate) count with probability >= 1 - 2 * tail."""
     return stats.binom.ppf(tail, trials, rate), stats.binom.isf(tail, trials, rate)

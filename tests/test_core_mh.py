@@ -20,14 +20,6 @@ CHAINS = 64
 MIXTURE = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [1.5, 1.0]], [[0.8, 1.0], [0.6, 0.5]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class FlatTarget:
     """log pi(x) = 0 everywhere: only the proposal's terms decide acceptance."""
 

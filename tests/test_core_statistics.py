@@ -47,14 +47,6 @@ SHIFTED = GaussianMixture([1.0], [[2.0, 2.0]], [[2.0, 2.0]])  # with the correct
 BIN_EDGES = np.array([-3.5, -2.5, -1.5, -0.5, 0.5, 1.0, 1.5, 2.0, 2.5])  # bins of the first coordinate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def categorical_kernels():
     return {
         "independence": MetropolisHastings(CATEGORICAL, Independence(G_DISTRIBUTION)),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from mcmc_llm.core.mh import MetropolisHastings
 from mcmc_llm.core.random import make_generator

@@ -21,7 +21,6 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from mcmc_llm.core.driver import run_chains
 from mcmc_llm.core.mh import MetropolisHastings
