@@ -40,6 +40,7 @@ from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
 from mcmc_llm.smc import RolloutConfig, SMCConfig, power_smc, rollout_sample
+from resume import completed_keys  # sibling module: experiments/resume.py
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -234,14 +235,7 @@ def main() -> None:
     values = args.alpha * target.base_log_probs
     args.log_z = float(values.max() + np.log(np.exp(values - values.max()).sum()))
     floor = tv_noise_floor(args.exact, args.draws)
-    done = set()
-    if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done.add((row["method"], row["value"], row["seed"]))
+    done = completed_keys(args.out, ("method", "value", "seed"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     print(f"model toy:{args.model}, n={args.max_new_tokens}, alpha={args.alpha}, B={args.block_size} (MH), "
           f"{args.draws} draws, |S_n|={len(target)}, TV(tempered, p^alpha)={target.tv(args.tempered):.4f}, "

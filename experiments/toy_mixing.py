@@ -28,6 +28,7 @@ from mcmc_llm.diagnostics.exact import count_states, total_variation, tv_noise_f
 from mcmc_llm.lm.exact import nested_law, power_law
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from resume import completed_keys  # sibling module: experiments/resume.py
 
 KERNELS = [
     ("uniform", "uniform", "exact"),
@@ -67,14 +68,7 @@ def main() -> None:
     nested = nested_law(lm, args.max_new_tokens, args.alpha, args.block_size)
     exact, exact_nested = target.as_dict(), nested.as_dict()
     floor = tv_noise_floor(exact, args.chains)
-    done = set()
-    if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done.add((row["kernel"], row["mcmc_steps"], row["seed"]))
+    done = completed_keys(args.out, ("kernel", "mcmc_steps", "seed"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     print(f"model toy:{args.model}, T_max={args.max_new_tokens}, B={args.block_size}, alpha={args.alpha}, "
           f"{args.chains} chains, |S_n|={len(target)}, TV of {args.chains} exact draws ~ {floor:.4f}")
