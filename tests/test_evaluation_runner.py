@@ -112,6 +112,25 @@ def test_batched_groups_resume_to_the_same_records(tmp_path):
     assert contents(unbatched.records) != contents(whole.records)  # the batch size is part of a record's recipe
 
 
+def test_problems_per_call_batches_problems_and_resumes_to_the_same_records(tmp_path):
+    config = load_config(write_config(tmp_path, batch_size=2, problems=3, problems_per_call=2, output="a.jsonl"))
+    whole = run_experiment(config, progress=False)
+    assert len(whole.records) == len(contents(whole.records)) and whole.generated == len(whole.records)
+    # problems 0 and 1 share each unit's seed (the chunk's first problem); problem 2 is a chunk of its own
+    seeds = {}
+    for r in whole.records:
+        seeds.setdefault((r["method"], r["sample_index"]), {})[r["task_id"]] = r["seed"]
+    first, second, third = sorted({r["task_id"] for r in whole.records})
+    for by_task in seeds.values():
+        assert by_task[first] == by_task[second] != by_task[third]
+    partial = tmp_path / "b.jsonl"
+    kept = [r for r in lines(whole.path) if not (r["task_id"] == second and r["sample_index"] == 3)]
+    partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    resumed = run_experiment(dataclasses.replace(config, output=dataclasses.replace(config.output, path=partial)), progress=False)
+    assert resumed.generated == len(whole.records) - len(kept)
+    assert contents(resumed.records) == contents(whole.records)
+
+
 def test_changed_settings_refuse_to_resume(reference, tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_bytes(reference.path.read_bytes())

@@ -131,6 +131,62 @@ def test_prefix_reuse_matches_and_encodes_less(lm):
     assert max_error(lm, state.logprobs, [prompt, prompt]) < TOL64
 
 
+def test_retired_rows_are_reused_by_contexts_that_share_their_prefix(lm):
+    rule = SamplingRule()
+    contexts = [[5, 6, 7], [8, 9]]
+    drawn = sample_continuations(lm, TokenBatch.from_lists(contexts), 6, rule, torch.Generator().manual_seed(0))
+    sequences = [c + drawn.tokens.to_lists()[b] for b, c in enumerate(contexts)]
+    assert len(lm._stash) == 2
+    # cut each sequence at every position: x_<m shares all of its tokens with a retired row
+    rows = [seq[:m] for seq in sequences for m in range(1, len(seq) + 1)]
+    lm.counter.reset()
+    state = lm.start(TokenBatch.from_lists(rows))
+    assert max_error(lm, state.logprobs, rows) < TOL64
+    # a row retires before its last drawn token is pushed through the model, so it holds seq[:-1]
+    # and log p(. | seq[:-1]): that context encodes nothing, every other row only its last token
+    assert lm.counter.tokens_encoded == len(rows) - len(sequences)
+    # decoding continues correctly from reused slots, and a context that diverges reuses the shared part
+    tokens = torch.arange(len(rows)) % lm.vocab_size
+    advanced = [row + [int(t)] for row, t in zip(rows, tokens)]
+    assert max_error(lm, lm.advance(state, tokens).logprobs, advanced) < TOL64
+    lm.counter.reset()
+    diverged = [sequences[0][:4] + [1, 2], [8, 9, 99 % lm.vocab_size]]
+    state = lm.start(TokenBatch.from_lists(diverged))
+    assert max_error(lm, state.logprobs, diverged) < TOL64
+    assert lm.counter.tokens_encoded == 2 + 1
+
+
+def test_sequence_reuse_changes_cost_not_draws():
+    """The same seeded power-sampling run with and without sequence reuse: identical chains, and
+    reuse encodes fewer tokens."""
+    from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+
+    config = PowerSamplerConfig(alpha=4.0, block_size=4, max_new_tokens=12, mcmc_steps=3)
+    results = {}
+    for size in (0, 16):
+        model = random_model("llama-tiny", device="cpu", dtype="float64", seed=2)
+        model.sequence_cache_size = size
+        results[size] = power_sample(model, [[5, 6, 7]], config, chains_per_prompt=4, seed=3)
+    assert results[0].final.tokens.tolist() == results[16].final.tokens.tolist()
+    assert results[0].compute["tokens_sampled"] == results[16].compute["tokens_sampled"]
+    assert results[16].compute["tokens_encoded"] < 0.75 * results[0].compute["tokens_encoded"]
+
+
+def test_stash_is_bounded_by_twice_the_largest_batch(lm):
+    lm.sequence_cache_size = 2
+    try:
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            sample_continuations(lm, TokenBatch.from_lists([[5, 6], [7], [8, 9, 10]]), 3, SamplingRule(), generator)
+        assert len(lm._stash) <= 2 * 3
+        lm.sequence_cache_size = 0
+        lm.clear_prefixes()
+        sample_continuations(lm, TokenBatch.from_lists([[5, 6]]), 3, SamplingRule(), generator)
+        assert len(lm._stash) == 0
+    finally:
+        lm.sequence_cache_size = 16
+
+
 def test_prefix_lru_evicts_but_stays_correct(lm):
     lm.prefix_cache_size = 2
     try:

@@ -2,7 +2,7 @@
 
     [model]     spec, device, dtype, chat_template, threads
     [task]      name, path, subset, seed, options
-    [sampling]  max_new_tokens, samples_per_problem, seed, batch_size
+    [sampling]  max_new_tokens, samples_per_problem, seed, batch_size, problems_per_call
     [[methods]] name, kind, samples, max_new_tokens, + the keys of the kind (see METHOD_KEYS)
     [output]    path
     [scaleout]  workers, gpus_per_worker, address
@@ -69,6 +69,7 @@ class SamplingConfig:
     samples_per_problem: int = 1
     seed: int = 0
     batch_size: int = 1
+    problems_per_call: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +118,8 @@ class ExperimentConfig:
         content = {
             "model": [self.model.spec, self.model.dtype, self.model.chat_template],
             "task": [self.task.name, self.task.seed, self.task.options],
-            "sampling": [self.sampling.seed, self.sampling.batch_size],
+            "sampling": [self.sampling.seed, self.sampling.batch_size]
+            + ([self.sampling.problems_per_call] if self.sampling.problems_per_call != 1 else []),
             "method": [entry.name, entry.method.settings(), entry.samples if self.sampling.batch_size > 1 else None],
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -372,6 +374,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
     sampling = SamplingConfig(
         max_new_tokens=t.get("max_new_tokens", _int(1), 512), samples_per_problem=t.get("samples_per_problem", _int(1), 1),
         seed=t.get("seed", _int(0), 0), batch_size=t.get("batch_size", _int(1), 1),
+        problems_per_call=t.get("problems_per_call", _int(1), 1),
     )
     t.done()
     t = sections["output"]

@@ -56,8 +56,10 @@ SELECTIONS = ("log_p", "mean_log_p")
 @dataclasses.dataclass(frozen=True)
 class MethodSample:
     """One output of a method: generated `tokens` (EOS included when emitted), `log_p` = sum of the
-    base model's log p over them, `length`, `ended` (with EOS), method `diagnostics`, and `compute`:
-    the LM counters spent by the generate call, divided by the number of samples it returned."""
+    base model's log p over them, `length`, `ended` (with EOS), method `diagnostics`, `compute`:
+    the LM counters spent by the generate call, divided by the number of samples it returned, and
+    `entropy` = sum over the tokens of the entropy H(p(. | prefix)) of the base model's next-token
+    distribution (its mean per token is the confidence measure of the results figures)."""
 
     tokens: list[int]
     log_p: float
@@ -65,6 +67,7 @@ class MethodSample:
     ended: bool
     diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
     compute: dict[str, float] = dataclasses.field(default_factory=dict)
+    entropy: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +75,7 @@ class _Draw:
     tokens: list[int]
     log_p: float
     ended: bool
+    entropy: float
 
     @property
     def length(self) -> int:
@@ -106,8 +110,9 @@ def draw(
     tokens = continuation.tokens.to_lists()
     inside = torch.arange(continuation.log_p.shape[1], device=continuation.log_p.device)[None] < continuation.tokens.lengths[:, None]
     log_p = torch.where(inside, continuation.log_p, 0.0).sum(-1).tolist()
+    entropy = torch.where(inside, continuation.entropy, 0.0).sum(-1).tolist()
     ended = continuation.ended.tolist()
-    flat = [_Draw(tokens[r], float(log_p[r]), bool(ended[r])) for r in range(len(rows))]
+    flat = [_Draw(tokens[r], float(log_p[r]), bool(ended[r]), float(entropy[r])) for r in range(len(rows))]
     return [flat[i * count : (i + 1) * count] for i in range(len(prompts))]
 
 
@@ -162,7 +167,7 @@ def _plain(value: Any) -> Any:
 
 
 def _sample(d: _Draw, **diagnostics) -> MethodSample:
-    return MethodSample(d.tokens, d.log_p, d.length, d.ended, diagnostics)
+    return MethodSample(d.tokens, d.log_p, d.length, d.ended, diagnostics, entropy=d.entropy)
 
 
 class _Ancestral(Method):
@@ -257,6 +262,7 @@ class PowerSampling(Method):
         result = power_sample(lm, [list(p) for p in prompts], self.config, chains_per_prompt=samples_per_prompt, seed=seed)
         sequences = result.sequences()
         log_p = result.final.total_log_p().tolist()
+        entropy = result.final.suffix_sum(result.final.entropy, torch.zeros_like(result.final.lengths)).tolist()
         ended = result.final.ended.tolist()
         trace = result.trace
         samples = []
@@ -270,8 +276,12 @@ class PowerSampling(Method):
                     "acceptance_rate": float(accepted.mean()) if accepted.size else None,
                     "tokens_resampled": int(trace.stats["tokens_resampled"][row].sum()),
                     "acceptance_by_stage": [float(accepted[stages == s].mean()) for s in sorted(set(stages.tolist()))],
+                    # every MH step in order: its stage, cut position relative to the current length, outcome
+                    "step_stage": stages.astype(int).tolist(),
+                    "step_relative_cut": [round(float(c), 4) for c in trace.stats["relative_cut"][row]],
+                    "step_accepted": accepted.astype(int).tolist(),
                 }
-            samples.append(MethodSample(tokens, float(log_p[row]), len(tokens), bool(ended[row]), diagnostics))
+            samples.append(MethodSample(tokens, float(log_p[row]), len(tokens), bool(ended[row]), diagnostics, entropy=float(entropy[row])))
         return [samples[i * samples_per_prompt : (i + 1) * samples_per_prompt] for i in range(len(prompts))]
 
 
@@ -409,9 +419,10 @@ class MajorityVote(_Candidates):
 def _chain_samples(final, extras, prompts, samples_per_prompt) -> list[list[MethodSample]]:
     """MethodSamples from one sequence per chain (rows prompt-major) and per-chain diagnostics."""
     log_p = final.total_log_p().tolist()
+    entropy = final.suffix_sum(final.entropy, torch.zeros_like(final.lengths)).tolist()
     ended = final.ended.tolist()
     samples = [
-        MethodSample(tokens, float(log_p[row]), len(tokens), bool(ended[row]), dict(extras[row]))
+        MethodSample(tokens, float(log_p[row]), len(tokens), bool(ended[row]), dict(extras[row]), entropy=float(entropy[row]))
         for row, tokens in enumerate(final.to_lists())
     ]
     return [samples[i * samples_per_prompt : (i + 1) * samples_per_prompt] for i in range(len(prompts))]

@@ -52,14 +52,14 @@ def unit_seed(config_seed: int, task_id: str, method: str, first_index: int) -> 
 
 @dataclasses.dataclass(frozen=True)
 class WorkUnit:
-    """One generate call: `sample_indices` of `method` on problem `problem_index`, of which the
-    `missing` ones are to be recorded."""
+    """One generate call: `sample_indices` of `method` on each of `problems` (consecutive problems
+    of the task, `problems_per_call` of them), of which the record keys in `missing` are to be
+    recorded."""
 
-    problem_index: int
-    problem: Any
+    problems: tuple[Any, ...]
     method: str
     sample_indices: tuple[int, ...]
-    missing: tuple[int, ...]
+    missing: frozenset[RecordKey]
     seed: int
 
 
@@ -90,17 +90,20 @@ def load_problems(task, config: ExperimentConfig) -> list:
 
 
 def plan_units(config: ExperimentConfig, problems: Sequence, done: set[RecordKey]) -> list[WorkUnit]:
-    """The units with at least one missing record, problem by problem."""
+    """The units with at least one missing record.  Problems are chunked by position (chunk c holds
+    problems `[c k, (c+1) k)`, k = `problems_per_call`) whatever is already done, so a unit and its
+    seed never depend on what an interrupted run had finished."""
     units = []
-    size = config.sampling.batch_size
-    for index, problem in enumerate(problems):
+    size, per_call = config.sampling.batch_size, config.sampling.problems_per_call
+    for start in range(0, len(problems), per_call):
+        chunk = tuple(problems[start : start + per_call])
         for entry in config.methods:
             for first in range(0, entry.samples, size):
                 group = tuple(range(first, min(first + size, entry.samples)))
-                missing = tuple(i for i in group if (problem.task_id, entry.name, i) not in done)
-                if missing:
-                    seed = unit_seed(config.sampling.seed, problem.task_id, entry.name, first)
-                    units.append(WorkUnit(index, problem, entry.name, group, missing, seed))
+                keys = {(p.task_id, entry.name, i) for p in chunk for i in group}
+                if keys - done:
+                    seed = unit_seed(config.sampling.seed, chunk[0].task_id, entry.name, first)
+                    units.append(WorkUnit(chunk, entry.name, group, frozenset(keys - done), seed))
     return units
 
 
@@ -179,32 +182,33 @@ class UnitExecutor:
             return GradeResult(False, "error", f"grader raised {type(error).__name__}: {error}")
 
     def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
-        """Generate the unit's group and return the records of its missing indices."""
+        """Generate the unit's group for each of its problems and return the missing records."""
         entry = self.config.method(unit.method)
         clear = getattr(self.lm, "clear_prefixes", None)
         if callable(clear):
             clear()  # a unit's numerics must not depend on prompts cached by earlier units
-        prompt = self.prompt_ids(unit.problem)
+        prompts = [self.prompt_ids(problem) for problem in unit.problems]
         started = time.perf_counter()
-        (samples,) = entry.method.generate(self.lm, [prompt], len(unit.sample_indices), unit.seed, answer_of=self.answer_of)
-        wall = (time.perf_counter() - started) / len(unit.sample_indices)
+        per_problem = entry.method.generate(self.lm, prompts, len(unit.sample_indices), unit.seed, answer_of=self.answer_of)
+        wall = (time.perf_counter() - started) / (len(unit.sample_indices) * len(prompts))
         records = []
-        for index, sample in zip(unit.sample_indices, samples):
-            if index not in unit.missing:
-                continue
-            completion = self.completion_text(sample.tokens)
-            graded_at = time.perf_counter()
-            grade = self._grade(unit.problem, completion)
-            records.append({
-                "task": self.config.task.name, "task_id": unit.problem.task_id, "method": entry.name,
-                "kind": entry.kind, "sample_index": index, "seed": unit.seed, "group": list(unit.sample_indices),
-                "fingerprint": self._fingerprints[entry.name], "model": self.config.model.spec,
-                "prompt_tokens": len(prompt), "completion": completion, "tokens": list(sample.tokens),
-                "length": sample.length, "ended": sample.ended, "log_p": sample.log_p,
-                "passed": bool(grade.passed), "status": grade.status, "detail": grade.detail, "extracted": grade.extracted,
-                "diagnostics": sample.diagnostics, "compute": sample.compute,
-                "wall_time_s": wall, "grade_time_s": time.perf_counter() - graded_at,
-            })
+        for problem, prompt, samples in zip(unit.problems, prompts, per_problem):
+            for index, sample in zip(unit.sample_indices, samples):
+                if (problem.task_id, entry.name, index) not in unit.missing:
+                    continue
+                completion = self.completion_text(sample.tokens)
+                graded_at = time.perf_counter()
+                grade = self._grade(problem, completion)
+                records.append({
+                    "task": self.config.task.name, "task_id": problem.task_id, "method": entry.name,
+                    "kind": entry.kind, "sample_index": index, "seed": unit.seed, "group": list(unit.sample_indices),
+                    "fingerprint": self._fingerprints[entry.name], "model": self.config.model.spec,
+                    "prompt_tokens": len(prompt), "completion": completion, "tokens": list(sample.tokens),
+                    "length": sample.length, "ended": sample.ended, "log_p": sample.log_p, "entropy": sample.entropy,
+                    "passed": bool(grade.passed), "status": grade.status, "detail": grade.detail, "extracted": grade.extracted,
+                    "diagnostics": sample.diagnostics, "compute": sample.compute,
+                    "wall_time_s": wall, "grade_time_s": time.perf_counter() - graded_at,
+                })
         return records
 
 

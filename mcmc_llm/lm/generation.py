@@ -106,8 +106,10 @@ def sample_continuations(
 ) -> Continuation:
     """Draw one continuation per context from `rule` applied to `lm`, until EOS or the row's cap.
 
-    Rows whose cap is 0 get an empty continuation.  Finished rows are dropped from the batch
-    (`lm.select_rows`) so no compute is spent on them.
+    Rows whose cap is 0 get an empty continuation.  Finished rows are handed to `lm.retire` (a
+    backend may keep their encoding for later contexts that extend them, such as the prefix `x_<m`
+    of the next MH proposal) and dropped from the batch (`lm.select_rows`), so no compute is spent
+    on them.
     """
     batch = len(contexts)
     device = contexts.ids.device
@@ -137,8 +139,10 @@ def sample_continuations(
         ended[rows[stop]] = True
         keep = ~stop & (caps[rows] > t + 1)
         if not bool(keep.any()):
+            lm.retire(state, torch.arange(len(rows), device=rows.device))
             break
         if not bool(keep.all()):
+            lm.retire(state, (~keep).nonzero().squeeze(-1))
             kept = keep.nonzero().squeeze(-1)
             state = lm.select_rows(state, kept)
             rows, drawn = rows[kept], drawn[kept]

@@ -16,6 +16,15 @@ values into the row; only the remainder is pushed through the model.  `counter.r
 called with the true absolute start position of what is encoded, so reuse shows as fewer
 `tokens_encoded`.
 
+Sequence reuse.  `retire(state, rows)` (called by the generation path for every row that finishes)
+keeps those rows' keys and values, their tokens and their next-token log-probs in a second LRU, the
+stash, of at least `sequence_cache_size` entries and at least twice the largest batch started.  A
+later context that shares a prefix with a stashed sequence copies the shared part (all but the
+context's last token when the context is a strict prefix, whose next-token log-probs the stash does
+not hold).  This is what makes a suffix-resampling proposal cut at `m` cost only its new tokens:
+the current sequence `x` was retired when it was generated, and `x_<m` is a prefix of it.  Whether
+the previous proposal was accepted or rejected does not matter: both sequences were retired.
+
 States are immutable: `advance` and `select_rows` return new states and leave the old one valid
 (the cache tensors are never written in place), so a caller may branch from any state.
 `select_rows` indexes the cache along the batch dimension and also drops slot columns that no kept
@@ -90,18 +99,37 @@ def _kv_from_cache(cache) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
 @dataclasses.dataclass(frozen=True)
 class HFState:
     """Decoding state: next-token `logprobs` [B, V]; per-layer keys/values `kv` ([B, H, S, D]);
-    `mask` [B, S] (True where a slot holds a real token); `lengths` [B] real tokens per row."""
+    `mask` [B, S] (True where a slot holds a real token); `ids` [B, S] the token in each slot (0 in
+    holes); `lengths` [B] real tokens per row."""
 
     logprobs: torch.Tensor
     kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     mask: torch.Tensor
+    ids: torch.Tensor
     lengths: torch.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
-class _Prefix:
-    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer [1, H, p, D]
-    logprobs: torch.Tensor  # [V]: log p(. | prefix)
+class _Encoded:
+    """An encoded token sequence kept for reuse: a registered prefix or a retired row."""
+
+    tokens: torch.Tensor  # [n] on the CPU
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer [1, H, n, D]
+    logprobs: torch.Tensor  # [V]: log p(. | tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reuse:
+    """Row plan: copy the first `length` slots of `entry` (None: encode the whole context)."""
+
+    entry: _Encoded | None
+    length: int
+
+
+def _common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
+    n = min(len(a), len(b))
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0, 0]) if len(differ) else n
 
 
 class HFLanguageModel(LanguageModel):
@@ -116,6 +144,9 @@ class HFLanguageModel(LanguageModel):
     eos_token_ids: override; by default `generation_config.eos_token_id` (int or list),
         `config.eos_token_id` and `tokenizer.eos_token_id`, deduplicated.
     prefix_cache_size: encoded prefixes kept (LRU).
+    sequence_cache_size: retired rows kept for reuse (LRU; at least twice the largest batch
+        started, so the chains of a batch keep both their current and their proposed sequence);
+        0 turns sequence reuse off.
     score_chunk_elements: `positionwise` applies the LM head and `reduce` to chunks of positions
         holding at most this many `batch * positions * vocab` entries.
     """
@@ -130,6 +161,7 @@ class HFLanguageModel(LanguageModel):
         dtype: str | torch.dtype | None = None,
         eos_token_ids: Sequence[int] | None = None,
         prefix_cache_size: int = 32,
+        sequence_cache_size: int = 16,
         score_chunk_elements: int = 2**24,
         name: str | None = None,
     ):
@@ -142,6 +174,7 @@ class HFLanguageModel(LanguageModel):
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self.counter = ComputeCounter()
         self.prefix_cache_size = int(prefix_cache_size)
+        self.sequence_cache_size = int(sequence_cache_size)
         self.score_chunk_elements = int(score_chunk_elements)
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self._check_architecture(config)
@@ -153,7 +186,9 @@ class HFLanguageModel(LanguageModel):
         self.vocab_size = int(getattr(self._head, "out_features", None) or config.vocab_size)
         self.eos_token_ids = self._eos_ids(eos_token_ids)
         self._trie: dict = {}
-        self._prefixes: collections.OrderedDict[tuple[int, ...], _Prefix] = collections.OrderedDict()
+        self._prefixes: collections.OrderedDict[tuple[int, ...], _Encoded] = collections.OrderedDict()
+        self._stash: collections.OrderedDict[tuple[int, ...], _Encoded] = collections.OrderedDict()
+        self._largest_batch = 0
         self._check_head()
 
     # ------------------------------------------------------------------ setup
@@ -258,8 +293,11 @@ class HFLanguageModel(LanguageModel):
         node[_END] = ids
 
     def clear_prefixes(self) -> None:
+        """Forget registered prefixes and retired sequences (frees their keys and values)."""
         self._trie.clear()
         self._prefixes.clear()
+        self._stash.clear()
+        self._largest_batch = 0
 
     def _longest_prefix(self, row: Sequence[int]) -> tuple[int, ...] | None:
         node, found = self._trie, None
@@ -271,47 +309,88 @@ class HFLanguageModel(LanguageModel):
         return found
 
     @torch.no_grad()
-    def _prefix(self, ids: tuple[int, ...]) -> _Prefix:
+    def _prefix(self, ids: tuple[int, ...]) -> _Encoded:
         entry = self._prefixes.get(ids)
         if entry is None:
             tokens = torch.as_tensor([ids], dtype=torch.long, device=self.device)
             hidden, kv = self._forward(tokens, torch.ones_like(tokens, dtype=torch.bool), None, ())
             self.counter.record_encoding(torch.zeros(1), torch.tensor([len(ids)]))
-            entry = self._prefixes[ids] = _Prefix(kv, self._logprobs(hidden[0, -1]))
+            entry = self._prefixes[ids] = _Encoded(tokens[0].cpu(), kv, self._logprobs(hidden[0, -1]))
         self._prefixes.move_to_end(ids)
         return entry
 
-    def _split(self, rows: list[list[int]]) -> tuple[list[_Prefix | None], list[int]]:
-        """Per row: the reused prefix entry (or None) and its length.  The LRU keeps at least every
+    def _stashed(self, row: torch.Tensor) -> _Reuse:
+        """The retired sequence sharing the longest prefix with context `row` (at most all but its
+        last token, unless the whole stashed sequence equals the context)."""
+        best, best_key = _Reuse(None, 0), None
+        for key, entry in self._stash.items():
+            shared = _common_prefix_length(entry.tokens, row)
+            if shared == len(row) and len(entry.tokens) != len(row):
+                shared -= 1  # the stash lacks log p(. | row): encode the last token again
+            if shared > best.length:
+                best, best_key = _Reuse(entry, shared), key
+        if best_key is not None:
+            self._stash.move_to_end(best_key)
+        return best
+
+    def _plan(self, rows: list[list[int]]) -> list[_Reuse]:
+        """Per row: which encoded sequence to copy and how much of it (the longer of the longest
+        registered prefix and the best stashed sequence).  The prefix LRU keeps at least every
         prefix this batch uses, so a batch of more prompts than `prefix_cache_size` does not thrash."""
         if any(len(row) == 0 for row in rows):
             raise ValueError("HFLanguageModel needs at least one context token per row (start prompts with BOS)")
+        self._largest_batch = max(self._largest_batch, len(rows))
         found = [self._longest_prefix(row) if self._trie else None for row in rows]
         entries = {ids: self._prefix(ids) for ids in dict.fromkeys(found) if ids}
         while len(self._prefixes) > max(self.prefix_cache_size, len(entries)):
             self._prefixes.popitem(last=False)
-        return [entries[ids] if ids else None for ids in found], [len(ids) if ids else 0 for ids in found]
+        plans = [_Reuse(entries[ids], len(ids)) if ids else _Reuse(None, 0) for ids in found]
+        if self._stash:
+            for b, row in enumerate(rows):
+                stashed = self._stashed(torch.as_tensor(row, dtype=torch.long))
+                if stashed.length > plans[b].length:
+                    plans[b] = stashed
+        return plans
 
-    def _prefix_batch(self, entries: list[_Prefix | None], lengths: list[int]):
-        """Right-aligned prefix keys/values for a batch ([B, H, P, D] per layer) and their mask [B, P]."""
+    @torch.no_grad()
+    def retire(self, state: HFState, rows: torch.Tensor) -> None:
+        """Keep rows `rows` of `state` (tokens, keys/values, next-token log-probs) for reuse."""
+        if self.sequence_cache_size <= 0:
+            return
+        for b in torch.as_tensor(rows).reshape(-1).tolist():
+            slots = state.mask[b].nonzero().squeeze(-1)
+            tokens = state.ids[b].index_select(0, slots).cpu()
+            key = tuple(tokens.tolist())
+            kv = tuple((k[b : b + 1].index_select(2, slots), v[b : b + 1].index_select(2, slots)) for k, v in state.kv)
+            self._stash[key] = _Encoded(tokens, kv, state.logprobs[b].clone())
+            self._stash.move_to_end(key)
+        while len(self._stash) > max(self.sequence_cache_size, 2 * self._largest_batch):
+            self._stash.popitem(last=False)
+
+    def _prefix_batch(self, plans: list[_Reuse]):
+        """Right-aligned reused keys/values for a batch ([B, H, P, D] per layer), their mask [B, P]
+        and token ids [B, P]."""
+        lengths = [plan.length for plan in plans]
         width, batch = max(lengths), len(lengths)
         mask = torch.zeros(batch, width, dtype=torch.bool, device=self.device)
+        ids = torch.zeros(batch, width, dtype=torch.long, device=self.device)
         if width == 0:
-            return (), mask
-        used = [b for b in range(batch) if entries[b] is not None]
-        template = entries[used[0]].kv
+            return (), mask, ids
+        used = [b for b in range(batch) if lengths[b] > 0]
+        template = plans[used[0]].entry.kv
         kv = []
         for layer, (keys0, values0) in enumerate(template):
             keys = keys0.new_zeros(batch, keys0.shape[1], width, keys0.shape[3])
             values = values0.new_zeros(batch, values0.shape[1], width, values0.shape[3])
             for b in used:
-                k, v = entries[b].kv[layer]
-                keys[b, :, width - lengths[b] :] = k[0]
-                values[b, :, width - lengths[b] :] = v[0]
+                k, v = plans[b].entry.kv[layer]
+                keys[b, :, width - lengths[b] :] = k[0, :, : lengths[b]]
+                values[b, :, width - lengths[b] :] = v[0, :, : lengths[b]]
             kv.append((keys, values))
         for b in used:
             mask[b, width - lengths[b] :] = True
-        return tuple(kv), mask
+            ids[b, width - lengths[b] :] = plans[b].entry.tokens[: lengths[b]].to(self.device)
+        return tuple(kv), mask, ids
 
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
@@ -346,24 +425,26 @@ class HFLanguageModel(LanguageModel):
     @torch.no_grad()
     def start(self, contexts: TokenBatch) -> HFState:
         rows = contexts.to_lists()
-        entries, prefix_lengths = self._split(rows)
-        kv, past_mask = self._prefix_batch(entries, prefix_lengths)
+        plans = self._plan(rows)
+        prefix_lengths = [plan.length for plan in plans]
+        kv, past_mask, past_ids = self._prefix_batch(plans)
         rests = [row[p:] for row, p in zip(rows, prefix_lengths)]
         rest_lengths = [len(r) for r in rests]
         lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long, device=self.device)
         width = max(rest_lengths)
-        reused = [b for b in range(len(rows)) if rest_lengths[b] == 0]
+        reused = [b for b in range(len(rows)) if rest_lengths[b] == 0]  # whole entry reused: its log-probs apply
         if width == 0:
-            logprobs = torch.stack([entries[b].logprobs for b in range(len(rows))])
-            return HFState(logprobs, kv, past_mask, lengths)
+            logprobs = torch.stack([plans[b].entry.logprobs for b in range(len(rows))])
+            return HFState(logprobs, kv, past_mask, past_ids, lengths)
         ids, query_mask, positions = self._block(rests, prefix_lengths, width, self.device)
         hidden, kv = self._forward(ids, query_mask, positions, kv, past_mask)
         self.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor(rest_lengths))
         last = (torch.as_tensor(rest_lengths, device=self.device) - 1).clamp(min=0)
         logprobs = self._logprobs(hidden[torch.arange(len(rows), device=self.device), last])
         for b in reused:
-            logprobs[b] = entries[b].logprobs
-        return HFState(logprobs, kv, torch.cat([past_mask, query_mask], dim=1), lengths)
+            logprobs[b] = plans[b].entry.logprobs
+        mask = torch.cat([past_mask, query_mask], dim=1)
+        return HFState(logprobs, kv, mask, torch.cat([past_ids, ids], dim=1), lengths)
 
     @torch.no_grad()
     def advance(self, state: HFState, tokens: torch.Tensor) -> HFState:
@@ -372,12 +453,12 @@ class HFLanguageModel(LanguageModel):
         hidden, kv = self._forward(ids, query_mask, state.lengths[:, None], state.kv, state.mask)
         self.counter.record_encoding(state.lengths, torch.ones_like(state.lengths))
         mask = torch.cat([state.mask, query_mask], dim=1)
-        return HFState(self._logprobs(hidden[:, -1]), kv, mask, state.lengths + 1)
+        return HFState(self._logprobs(hidden[:, -1]), kv, mask, torch.cat([state.ids, ids], dim=1), state.lengths + 1)
 
     @torch.no_grad()
     def select_rows(self, state: HFState, rows: torch.Tensor) -> HFState:
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        mask = state.mask.index_select(0, rows)
+        mask, ids = state.mask.index_select(0, rows), state.ids.index_select(0, rows)
         used = mask.any(0)
         columns = None if bool(used.all()) else used.nonzero().squeeze(-1)
         kv = []
@@ -387,8 +468,8 @@ class HFLanguageModel(LanguageModel):
                 keys, values = keys.index_select(2, columns), values.index_select(2, columns)
             kv.append((keys, values))
         if columns is not None:
-            mask = mask.index_select(1, columns)
-        return HFState(state.logprobs.index_select(0, rows), tuple(kv), mask, state.lengths.index_select(0, rows))
+            mask, ids = mask.index_select(1, columns), ids.index_select(1, columns)
+        return HFState(state.logprobs.index_select(0, rows), tuple(kv), mask, ids, state.lengths.index_select(0, rows))
 
     @torch.no_grad()
     def positionwise(
@@ -409,8 +490,9 @@ class HFLanguageModel(LanguageModel):
         all_contexts = contexts.to_lists()
         context_rows = [all_contexts[b] for b in active]
         cont_rows = [cont_rows[b] for b in active]
-        entries, prefix_lengths = self._split(context_rows)
-        kv, past_mask = self._prefix_batch(entries, prefix_lengths)
+        plans = self._plan(context_rows)
+        prefix_lengths = [plan.length for plan in plans]
+        kv, past_mask, _ = self._prefix_batch(plans)
         rests = [row[p:] for row, p in zip(context_rows, prefix_lengths)]
         blocks = [rest + cont[:-1] for rest, cont in zip(rests, cont_rows)]
         span = max(len(c) for c in cont_rows)
@@ -434,7 +516,7 @@ class HFLanguageModel(LanguageModel):
                 logprobs = torch.zeros(len(active), 1, self.vocab_size, device=self.device)
             if s == 0:
                 for i in reused:
-                    logprobs[i, 0] = entries[i].logprobs
+                    logprobs[i, 0] = plans[i].entry.logprobs
             for name, value in reduce(logprobs, tokens[:, s : s + step]).items():
                 columns.setdefault(name, []).append(value)
         index = torch.as_tensor(active, device=out_device)

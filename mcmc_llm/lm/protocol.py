@@ -119,6 +119,11 @@ class LanguageModel(ABC):
         """Keep only rows `rows` of a decoding state (used to drop finished rows)."""
         raise NotImplementedError
 
+    def retire(self, state: Any, rows: torch.Tensor) -> None:
+        """Rows `rows` of `state` are finished.  A backend may keep their encoding so that a later
+        context extending any prefix of them is not re-encoded (the HF backend does); by default
+        nothing is kept.  Retiring never changes what `start` returns, only what it costs."""
+
     def positionwise(
         self,
         contexts: TokenBatch,

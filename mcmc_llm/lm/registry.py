@@ -31,7 +31,8 @@ Model specs (`--model SPEC`):
   ORG/NAME | ./local/dir   the same as hf:ORG/NAME or hf:./local/dir.
   random:PRESET[,k=v...]   seeded random weights, no tokenizer (prompts are token ids like
                            "3 1 4"); presets: llama-tiny, qwen2-tiny (vocab 256, 2 layers,
-                           hidden 64), qwen2-0.5b (Qwen2.5-0.5B sizes, for GPU benchmarks).
+                           hidden 64), qwen2-0.5b and qwen2-7b (Qwen2.5-0.5B / -7B
+                           sizes, for GPU benchmarks; built directly on the device).
                            Overrides: seed=INT and any config field, e.g.
                            random:llama-tiny,vocab_size=6,eos_token_id=0,seed=3.
 """
@@ -51,6 +52,13 @@ RANDOM_PRESETS: dict[str, tuple[str, dict]] = {
         dict(
             vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
             num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=True,
+        ),
+    ),
+    "qwen2-7b": (
+        "qwen2",
+        dict(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+            num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=False,
         ),
     ),
 }
@@ -160,10 +168,18 @@ def random_model(preset: str, *, device="auto", dtype="auto", seed: int = 0, **o
     fields.setdefault("eos_token_id", 0)
     fields.setdefault("bos_token_id", 1 if fields.get("vocab_size", 2) > 1 else 0)
     config = AutoConfig.for_model(model_type, **fields)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
     target = resolve_device(device)
+    if target.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config)
+    else:  # initialise on the accelerator in the final dtype: a 7B model never passes through host memory
+        with torch.random.fork_rng(devices=[target]), torch.device(target):
+            torch.manual_seed(seed)
+            try:
+                model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype, target))
+            except TypeError:  # transformers < 4.56 calls it torch_dtype
+                model = AutoModelForCausalLM.from_config(config, torch_dtype=resolve_dtype(dtype, target))
     name = f"random:{preset}" + "".join(f",{k}={v}" for k, v in sorted(dict(overrides, seed=seed).items()))
     return HFLanguageModel(model, None, device=target, dtype=resolve_dtype(dtype, target), name=name)
 
