@@ -12,9 +12,11 @@ tokens sampled, tokens encoded (prefill + decode) and the attention-position sum
                                 uniform:      sum over extensions + N sum_k [ (L_k+1)/2 P + (L_k+1)(2L_k+1)/6 ]
                                 within-block: ... + N sum_k E_m sum_{i=m}^{L_k-1} (P + i + 1), m uniform in block k
 
-    python experiments/compute_accounting.py [--quick]
+    python experiments/compute_accounting.py [--quick]        # the table of docs/performance.md
+    python experiments/compute_accounting.py --scaling [--quick]   # T in 32..256 x B in 16..64, N = 2 (~1 min)
 
-Prints a table and, last, a JSON line; writes experiments/results/compute_accounting.jsonl.
+Prints a table and, last, a JSON line; writes experiments/results/compute_accounting.jsonl (or
+cost_scaling.jsonl with --scaling; `--out` to choose).
 """
 
 from __future__ import annotations
@@ -55,12 +57,20 @@ def expected_attention(kernel: str, T: int, B: int, N: int, P: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--chains", type=int, default=200)
+    parser.add_argument("--scaling", action="store_true", help="the (T, B) grid of the cost-scaling figure")
+    parser.add_argument("--chains", type=int, default=None, help="chains per setting (default 200; 64 with --scaling)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     lm = NgramLM.random(8, 2, seed=0, eos_logit=-30.0)
     prompt = [1, 2, 3, 4]
-    grid = [(64, 16, 4), (128, 32, 4), (256, 32, 2)] if not args.quick else [(32, 8, 2), (64, 16, 2)]
+    if args.scaling:
+        lengths = (32, 64) if args.quick else (32, 64, 128, 256)
+        grid = [(T, B, 2) for T in lengths for B in (16, 32, 64) if B < T]
+        args.chains = args.chains or (16 if args.quick else 200)
+    else:
+        grid = [(64, 16, 4), (128, 32, 4), (256, 32, 2)] if not args.quick else [(32, 8, 2), (64, 16, 2)]
+        args.chains = args.chains or 200
     rows = []
     print(f"{'kernel':>12} {'T':>4} {'B':>3} {'N':>2} | {'tokens':>8} {'exact E':>8} {'METHOD':>8} | "
           f"{'attn pos':>10} {'exact E':>10} | {'encoded':>8}")
@@ -90,8 +100,9 @@ def main() -> None:
             print(f"{kernel:>12} {T:>4} {B:>3} {N:>2} | {per_chain_tokens:>8.1f} {row['tokens_expected']:>8.1f} "
                   f"{method:>8.1f} | {row['attention_sampled_per_chain']:>10.0f} {row['attention_expected']:>10.0f} | "
                   f"{row['tokens_encoded_per_chain']:>8.1f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("compute_accounting_quick.jsonl" if args.quick else "compute_accounting.jsonl")
+    name = "cost_scaling" if args.scaling else "compute_accounting"
+    out = args.out or RESULTS / (name + ("_quick" if args.quick else "") + ".jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     worst = max(abs(r["tokens_per_chain"] / r["tokens_expected"] - 1) for r in rows)
     worst_attention = max(abs(r["attention_sampled_per_chain"] / r["attention_expected"] - 1) for r in rows)

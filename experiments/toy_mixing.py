@@ -9,7 +9,7 @@ proposal LM's sampled tokens per chain (extensions + resampled suffixes).
     python experiments/toy_mixing.py            # full study (a few minutes on 2 cores)
     python experiments/toy_mixing.py --quick    # smoke version (seconds)
 
-Results are appended to experiments/results/toy_mixing[_quick].jsonl as each run completes; a
+Results are appended to experiments/results/cpu/toy_mixing.jsonl (quick: toy_mixing_quick.jsonl) as each run completes; a
 rerun skips runs already recorded.  The last line printed is a JSON summary.
 `python paper_figures/toy_mixing.py` draws the figure from the results file.
 """
@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.chains, args.steps, args.seeds = 1000, [0, 2, 8], 2
     if args.out is None:
-        args.out = RESULTS / ("toy_mixing_quick.jsonl" if args.quick else "toy_mixing.jsonl")
+        args.out = RESULTS / ("toy_mixing_quick.jsonl" if args.quick else "cpu/toy_mixing.jsonl")
     return args
 
 

@@ -1,6 +1,6 @@
 """Figure: TV to the exact p^alpha against tokens spent, per kernel (toy LM mixing study).
 
-Reads experiments/results/toy_mixing.jsonl (from `python experiments/toy_mixing.py`) and writes
+Reads experiments/results/cpu/toy_mixing.jsonl (from `python experiments/toy_mixing.py`) and writes
 paper_figures/out/toy_mixing_tv.png: one line per kernel, the mean over seeds at each N_MCMC, a
 band from the minimum to the maximum over seeds, and the within-block kernel's TV to its own
 (nested) target as a dashed line.
@@ -38,7 +38,7 @@ def load_curves(path: Path, column: str) -> dict[str, tuple[np.ndarray, np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=ROOT / "experiments/results/toy_mixing.jsonl")
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments/results/cpu/toy_mixing.jsonl")
     parser.add_argument("--out", type=Path, default=ROOT / "paper_figures/out/toy_mixing_tv.png")
     args = parser.parse_args()
     if not args.results.exists():

@@ -420,6 +420,22 @@ def test_sliding_window_models_are_rejected():
         HFLanguageModel(AutoModelForCausalLM.from_config(config))
 
 
+def test_a_window_longer_than_any_sequence_is_full_attention():
+    """Phi-3.5-mini declares sliding_window = 262144 > max_position_embeddings = 131072: accepted
+    (and it matches a full forward); a window shorter than the context limit is rejected."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sizes = dict(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    torch.manual_seed(0)
+    lm = HFLanguageModel(AutoModelForCausalLM.from_config(AutoConfig.for_model("phi3", sliding_window=128, **sizes)),
+                         dtype="float64")
+    rows = [[3, 4, 5, 6], [7, 8]]
+    assert max_error(lm, lm.start(TokenBatch.from_lists(rows)).logprobs, rows) < TOL64
+    with pytest.raises(NotImplementedError, match="full attention"):
+        HFLanguageModel(AutoModelForCausalLM.from_config(AutoConfig.for_model("phi3", sliding_window=16, **sizes)))
+
+
 # ----------------------------------------------------------------------------- registry
 
 

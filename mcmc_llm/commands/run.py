@@ -16,15 +16,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=None, help="results JSONL (overrides [output] path)")
     parser.add_argument("--workers", type=int, default=None, help="Ray workers (overrides [scaleout] workers)")
     parser.add_argument("--summary-only", action="store_true", help="generate nothing: summarise the existing results file")
+    parser.add_argument("--smoke", action="store_true",
+                        help="smoke test: 2 problems, 24 tokens, <= 2 samples and MH steps per method, power blocks of 8; "
+                             "results go to <output>.smoke.jsonl unless --output is given")
+    parser.add_argument("--model", default=None, help="model spec (overrides [model] spec; e.g. a tiny local model for --smoke)")
+    parser.add_argument("--device", default=None, help="overrides [model] device")
+    parser.add_argument("--dtype", default=None, help="overrides [model] dtype")
+    parser.add_argument("--task-path", default=None, help="overrides [task] path (a local data file)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcmc_llm.evaluation import format_summary, load_config, read_records, run_experiment, summarize
+    from mcmc_llm.evaluation import format_summary, parse_config, read_document, read_records, run_experiment, smoke_document, summarize
     from mcmc_llm.evaluation.results import record_key
     from mcmc_llm.evaluation.scaleout import RayUnavailable
 
-    config = load_config(args.config)
+    document = read_document(args.config)
+    for section, key, value in (("model", "spec", args.model), ("model", "device", args.device),
+                                ("model", "dtype", args.dtype), ("task", "path", args.task_path)):
+        if value is not None:
+            document.setdefault(section, {})[key] = value
+    if args.smoke:
+        document = smoke_document(document)
+        output = document.get("output", {}).get("path")
+        if isinstance(output, str) and args.output is None:
+            document["output"]["path"] = str(Path(output).with_suffix(".smoke.jsonl"))
+    config = parse_config(document, str(args.config))
     if args.output is not None:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, path=args.output))
     if args.workers is not None:

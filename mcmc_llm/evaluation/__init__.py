@@ -9,7 +9,7 @@ Command line: `mcmc-llm run CONFIG.toml` (see docs/evaluation.md).
 
 from mcmc_llm.evaluation.config import (
     ConfigError, ExperimentConfig, MethodConfig, ModelConfig, OutputConfig, SamplingConfig, ScaleoutConfig, TaskConfig,
-    load_config, parse_config,
+    load_config, parse_config, read_document, smoke_document,
 )
 from mcmc_llm.evaluation.methods import (
     METHOD_KINDS, BaseSampling, BestOfN, GreedyDecoding, LowTemperatureSampling, MajorityVote, Method, MethodSample,
@@ -20,7 +20,7 @@ from mcmc_llm.evaluation.runner import RunReport, UnitExecutor, WorkUnit, record
 
 __all__ = [
     "ConfigError", "ExperimentConfig", "MethodConfig", "ModelConfig", "OutputConfig", "SamplingConfig", "ScaleoutConfig",
-    "TaskConfig", "load_config", "parse_config",
+    "TaskConfig", "load_config", "parse_config", "read_document", "smoke_document",
     "METHOD_KINDS", "BaseSampling", "BestOfN", "GreedyDecoding", "LowTemperatureSampling", "MajorityVote", "Method",
     "MethodSample", "PowerSampling", "matched_n", "power_token_budget",
     "MethodSummary", "ResultsWriter", "format_summary", "read_records", "summarize",

@@ -255,7 +255,7 @@ METHOD_KEYS: dict[str, dict[str, Check]] = {
     },
     "rollout": {
         "alpha": _finite_alpha, "top_candidates": _int(1), "rollouts": _int(1), "jackknife": _bool,
-        "proposal_temperature": _number(0.0, strict=True),
+        "proposal_temperature": _number(0.0, strict=True), "horizon": _int(1),
     },
 }
 COMMON_METHOD_KEYS = ("name", "kind", "samples", "max_new_tokens")
@@ -392,14 +392,49 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
     return ExperimentConfig(model, task, sampling, methods, OutputConfig(Path(output_path)), scaleout)
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a TOML experiment config."""
+def read_document(path: str | Path) -> dict[str, Any]:
+    """The TOML document of a config file (not yet validated: see `parse_config`)."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except OSError as error:
         raise ConfigError([f"cannot read the config file: {error.strerror or error}"], str(path)) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"not valid TOML: {error}"], str(path)) from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML experiment config."""
+    return parse_config(read_document(path), str(path))
+
+
+def smoke_document(document: Mapping[str, Any], *, problems: int = 2, max_new_tokens: int = 24, samples: int = 2,
+                   block_size: int = 8, mcmc_steps: int = 2) -> dict[str, Any]:
+    """A copy of a config document shrunk to smoke-test sizes, with the same methods and keys: the
+    first `problems` problems, `max_new_tokens` tokens, at most `samples` samples per method, power
+    blocks of `block_size` tokens and at most `mcmc_steps` MH steps, SMC/rollout at most 2
+    particles/candidates.  Used by `mcmc-llm run --smoke` and the reproduction's `--quick`."""
+    import copy
+
+    document = copy.deepcopy(dict(document))
+    document.setdefault("task", {})["subset"] = problems
+    sampling = document.setdefault("sampling", {})
+    sampling["max_new_tokens"] = max_new_tokens
+    sampling["samples_per_problem"] = min(samples, sampling.get("samples_per_problem", 1))
+    sampling["batch_size"] = min(samples, sampling.get("batch_size", 1))
+    if "problems_per_call" in sampling:
+        sampling["problems_per_call"] = min(problems, sampling["problems_per_call"])
+    for method in document.get("methods", []):
+        method.pop("max_new_tokens", None)
+        if "samples" in method:
+            method["samples"] = min(method["samples"], samples)
+        if method.get("kind") == "power":
+            method["block_size"] = block_size
+            method["mcmc_steps"] = min(method.get("mcmc_steps", 10), mcmc_steps)
+        for key in ("particles", "top_candidates", "rollouts"):
+            if key in method:
+                method[key] = min(method[key], 2)
+        if "ramp_tokens" in method:
+            method["ramp_tokens"] = min(method["ramp_tokens"], max_new_tokens)
+    return document

@@ -477,6 +477,7 @@ class RolloutSampling(Method):
     rollouts: int = 4
     jackknife: bool = True
     proposal_temperature: float | None = None
+    horizon: int | None = None
 
     def __post_init__(self):
         self.config()  # validates every field
@@ -485,6 +486,7 @@ class RolloutSampling(Method):
         return RolloutConfig(
             alpha=self.alpha, max_new_tokens=self.max_new_tokens, top_candidates=self.top_candidates,
             rollouts=self.rollouts, proposal_temperature=self.proposal_temperature, jackknife=self.jackknife,
+            horizon=self.horizon,
         )
 
     def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of):

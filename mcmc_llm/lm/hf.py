@@ -197,6 +197,9 @@ class HFLanguageModel(LanguageModel):
         layer_types = getattr(config, "layer_types", None) or []
         other = sorted({t for t in layer_types if t != "full_attention"})
         window = getattr(config, "sliding_window", None) if not layer_types else None
+        longest = getattr(config, "max_position_embeddings", None)
+        if window is not None and longest is not None and window >= longest:
+            window = None  # a window no sequence can exceed (Phi-3.5: 262144 > 131072) is full attention
         if other or window is not None:
             raise NotImplementedError(
                 f"HFLanguageModel supports models whose layers are all full attention; this config has "

@@ -1,0 +1,71 @@
+"""Shared by the CPU-reproduction figure scripts: arguments, result loading, labels, saving.
+
+Every script takes `--results DIR` (default experiments/results/cpu) and `--out DIR` (default
+paper_figures/out), reads only result files, writes one PNG and prints the numbers it plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results" / "cpu"
+OUT = ROOT / "paper_figures" / "out"
+
+LABELS = {
+    "greedy": "greedy",
+    "base": "base (tau=1)",
+    "low_temp": "low temperature (tau=1/alpha)",
+    "power_uniform": "power, uniform cuts",
+    "power_within_block": "power, within-block cuts",
+    "best_of_n": "best-of-N by log p (matched tokens)",
+}
+COLORS = {
+    "greedy": "0.5", "base": "tab:gray", "low_temp": "tab:blue", "power_uniform": "tab:red",
+    "power_within_block": "tab:orange", "best_of_n": "tab:green",
+}
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="directory holding the experiment results")
+    parser.add_argument("--out", type=Path, default=OUT, help="directory for the PNG")
+    return parser.parse_args()
+
+
+def records(results: Path, name: str) -> list[dict]:
+    """The evaluation records of `name`.jsonl (main, alpha, nmcmc) under `results`."""
+    from mcmc_llm.evaluation import read_records
+
+    path = results / f"{name}.jsonl"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run `python experiments/reproduce_cpu.py` first")
+    return read_records(path)
+
+
+def rows(results: Path, name: str) -> list[dict]:
+    """Plain JSONL rows (cost_scaling, toy_mixing)."""
+    path = results / f"{name}.jsonl"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run `python experiments/reproduce_cpu.py` first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def methods_present(recs: list[dict], order) -> list[str]:
+    present = {r["method"] for r in recs}
+    return [m for m in order if m in present]
+
+
+def save(figure, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    print(f"wrote {path}")
+    return path

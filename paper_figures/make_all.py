@@ -1,0 +1,43 @@
+"""Regenerate every figure from existing results (no sampling):
+
+    python paper_figures/make_all.py [--results DIR] [--out DIR]
+
+DIR defaults: experiments/results/cpu and paper_figures/out.  Runs each figure script in turn
+(each prints the numbers it plots), then the toy-LM figures: the mixing study (from
+DIR/toy_mixing.jsonl) and the sampler comparison of the SMC issue (from
+experiments/results/compare_samplers.jsonl).  Exits non-zero if any script failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SCRIPTS = ("cpu_accuracy.py", "pass_at_k.py", "likelihood_confidence.py", "ablations.py", "acceptance.py", "cost_scaling.py",
+           "samplers_accuracy.py")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results" / "cpu")
+    parser.add_argument("--out", type=Path, default=HERE / "out")
+    args = parser.parse_args()
+    jobs = [[script, "--results", str(args.results), "--out", str(args.out)] for script in SCRIPTS]
+    jobs.append(["toy_mixing.py", "--results", str(args.results / "toy_mixing.jsonl"), "--out", str(args.out / "toy_mixing_tv.png")])
+    jobs.append(["compare_samplers.py", "--out", str(args.out / "compare_samplers.png")])
+    failed = []
+    for job in jobs:
+        print(f"== {job[0]}", flush=True)
+        if subprocess.run([sys.executable, str(HERE / job[0]), *job[1:]], cwd=ROOT).returncode != 0:
+            failed.append(job[0])
+    if failed:
+        raise SystemExit(f"figure scripts failed: {', '.join(failed)}")
+    print(f"all {len(jobs)} figure scripts done; PNGs in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
