@@ -1,5 +1,6 @@
 """Figure: pass@1 with 95% bootstrap intervals (over problems) for every method of the main CPU
-comparison, and the tokens each method sampled per output.
+comparison, and the tokens each method sampled per output.  Also prints paired bootstrap intervals
+of pass@1 differences (per-problem differences, problems resampled together).
 
     python paper_figures/cpu_accuracy.py [--results DIR] [--out DIR]     -> cpu_accuracy.png
 """
@@ -9,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from common import COLORS, LABELS, arguments, methods_present, records, save
-from mcmc_llm.evaluation.bootstrap import pass_at_k_interval
+from mcmc_llm.evaluation.bootstrap import bootstrap_interval, pass_at_k_by_problem, pass_at_k_interval
+
+PAIRS = [("power_uniform", "low_temp"), ("power_uniform", "base"), ("power_uniform", "power_within_block"),
+         ("power_uniform", "best_of_n"), ("power_uniform", "greedy"), ("power_within_block", "low_temp")]
 
 
 def main() -> None:
@@ -27,6 +31,11 @@ def main() -> None:
         length = np.mean([r["length"] for r in mine])
         stats.append((method, interval, tokens))
         print(f"{method:<22} {interval.mean:>7.3f} [{interval.low:.3f}, {interval.high:.3f}] {len(mine):>8} {tokens:>22.0f} {length:>11.1f}")
+    print("paired differences (same problems resampled together):")
+    for a, b in PAIRS:
+        if a in methods and b in methods:
+            difference = bootstrap_interval(pass_at_k_by_problem(recs, a, 1) - pass_at_k_by_problem(recs, b, 1))
+            print(f"  {a} - {b}: {difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]")
     figure, axis = plt.subplots(figsize=(8, 4))
     x = np.arange(len(stats))
     for i, (method, interval, tokens) in enumerate(stats):

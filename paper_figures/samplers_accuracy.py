@@ -2,7 +2,8 @@
 (alpha = 4): block-wise MH with uniform, within-block and entropy cuts, Power-SMC, the rollout
 sampler, best-of-N by likelihood, and the base and low-temperature baselines.  pass@1 with 95%
 bootstrap intervals over problems, against the mean tokens sampled per output (log scale; every
-particle and rollout token counted).
+particle and rollout token counted).  Also prints each sampler's paired difference to low
+temperature (problems resampled together).
 
     python paper_figures/samplers_accuracy.py [--results DIR] [--out DIR]   -> samplers_accuracy.png
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import arguments, records, save
-from mcmc_llm.evaluation.bootstrap import pass_at_k_interval
+from mcmc_llm.evaluation.bootstrap import bootstrap_interval, pass_at_k_by_problem, pass_at_k_interval
 
 POINTS = [  # (file, method, label, colour)
     ("main", "base", "base (tau=1)", "tab:gray"),
@@ -41,7 +42,11 @@ def main() -> None:
         tokens = float(np.mean([r["compute"]["tokens_sampled"] for r in mine]))
         axis.errorbar([tokens], [interval.mean], yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
                       fmt="o", capsize=4, color=colour, label=label)
-        print(f"{label:<34} {interval.mean:>7.3f} [{interval.low:.3f}, {interval.high:.3f}] {len(mine):>8} {tokens:>14.0f}")
+        paired = ""
+        if method != "low_temp" and any(r["method"] == "low_temp" for r in files["main"]):
+            difference = bootstrap_interval(pass_at_k_by_problem(files[name], method, 1) - pass_at_k_by_problem(files["main"], "low_temp", 1))
+            paired = f"   minus low temperature (paired): {difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
+        print(f"{label:<34} {interval.mean:>7.3f} [{interval.low:.3f}, {interval.high:.3f}] {len(mine):>8} {tokens:>14.0f}{paired}")
     axis.set_xscale("log")
     axis.set_xlabel("tokens sampled per output (mean)")
     axis.set_ylabel("pass@1 (95% bootstrap CI over problems)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import pytest
 
 from mcmc_llm.evaluation import ConfigError, load_config, parse_config
@@ -188,3 +189,22 @@ def test_smc_and_rollout_bad_values_name_the_key():
     assert "methods[1].proposal_temperature: must be > 0.0, got 0" in text
     assert "methods[1].particles: unknown key; allowed: name, kind, samples, max_new_tokens, alpha, top_candidates" in text
     assert "methods[2]: ramp_tokens 32 exceeds max_new_tokens 16" in text
+
+
+def test_smoke_document_shrinks_every_size_and_keeps_the_methods():
+    from mcmc_llm.evaluation import parse_config, read_document, smoke_document
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "cpu" / "samplers.toml"
+    document = read_document(path)
+    smoke = smoke_document(document)
+    assert document["sampling"]["max_new_tokens"] == 96  # the original is left alone
+    config = parse_config(smoke, str(path))
+    assert config.task.subset == 2 and config.sampling.max_new_tokens == 24
+    assert config.sampling.problems_per_call == 2 and config.sampling.batch_size == 2
+    assert [m.name for m in config.methods] == [m["name"] for m in document["methods"]]
+    assert all(m.samples <= 2 for m in config.methods)
+    power = config.method("power_entropy").method.config
+    assert (power.block_size, power.mcmc_steps, power.kernel) == (8, 2, "entropy")
+    assert config.method("smc").method.particles == 2
+    rollout = config.method("rollout").method
+    assert (rollout.top_candidates, rollout.rollouts, rollout.horizon) == (2, 2, 4)
