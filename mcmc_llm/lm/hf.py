@@ -126,12 +126,6 @@ class _Reuse:
     length: int
 
 
-def _common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
-    n = min(len(a), len(b))
-    differ = (a[:n] != b[:n]).nonzero()
-    return int(differ[0, 0]) if len(differ) else n
-
-
 class HFLanguageModel(LanguageModel):
     """Wrap a transformers `AutoModelForCausalLM` (and optionally its tokenizer).
 
@@ -188,6 +182,7 @@ class HFLanguageModel(LanguageModel):
         self._trie: dict = {}
         self._prefixes: collections.OrderedDict[tuple[int, ...], _Encoded] = collections.OrderedDict()
         self._stash: collections.OrderedDict[tuple[int, ...], _Encoded] = collections.OrderedDict()
+        self._stash_index: tuple[list, torch.Tensor, torch.Tensor] | None = None  # keys, tokens [E, W] (-1 pad), lengths
         self._largest_batch = 0
         self._check_head()
 
@@ -300,6 +295,7 @@ class HFLanguageModel(LanguageModel):
         self._trie.clear()
         self._prefixes.clear()
         self._stash.clear()
+        self._stash_index = None
         self._largest_batch = 0
 
     def _longest_prefix(self, row: Sequence[int]) -> tuple[int, ...] | None:
@@ -325,16 +321,22 @@ class HFLanguageModel(LanguageModel):
     def _stashed(self, row: torch.Tensor) -> _Reuse:
         """The retired sequence sharing the longest prefix with context `row` (at most all but its
         last token, unless the whole stashed sequence equals the context)."""
-        best, best_key = _Reuse(None, 0), None
-        for key, entry in self._stash.items():
-            shared = _common_prefix_length(entry.tokens, row)
-            if shared == len(row) and len(entry.tokens) != len(row):
-                shared -= 1  # the stash lacks log p(. | row): encode the last token again
-            if shared > best.length:
-                best, best_key = _Reuse(entry, shared), key
-        if best_key is not None:
-            self._stash.move_to_end(best_key)
-        return best
+        if self._stash_index is None:  # one padded matrix of every stashed sequence, rebuilt after changes
+            keys = list(self._stash)
+            lengths = torch.as_tensor([len(key) for key in keys], dtype=torch.long)
+            tokens = torch.full((len(keys), int(lengths.max())), -1, dtype=torch.long)
+            for i, key in enumerate(keys):
+                tokens[i, : len(key)] = self._stash[key].tokens
+            self._stash_index = (keys, tokens, lengths)
+        keys, tokens, lengths = self._stash_index
+        n = min(tokens.shape[1], len(row))
+        shared = (tokens[:, :n] == row[None, :n]).cumprod(dim=1).sum(dim=1)  # padding (-1) never matches
+        shared = shared - ((shared == len(row)) & (lengths != len(row))).long()  # no log p(. | row) stashed
+        best = int(shared.argmax())
+        if int(shared[best]) <= 0:
+            return _Reuse(None, 0)
+        self._stash.move_to_end(keys[best])
+        return _Reuse(self._stash[keys[best]], int(shared[best]))
 
     def _plan(self, rows: list[list[int]]) -> list[_Reuse]:
         """Per row: which encoded sequence to copy and how much of it (the longer of the longest
@@ -367,6 +369,7 @@ class HFLanguageModel(LanguageModel):
             kv = tuple((k[b : b + 1].index_select(2, slots), v[b : b + 1].index_select(2, slots)) for k, v in state.kv)
             self._stash[key] = _Encoded(tokens, kv, state.logprobs[b].clone())
             self._stash.move_to_end(key)
+            self._stash_index = None
         while len(self._stash) > max(self.sequence_cache_size, 2 * self._largest_batch):
             self._stash.popitem(last=False)
 
