@@ -2,7 +2,8 @@
 
 One run, one model, side by side:
 
-  (a) plain batched generation: `sample_continuations` for C copies of the prompt (tokens/s);
+  (a) plain batched generation: `sample_continuations` for C copies of the prompt (tokens/s,
+      pooled over `--plain-repeats` seeded runs, since one run is only T_max steps);
   (b) the power sampler (`power_sample`, C chains batched): sampled tokens/s, and wall time per
       finished power sample (= wall / C);
   (c) a mirror of the published reference code: one chain, a fresh `model.generate` (full
@@ -46,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--mcmc-steps", type=int, default=4)
     parser.add_argument("--reference-samples", type=int, default=1, help="finished samples of the reference mirror")
+    parser.add_argument("--plain-repeats", type=int, default=3, help="runs of (a), pooled (each is short)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="T_max=64, B=16, N_MCMC=2: about 2 minutes on 2 cores")
@@ -124,12 +126,14 @@ def main() -> None:
     sample_continuations(lm, TokenBatch.from_lists([prompt], device=device), 4, rule, make_generator(0))
 
     contexts = TokenBatch.from_lists([prompt] * args.chains, device=device)
-    synchronize(device)
-    started = time.perf_counter()
-    plain = sample_continuations(lm, contexts, args.max_new_tokens, rule, make_generator(args.seed))
-    synchronize(device)
-    plain_wall = time.perf_counter() - started
-    plain_tokens = int(plain.tokens.lengths.sum())
+    plain_tokens, plain_wall = 0, 0.0
+    for repeat in range(args.plain_repeats):  # (a) is short: several seeds, rates pooled
+        synchronize(device)
+        started = time.perf_counter()
+        plain = sample_continuations(lm, contexts, args.max_new_tokens, rule, make_generator(args.seed + repeat))
+        synchronize(device)
+        plain_wall += time.perf_counter() - started
+        plain_tokens += int(plain.tokens.lengths.sum())
 
     lm.counter.reset()
     started = time.perf_counter()
