@@ -26,7 +26,6 @@ import argparse
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +70,9 @@ def main() -> None:
 
         from mcmc_llm.lm.registry import load_model
 
-        with (CONFIGS / "main.toml").open("rb") as handle:
-            model = tomllib.load(handle)["model"]
+        from mcmc_llm.evaluation import read_document
+
+        model = read_document(CONFIGS / "main.toml")["model"]
         torch.set_num_threads(model.get("threads", torch.get_num_threads()))
         lm = load_model(model["spec"], device=model.get("device", "auto"), dtype=model.get("dtype", "auto"))
         for name in wanted:

@@ -14,6 +14,7 @@ See docs/evaluation.md for every key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -415,8 +416,6 @@ def smoke_document(document: Mapping[str, Any], *, problems: int = 2, max_new_to
     first `problems` problems, `max_new_tokens` tokens, at most `samples` samples per method, power
     blocks of `block_size` tokens and at most `mcmc_steps` MH steps, SMC/rollout at most 2
     particles/candidates.  Used by `mcmc-llm run --smoke` and the reproduction's `--quick`."""
-    import copy
-
     document = copy.deepcopy(dict(document))
     document.setdefault("task", {})["subset"] = problems
     sampling = document.setdefault("sampling", {})

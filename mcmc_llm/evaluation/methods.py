@@ -262,7 +262,7 @@ class PowerSampling(Method):
         result = power_sample(lm, [list(p) for p in prompts], self.config, chains_per_prompt=samples_per_prompt, seed=seed)
         sequences = result.sequences()
         log_p = result.final.total_log_p().tolist()
-        entropy = result.final.suffix_sum(result.final.entropy, torch.zeros_like(result.final.lengths)).tolist()
+        entropy = result.final.total(result.final.entropy).tolist()
         ended = result.final.ended.tolist()
         trace = result.trace
         samples = []
@@ -419,7 +419,7 @@ class MajorityVote(_Candidates):
 def _chain_samples(final, extras, prompts, samples_per_prompt) -> list[list[MethodSample]]:
     """MethodSamples from one sequence per chain (rows prompt-major) and per-chain diagnostics."""
     log_p = final.total_log_p().tolist()
-    entropy = final.suffix_sum(final.entropy, torch.zeros_like(final.lengths)).tolist()
+    entropy = final.total(final.entropy).tolist()
     ended = final.ended.tolist()
     samples = [
         MethodSample(tokens, float(log_p[row]), len(tokens), bool(ended[row]), dict(extras[row]), entropy=float(entropy[row]))

@@ -113,9 +113,13 @@ class SequenceBatch:
         inside = (positions >= cut_index[:, None]) & (positions < self.lengths[:, None])
         return torch.where(inside, values, torch.zeros_like(values)).sum(-1)
 
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        """`sum_{t < length[c]} values[c, t]`: a per-token statistic summed over each sequence."""
+        return self.suffix_sum(values, torch.zeros_like(self.lengths))
+
     def total_log_p(self) -> torch.Tensor:
         """`log p(x)` of every chain's generated sequence given its prompt."""
-        return self.suffix_sum(self.log_p, torch.zeros_like(self.lengths))
+        return self.total(self.log_p)
 
     def in_support(self, max_new_tokens: int) -> torch.Tensor:
         """Membership of S_n: ended with EOS within n tokens, or exactly n tokens without EOS."""
