@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The throughput benchmark on a GPU with random-weight models of real sizes (no download, no
-# tokenizer: the prompt is 64 token ids).  About 4 minutes on one H200.  Writes logs to ${OUT:-.}.
+# tokenizer: the prompt is 64 token ids).  About 10 minutes on one H200 (each run also times the other batching and 3 reference samples).  Writes logs to ${OUT:-.}.
 #
 #   bash experiments/bench_gpu.sh
 set -uo pipefail

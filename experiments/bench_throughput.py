@@ -4,8 +4,10 @@ One run, one model, side by side:
 
   (a) plain batched generation: `sample_continuations` for C copies of the prompt (tokens/s,
       pooled over `--plain-repeats` seeded runs, since one run is only T_max steps);
-  (b) the power sampler (`power_sample`, C chains batched): sampled tokens/s, and wall time per
-      finished power sample (= wall / C);
+  (b) the power sampler (`power_sample`, C chains batched, `--batching`: continuous by default):
+      sampled tokens/s, and wall time per finished power sample (= wall / C);
+  (b') the same with the other batching (lock-step chains when (b) is continuous), side by side
+      (skip with `--no-compare`);
   (c) a mirror of the published reference code: one chain, a fresh `model.generate` (full
       re-encoding of prompt + prefix, batch 1) for every extension and every proposal, with the
       same B, N_MCMC and T_max; wall time per finished power sample.
@@ -20,6 +22,7 @@ It prints a table; the last line is JSON with `sampler_vs_generate` = (b)/(a) to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -46,8 +49,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--mcmc-steps", type=int, default=4)
-    parser.add_argument("--reference-samples", type=int, default=1, help="finished samples of the reference mirror")
-    parser.add_argument("--plain-repeats", type=int, default=3, help="runs of (a), pooled (each is short)")
+    parser.add_argument("--reference-samples", type=int, default=3, help="finished samples of the reference mirror (averaged: one sample's length varies a lot)")
+    parser.add_argument("--plain-repeats", type=int, default=3, help="runs of (a), pooled (each is short), spread between (b) and (b')")
+    parser.add_argument("--batching", choices=["continuous", "lockstep"], default="continuous", help="batching of (b)")
+    parser.add_argument("--no-compare", action="store_true", help="skip (b'), the run with the other batching")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="T_max=64, B=16, N_MCMC=2: about 2 minutes on 2 cores")
@@ -126,20 +131,39 @@ def main() -> None:
     sample_continuations(lm, TokenBatch.from_lists([prompt], device=device), 4, rule, make_generator(0))
 
     contexts = TokenBatch.from_lists([prompt] * args.chains, device=device)
-    plain_tokens, plain_wall = 0, 0.0
-    for repeat in range(args.plain_repeats):  # (a) is short: several seeds, rates pooled
+    plain = {"tokens": 0, "wall": 0.0, "runs": 0}
+
+    def run_plain():
+        """One seeded run of (a); runs are spread between the others, so a change in machine load
+        during the benchmark moves (a) and (b) alike."""
         synchronize(device)
         started = time.perf_counter()
-        plain = sample_continuations(lm, contexts, args.max_new_tokens, rule, make_generator(args.seed + repeat))
+        drawn = sample_continuations(lm, contexts, args.max_new_tokens, rule, make_generator(args.seed + plain["runs"]))
         synchronize(device)
-        plain_wall += time.perf_counter() - started
-        plain_tokens += int(plain.tokens.lengths.sum())
+        plain["wall"] += time.perf_counter() - started
+        plain["tokens"] += int(drawn.tokens.lengths.sum())
+        plain["runs"] += 1
 
-    lm.counter.reset()
-    started = time.perf_counter()
-    result = power_sample(lm, [prompt], config, chains_per_prompt=args.chains, seed=args.seed)
-    synchronize(device)
-    sampler_wall = time.perf_counter() - started
+    def run_sampler(batching: str):
+        lm.counter.reset()
+        synchronize(device)
+        started = time.perf_counter()
+        run = power_sample(lm, [prompt], dataclasses.replace(config, batching=batching), chains_per_prompt=args.chains, seed=args.seed)
+        synchronize(device)
+        return run, time.perf_counter() - started
+
+    other_batching = "lockstep" if args.batching == "continuous" else "continuous"
+    schedule = ["a", "b", "a", "b'", "a"] if not args.no_compare else ["a", "b", "a"]
+    schedule += ["a"] * max(0, args.plain_repeats - schedule.count("a"))
+    other = other_wall = None
+    for run in schedule:
+        if run == "a" and plain["runs"] < max(args.plain_repeats, 1):
+            run_plain()
+        elif run == "b":
+            result, sampler_wall = run_sampler(args.batching)
+        elif run == "b'":
+            other, other_wall = run_sampler(other_batching)
+    plain_tokens, plain_wall = plain["tokens"], plain["wall"]
     sampler_tokens = result.compute["tokens_sampled"]
 
     started = time.perf_counter()
@@ -158,12 +182,23 @@ def main() -> None:
           f"chains={args.chains}")
     print(f"{'run':<38} {'tokens':>8} {'wall s':>8} {'tokens/s':>9} {'s / finished sample':>20}")
     print(f"{'(a) plain batched generation':<38} {plain_tokens:>8} {plain_wall:>8.1f} {plain_rate:>9.1f} {'-':>20}")
-    print(f"{'(b) power sampler, chains batched':<38} {sampler_tokens:>8} {sampler_wall:>8.1f} {sampler_rate:>9.1f} {per_sample_sampler:>20.2f}")
+    print(f"{'(b) power sampler, ' + args.batching:<38} {sampler_tokens:>8} {sampler_wall:>8.1f} {sampler_rate:>9.1f} {per_sample_sampler:>20.2f}")
+    if other is not None:
+        other_tokens = other.compute["tokens_sampled"]
+        print(f"{'(b´) power sampler, ' + other_batching:<38} {other_tokens:>8} {other_wall:>8.1f} "
+              f"{other_tokens / other_wall:>9.1f} {other_wall / args.chains:>20.2f}")
     print(f"{'(c) published-code mirror, batch 1':<38} {reference_tokens:>8} {reference_wall:>8.1f} {reference_rate:>9.1f} {per_sample_reference:>20.2f}")
     print(f"power sampler compute: {json.dumps(result.compute)}; acceptance {result.trace.acceptance_rate():.3f}")
+    compared = {}
+    if other is not None:
+        compared = {
+            f"{other_batching}_sampler_vs_generate": round(other.compute["tokens_sampled"] / other_wall / plain_rate, 3),
+            f"{other_batching}_speedup_vs_reference": round(per_sample_reference / (other_wall / args.chains), 2),
+        }
     print(json.dumps({
         "sampler_vs_generate": round(sampler_rate / plain_rate, 3),
         "speedup_vs_reference": round(per_sample_reference / per_sample_sampler, 2),
+        "batching": args.batching, **compared,
         "plain_tokens_per_s": round(plain_rate, 2), "sampler_tokens_per_s": round(sampler_rate, 2),
         "reference_tokens_per_s": round(reference_rate, 2), "sampler_s_per_sample": round(per_sample_sampler, 3),
         "reference_s_per_sample": round(per_sample_reference, 3), "chains": args.chains,

@@ -172,13 +172,13 @@ def test_sequence_reuse_changes_cost_not_draws():
     assert results[16].compute["tokens_encoded"] < 0.75 * results[0].compute["tokens_encoded"]
 
 
-def test_stash_is_bounded_by_twice_the_largest_batch(lm):
+def test_stash_is_bounded_per_row_of_the_largest_batch(lm):
     lm.sequence_cache_size = 2
     try:
         generator = torch.Generator().manual_seed(1)
-        for _ in range(4):
+        for _ in range(6):  # 18 retired rows, more than the bound
             sample_continuations(lm, TokenBatch.from_lists([[5, 6], [7], [8, 9, 10]]), 3, SamplingRule(), generator)
-        assert len(lm._stash) <= 2 * 3
+        assert len(lm._stash) == lm.STASH_PER_ROW * 3
         lm.sequence_cache_size = 0
         lm.clear_prefixes()
         sample_continuations(lm, TokenBatch.from_lists([[5, 6]]), 3, SamplingRule(), generator)
@@ -362,6 +362,57 @@ def test_random_schedules_of_start_advance_select_match_full_forward(attention):
         for b, (row, continuation) in enumerate(zip(rows, continuations)):
             for t, token in enumerate(continuation):
                 assert abs(float(scored[b, t]) - float(reference(lm, row + continuation[:t])[token])) < tol
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_random_admissions_match_full_forward(attention):
+    """Fuzz of continuous batching: rows finish (retired) and new contexts join a live batch with
+    `admit`, merged into the decoding forward pass (a strict prefix of a retired row: one token to
+    encode) or started apart and joined (fresh contexts); `concat_rows` joins two live states."""
+    lm = random_model("qwen2-tiny", device="cpu", dtype="float64", seed=8)
+    lm.model.set_attn_implementation(attention)
+    tol = TOL64 if attention == "sdpa" else EAGER_TOL
+    generator = torch.Generator().manual_seed(12)
+
+    def draw(low, high):
+        return int(torch.randint(low, high, (), generator=generator))
+
+    prompt = [draw(1, 256) for _ in range(5)]
+    lm.register_prefix(prompt)
+    rows = [prompt + [draw(1, 256) for _ in range(draw(1, 6))] for _ in range(3)]
+    state = lm.start(TokenBatch.from_lists(rows))
+    retired: list[list[int]] = []
+    merged = 0
+    for _ in range(12):
+        if len(rows) > 1 and draw(0, 3) == 0:
+            done = draw(0, len(rows))
+            lm.retire(state, torch.tensor([done]))
+            retired.append(rows[done])
+            kept = [b for b in range(len(rows)) if b != done]
+            state, rows = lm.select_rows(state, torch.tensor(kept)), [rows[b] for b in kept]
+        tokens = torch.randint(1, 256, (len(rows),), generator=generator)
+        new_rows = []
+        for _ in range(draw(0, 3)):
+            if retired and draw(0, 3):
+                source = retired[draw(0, len(retired))]
+                new_rows.append(source[: draw(len(prompt) + 1, len(source) + 1)])
+            else:
+                new_rows.append(prompt + [draw(1, 256) for _ in range(draw(0, 8))])
+        before = lm.counter.forward_passes
+        if new_rows:
+            state = lm.admit(state, tokens, TokenBatch.from_lists(new_rows))
+            merged += lm.counter.forward_passes - before == 1
+        else:
+            state = lm.advance(state, tokens)
+        rows = [row + [int(t)] for row, t in zip(rows, tokens)] + new_rows
+        assert max_error(lm, state.logprobs, rows) < tol
+        assert state.lengths.tolist() == [len(row) for row in rows]
+    assert merged >= 2, "no admission took the one-pass path"
+    other_rows = [prompt + [7, 8], prompt[:2]]
+    joined = lm.concat_rows(state, lm.start(TokenBatch.from_lists(other_rows)))
+    tokens = torch.randint(1, 256, (len(rows) + 2,), generator=generator)
+    advanced = lm.advance(joined, tokens)
+    assert max_error(lm, advanced.logprobs, [row + [int(t)] for row, t in zip(rows + other_rows, tokens)]) < tol
 
 
 def test_empty_context_is_rejected(lm):
@@ -580,3 +631,27 @@ def test_embedded_smollm2_loads_caches_and_matches_full_forward(monkeypatch, tmp
     text = lm.decode(greedy.tokens.to_lists()[0])
     print("greedy:", repr(text))
     assert "4" in text
+
+
+@pytest.mark.slow
+def test_power_sampler_on_the_hf_backend_reaches_the_exact_power_law():
+    """The whole HF path (prompt and sequence reuse, continuous batching with merged admissions)
+    against p^alpha enumerated from uncached full forward passes of the same tiny-vocabulary model.
+    Chi-square over S_4 at false-failure rate 1e-4; the companion check rejects low-temperature
+    sampling from the same backend."""
+    from mcmc_llm.lm.exact import power_law
+    from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+    from mcmc_llm.testing import chi_square_check, counts_from_samples
+
+    lm = load_model("random:llama-tiny,vocab_size=5,eos_token_id=0,seed=3", device="cpu", dtype="float64")
+    exact = CallableLM(lambda prefixes: torch.stack([reference(lm, p) for p in prefixes]), vocab_size=5, eos_token_ids=[0])
+    prompt, cap, alpha = [1, 2], 4, 2.0
+    law = power_law(exact, cap, alpha, prompt=prompt)
+    config = PowerSamplerConfig(alpha=alpha, block_size=cap, max_new_tokens=cap, mcmc_steps=30)
+    result = power_sample(lm, [prompt], config, chains_per_prompt=2000, seed=1)
+    assert result.compute["forward_passes"] < 200, "admissions should share the decoding forward passes"
+    check = chi_square_check(counts_from_samples(map(tuple, result.sequences()), law.sequences), law.probs(), 1e-4)
+    assert check.passed, check.message
+    tempered = sample_continuations(lm, TokenBatch.from_lists([prompt] * 2000), cap, SamplingRule(1 / alpha), torch.Generator().manual_seed(2))
+    wrong = chi_square_check(counts_from_samples(map(tuple, tempered.tokens.to_lists()), law.sequences), law.probs(), 1e-4)
+    assert not wrong.passed, wrong.message

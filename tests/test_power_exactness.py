@@ -37,9 +37,12 @@ def lm():
     return load_toy(MODEL)
 
 
-@pytest.mark.parametrize("kernel", EXACT_KERNELS)
-def test_exact_kernels_reach_the_power_law(lm, kernel):
-    config = PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, kernel=kernel)
+@pytest.mark.parametrize(
+    "kernel, batching", [(kernel, "continuous") for kernel in EXACT_KERNELS] + [("uniform", "lockstep")]
+)
+def test_exact_kernels_reach_the_power_law(lm, kernel, batching):
+    """Both schedules: asynchronous chains (the default) and all chains stepping together."""
+    config = PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, kernel=kernel, batching=batching)
     check = sampled_law_check(lm, power_law(lm, N, ALPHA), config, chains=6000, seed=11)
     assert check.passed, check.message
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -24,6 +25,8 @@ def test_config_errors_name_the_bad_value():
         PowerSamplerConfig(proposal_temperature=-0.5)
     with pytest.raises(ValueError, match=r"unknown ratio 'approx'"):
         PowerSamplerConfig(ratio="approx")
+    with pytest.raises(ValueError, match=r"unknown batching 'async'; allowed: continuous, lockstep"):
+        PowerSamplerConfig(batching="async")
     with pytest.raises(ValueError, match=r"chains_per_prompt must be a positive integer, got 0"):
         power_sample(load_toy("tiny"), [[]], PowerSamplerConfig(block_size=2, max_new_tokens=4), chains_per_prompt=0)
 
@@ -37,9 +40,13 @@ def test_stages_and_defaults_follow_the_paper():
     assert PowerSamplerConfig(alpha=math.inf).temperature == 0.25
 
 
-def test_token_accounting_matches_the_backend_counter():
+BATCHINGS = pytest.mark.parametrize("batching", ["continuous", "lockstep"])
+
+
+@BATCHINGS
+def test_token_accounting_matches_the_backend_counter(batching):
     lm = load_toy("trigram")
-    config = PowerSamplerConfig(alpha=2.0, block_size=3, max_new_tokens=9, mcmc_steps=4, kernel="uniform")
+    config = PowerSamplerConfig(alpha=2.0, block_size=3, max_new_tokens=9, mcmc_steps=4, kernel="uniform", batching=batching)
     result = power_sample(lm, [[], [1, 2]], config, chains_per_prompt=50, seed=3)
     stats = result.trace.stats
     per_chain = (stats["tokens_resampled"] + stats["extension_tokens"]).sum(axis=1)
@@ -50,9 +57,10 @@ def test_token_accounting_matches_the_backend_counter():
     assert lengths.max() <= 9 and (lengths[:, -1] == [len(s) for s in result.sequences()]).all()
 
 
-def test_same_seed_same_samples_and_prompts_are_batched_separately():
+@BATCHINGS
+def test_same_seed_same_samples_and_prompts_are_batched_separately(batching):
     lm = load_toy("bigram")
-    config = PowerSamplerConfig(alpha=3.0, block_size=2, max_new_tokens=6, mcmc_steps=3)
+    config = PowerSamplerConfig(alpha=3.0, block_size=2, max_new_tokens=6, mcmc_steps=3, batching=batching)
     first = power_sample(lm, [[1], [3, 4]], config, chains_per_prompt=20, seed=9)
     again = power_sample(lm, [[1], [3, 4]], config, chains_per_prompt=20, seed=9)
     other = power_sample(lm, [[1], [3, 4]], config, chains_per_prompt=20, seed=10)
@@ -62,9 +70,32 @@ def test_same_seed_same_samples_and_prompts_are_batched_separately():
     assert np.array_equal(first.chain_trace(1).samples["log_p"], first.trace.samples["log_p"][20:40])
 
 
-def test_zero_mcmc_steps_is_plain_tempered_generation():
+@BATCHINGS
+def test_zero_mcmc_steps_is_plain_tempered_generation(batching):
     lm = load_toy("tiny")
-    result = power_sample(lm, [[]], PowerSamplerConfig(alpha=2.0, block_size=2, max_new_tokens=6, mcmc_steps=0),
-                          chains_per_prompt=30, seed=1)
+    config = PowerSamplerConfig(alpha=2.0, block_size=2, max_new_tokens=6, mcmc_steps=0, batching=batching)
+    result = power_sample(lm, [[]], config, chains_per_prompt=30, seed=1)
     assert result.trace is None
     assert result.compute["tokens_sampled"] == sum(len(s) for s in result.sequences())
+
+
+def test_continuous_batching_records_the_lockstep_trace_layout():
+    """Same names, shapes and dtypes; every chain's draws are its own steps in order (the trace's
+    length functional follows the proposals each chain accepted)."""
+    lm = load_toy("trigram")
+    config = PowerSamplerConfig(alpha=2.0, block_size=3, max_new_tokens=9, mcmc_steps=3)
+    runs = {b: power_sample(lm, [[], [1]], dataclasses.replace(config, batching=b), chains_per_prompt=40, seed=4)
+            for b in ("continuous", "lockstep")}
+    fast, slow = runs["continuous"].trace, runs["lockstep"].trace
+    for group in ("samples", "stats"):
+        mine, theirs = getattr(fast, group), getattr(slow, group)
+        assert sorted(mine) == sorted(theirs)
+        for name in mine:
+            assert mine[name].shape == theirs[name].shape and mine[name].dtype == theirs[name].dtype, name
+    accepted = fast.stats["accepted"]
+    proposed, length = fast.stats["proposed_length"], fast.samples["length"]
+    assert (length[accepted] == proposed[accepted]).all()
+    before = length[:, :-1] + fast.stats["extension_tokens"][:, 1:]  # a stage's extension comes before its first step
+    assert (length[:, 1:][~accepted[:, 1:]] == before[~accepted[:, 1:]]).all()
+    assert (length[:, -1] == [len(s) for s in runs["continuous"].sequences()]).all()
+    assert (fast.stats["stage"] == slow.stats["stage"]).all()

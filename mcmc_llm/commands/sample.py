@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cut-sharpness", type=float, default=1.0, help="beta of the priority and entropy cut rules")
     parser.add_argument("--ratio", choices=("exact", "published"), default="exact",
                         help="MH ratio: exact, or the published code's biased one (for comparisons only)")
+    parser.add_argument("--batching", choices=("continuous", "lockstep"), default="continuous",
+                        help="continuous: chains step asynchronously and refill one batch (faster); lockstep: all chains "
+                             "take each MH step together. Same law, different draws for a seed")
     parser.add_argument("--out", type=Path, default=None, help="write one JSON record per chain to this JSONL file")
     parser.add_argument("--save-trace", action="store_true",
                         help="also save the per-step trace next to --out (FILE.trace.npz) for `mcmc-llm diagnose`")
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     config = PowerSamplerConfig(
         alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,
         mcmc_steps=args.mcmc_steps, kernel=args.kernel, proposal_temperature=args.proposal_temperature,
-        top_k=args.top_k, top_p=args.top_p, cut_sharpness=args.cut_sharpness, ratio=args.ratio,
+        top_k=args.top_k, top_p=args.top_p, cut_sharpness=args.cut_sharpness, ratio=args.ratio, batching=args.batching,
     )
     if args.save_trace and args.out is None:
         raise ValueError("--save-trace needs --out FILE (the trace is written next to it)")

@@ -16,7 +16,7 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from mcmc_llm.core.protocols import Proposal, Target
+from mcmc_llm.core.protocols import Move, Proposal, Target
 from mcmc_llm.core.random import uniform
 from mcmc_llm.core.tree import num_chains, select
 
@@ -114,7 +114,11 @@ class MetropolisHastings:
         return MHState(position, log_target)
 
     def step(self, generator: torch.Generator, state: MHState) -> tuple[MHState, MHInfo]:
-        move = self.proposal.propose(generator, state.position)
+        return self.decide(generator, state, self.proposal.propose(generator, state.position))
+
+    def decide(self, generator: torch.Generator, state: MHState, move: Move) -> tuple[MHState, MHInfo]:
+        """Accept or reject a proposed `move` from `state`, chain by chain (the second half of `step`;
+        a scheduler that generates proposals itself calls it when a chain's move is ready)."""
         log_target_proposed = move.target_log_prob
         if log_target_proposed is None:
             log_target_proposed = self.target.log_prob(move.position)

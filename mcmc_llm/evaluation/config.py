@@ -30,7 +30,7 @@ from mcmc_llm.evaluation.methods import (
 )
 from mcmc_llm.power.cuts import CUT_RULES
 from mcmc_llm.smc.resampling import RESAMPLING_SCHEMES
-from mcmc_llm.power.schedule import PowerSamplerConfig
+from mcmc_llm.power.schedule import BATCHING, PowerSamplerConfig
 
 SECTIONS = ("model", "task", "sampling", "methods", "output", "scaleout")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
@@ -236,7 +236,7 @@ _CANDIDATE_KEYS = {
 _POWER_CHECKS = {
     "alpha": _alpha, "block_size": _int(1), "mcmc_steps": _int(0), "kernel": _choice(CUT_RULES),
     "proposal_temperature": _number(0.0, strict=True), "cut_sharpness": _number(0.0), "ratio": _choice(("exact", "published")),
-    **_RULE_KEYS,
+    "batching": _choice(BATCHING), **_RULE_KEYS,
 }
 #: Keys each method kind accepts besides the common ones (name, kind, samples, max_new_tokens).
 METHOD_KEYS: dict[str, dict[str, Check]] = {

@@ -256,7 +256,10 @@ class PowerSampling(Method):
         return self.config.max_new_tokens
 
     def settings(self) -> dict[str, Any]:
-        return {"kind": self.kind, **_plain(dataclasses.asdict(self.config))}
+        settings = _plain(dataclasses.asdict(self.config))
+        if settings["batching"] == "lockstep":  # records written before `batching` existed ran lock-step:
+            del settings["batching"]  # leaving it out keeps their fingerprints, so they still resume
+        return {"kind": self.kind, **settings}
 
     def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of):
         result = power_sample(lm, [list(p) for p in prompts], self.config, chains_per_prompt=samples_per_prompt, seed=seed)

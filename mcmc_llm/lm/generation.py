@@ -80,10 +80,14 @@ class Continuation:
     ended: torch.Tensor
 
 
-def _token_statistics(logprobs: torch.Tensor, tokens: torch.Tensor, rule: SamplingRule) -> dict[str, torch.Tensor]:
-    """Per-position statistics from base log-probs [..., V] and the tokens taken [...]."""
+def _token_statistics(
+    logprobs: torch.Tensor, tokens: torch.Tensor, rule: SamplingRule, proposal: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-position statistics from base log-probs [..., V] and the tokens taken [...]; `proposal`:
+    `rule.proposal_logprobs(logprobs)` when the caller already has it."""
     logprobs = logprobs.to(torch.float64)
-    proposal = rule.proposal_logprobs(logprobs.reshape(-1, logprobs.shape[-1])).reshape(logprobs.shape)
+    if proposal is None:
+        proposal = rule.proposal_logprobs(logprobs.reshape(-1, logprobs.shape[-1])).reshape(logprobs.shape)
     index = tokens.unsqueeze(-1)
     entropy = -(torch.exp(logprobs) * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1)
     return {
@@ -95,6 +99,149 @@ def _token_statistics(logprobs: torch.Tensor, tokens: torch.Tensor, rule: Sampli
 
 def _is_eos(tokens: torch.Tensor, eos_token_ids: tuple[int, ...]) -> torch.Tensor:
     return torch.isin(tokens, torch.as_tensor(eos_token_ids, device=tokens.device))
+
+
+class ContinuousBatch:
+    """Generation requests served from one decoding batch that is refilled as rows finish.
+
+    `submit(keys, contexts, caps)` queues one request per row: continue `contexts[i]` from `rule`
+    until EOS or `caps[i]` new tokens.  Every `step()` is one decoding step:
+
+    1. one forward pass appends the tokens drawn at the previous step to the rows still running
+       and, in the same call, admits the queued requests (`lm.admit`);
+    2. a token is drawn for every live row (one `categorical` over the live rows, in the order
+       they were admitted); rows that drew EOS or reached their cap are finished (handed to
+       `lm.retire`) and dropped.
+
+    It returns the requests that finished as `(keys, Continuation)`; requests with cap 0 finish at
+    the next step with an empty continuation.  Because the forward pass is deferred to the next
+    call, a request submitted in reply to a finished one takes the freed row at once: the batch
+    stays full for as long as callers have work (the asynchronous power sampler relies on this;
+    `sample_continuations` submits everything at once).
+    """
+
+    _FIELDS = ("tokens", "log_p", "log_q", "entropy")  # what is recorded per generated token
+
+    def __init__(self, lm: LanguageModel, rule: SamplingRule, generator: torch.Generator):
+        self.lm, self.rule, self.generator = lm, rule, generator
+        device = lm.device
+        self._state = None  # decoding state of the live rows, before their `_pending` tokens
+        self._pending: torch.Tensor | None = None  # tokens drawn for the live rows, not yet pushed through the model
+        # Live rows, in batch order: keys, caps, tokens drawn so far, and per-token records [R, W].
+        self._keys: list = []
+        self._caps = torch.zeros(0, dtype=torch.long, device=device)
+        self._counts = torch.zeros(0, dtype=torch.long, device=device)
+        self._records = {name: torch.zeros(0, 1, dtype=self._dtype(name), device=device) for name in self._FIELDS}
+        self._queue_keys: list = []
+        self._queue_caps: list[torch.Tensor] = []
+        self._queue_contexts: list[TokenBatch] = []
+        self._empty: list = []  # keys of cap-0 requests, finished at the next step
+
+    @staticmethod
+    def _dtype(name: str) -> torch.dtype:
+        return torch.long if name == "tokens" else torch.float64
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._keys or self._queue_keys or self._empty)
+
+    def submit(self, keys, contexts: TokenBatch, caps: torch.Tensor | int) -> None:
+        keys = list(keys)
+        if len(keys) != len(contexts):
+            raise ValueError(f"got {len(keys)} keys for {len(contexts)} contexts; they must match")
+        caps = torch.as_tensor(caps, dtype=torch.long).to(self._caps.device).expand(len(contexts))
+        if bool((caps < 0).any()):
+            raise ValueError(f"max_new_tokens must be >= 0, got {int(caps.min())}")
+        positive = caps > 0
+        self._empty += [key for key, keep in zip(keys, positive.tolist()) if not keep]
+        if bool(positive.any()):
+            rows = positive.nonzero().squeeze(-1)
+            self._queue_keys += [keys[i] for i in rows.tolist()]
+            self._queue_caps.append(caps[rows])
+            index = rows.to(contexts.ids.device)
+            self._queue_contexts.append(TokenBatch(contexts.ids[index], contexts.lengths[index]))
+
+    def _take_queue(self) -> TokenBatch:
+        """The queued contexts as one batch; their requests become live rows after the current ones."""
+        parts, self._queue_contexts = self._queue_contexts, []
+        width = max(part.ids.shape[1] for part in parts)
+        contexts = TokenBatch(
+            torch.cat([torch.nn.functional.pad(part.ids, (0, width - part.ids.shape[1])) for part in parts]),
+            torch.cat([part.lengths for part in parts]),
+        )
+        caps = torch.cat(self._queue_caps)
+        self._keys += self._queue_keys
+        self._queue_keys, self._queue_caps = [], []
+        self._caps = torch.cat([self._caps, caps])
+        self._counts = torch.cat([self._counts, torch.zeros_like(caps)])
+        columns = max(int(caps.max()), self._records["tokens"].shape[1])
+        for name, record in self._records.items():
+            grown = torch.nn.functional.pad(record, (0, columns - record.shape[1]))
+            self._records[name] = torch.cat([grown, grown.new_zeros(len(caps), columns)])
+        return contexts
+
+    def step(self) -> tuple[list, Continuation]:
+        lm = self.lm
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._state = lm.admit(self._state, pending, self._take_queue()) if self._queue_keys else lm.advance(self._state, pending)
+        elif self._queue_keys:
+            self._state = lm.start(self._take_queue())
+        finished = self._draw() if self._keys else None
+        empty, self._empty = self._empty, []
+        return self._collect(finished, empty)
+
+    def _draw(self) -> tuple[list, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Draw a token for every live row; finish and drop the rows that are done.  Returns the
+        finished rows' keys, records, token counts and EOS flags."""
+        lm, state = self.lm, self._state
+        logprobs = state.logprobs.to(torch.float64)
+        proposal = self.rule.proposal_logprobs(logprobs)
+        drawn = categorical(self.generator, proposal)
+        rows = torch.arange(len(self._keys), device=drawn.device)
+        values = {"tokens": drawn, **_token_statistics(logprobs, drawn, self.rule, proposal)}
+        for name, record in self._records.items():
+            record[rows, self._counts] = values[name].to(record.dtype)
+        self._counts = self._counts + 1
+        lm.counter.tokens_sampled += len(self._keys)
+        stop = _is_eos(drawn, lm.eos_token_ids)
+        done_mask = stop | (self._counts >= self._caps)
+        done = done_mask.nonzero().squeeze(-1)
+        finished = (
+            [self._keys[i] for i in done.tolist()],
+            {name: record[done] for name, record in self._records.items()},
+            self._counts[done],
+            stop[done],
+        )
+        if len(done) == 0:
+            self._pending = drawn
+            return finished
+        lm.retire(state, done)
+        kept = (~done_mask).nonzero().squeeze(-1)
+        if len(kept) == 0:
+            self._state = None
+        else:
+            self._state, self._pending = lm.select_rows(state, kept), drawn[kept]
+        self._keys = [self._keys[i] for i in kept.tolist()]
+        self._caps, self._counts = self._caps[kept], self._counts[kept]
+        self._records = {name: record[kept] for name, record in self._records.items()}
+        return finished
+
+    def _collect(self, finished, empty: list) -> tuple[list, Continuation]:
+        """Finished live rows, then finished cap-0 requests, as keys and one right-padded `Continuation`."""
+        device = self._caps.device
+        keys, records, counts, ended = finished if finished is not None else ([], {}, None, None)
+        width = max(int(counts.max()) if keys else 0, 1)
+        parts = {}
+        for name in self._FIELDS:
+            live = records[name][:, :width] if keys else torch.zeros(0, width, dtype=self._dtype(name), device=device)
+            live = torch.nn.functional.pad(live, (0, width - live.shape[1]))
+            parts[name] = torch.cat([live, torch.zeros(len(empty), width, dtype=live.dtype, device=device)])
+        no_tokens = torch.zeros(len(empty), dtype=torch.long, device=device)
+        lengths = torch.cat([counts if keys else no_tokens[:0], no_tokens])
+        ended = torch.cat([ended if keys else no_tokens[:0].bool(), no_tokens.bool()])
+        continuation = Continuation(TokenBatch(parts["tokens"], lengths), parts["log_p"], parts["log_q"], parts["entropy"], ended)
+        return keys + empty, continuation
 
 
 def sample_continuations(
@@ -109,44 +256,30 @@ def sample_continuations(
     Rows whose cap is 0 get an empty continuation.  Finished rows are handed to `lm.retire` (a
     backend may keep their encoding for later contexts that extend them, such as the prefix `x_<m`
     of the next MH proposal) and dropped from the batch (`lm.select_rows`), so no compute is spent
-    on them.
+    on them.  This is `ContinuousBatch` with every request submitted at once.
     """
     batch = len(contexts)
-    device = contexts.ids.device
-    caps = torch.as_tensor(max_new_tokens, dtype=torch.long, device=device).expand(batch).clone()
+    caps = torch.as_tensor(max_new_tokens, dtype=torch.long).expand(batch).clone()
     if bool((caps < 0).any()):
         raise ValueError(f"max_new_tokens must be >= 0, got {caps.min().item()}")
+    engine = ContinuousBatch(lm, rule, generator)
+    engine.submit(range(batch), contexts, caps)
     width = max(int(caps.max()) if batch else 0, 1)
+    device = contexts.ids.device
     tokens = torch.zeros(batch, width, dtype=torch.long, device=device)
     stats = {name: torch.zeros(batch, width, dtype=torch.float64, device=device) for name in ("log_p", "log_q", "entropy")}
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     ended = torch.zeros(batch, dtype=torch.bool, device=device)
-    rows = (caps > 0).nonzero().squeeze(-1)
-    if rows.numel() == 0:
-        return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended)
-    state = lm.start(TokenBatch(contexts.ids[rows], contexts.lengths[rows]))
-    for t in range(width):
-        logprobs = state.logprobs.to(torch.float64)
-        proposal = rule.proposal_logprobs(logprobs)
-        drawn = categorical(generator, proposal)
-        step = _token_statistics(logprobs, drawn, rule)
-        tokens[rows, t] = drawn
-        for name, value in step.items():
-            stats[name][rows, t] = value
-        lengths[rows] = t + 1
-        lm.counter.tokens_sampled += int(rows.numel())
-        stop = _is_eos(drawn, lm.eos_token_ids)
-        ended[rows[stop]] = True
-        keep = ~stop & (caps[rows] > t + 1)
-        if not bool(keep.any()):
-            lm.retire(state, torch.arange(len(rows), device=rows.device))
-            break
-        if not bool(keep.all()):
-            lm.retire(state, (~keep).nonzero().squeeze(-1))
-            kept = keep.nonzero().squeeze(-1)
-            state = lm.select_rows(state, kept)
-            rows, drawn = rows[kept], drawn[kept]
-        state = lm.advance(state, drawn)
+    while engine.busy:
+        keys, done = engine.step()
+        if not keys:
+            continue
+        rows = torch.as_tensor(keys, device=device)
+        span = done.tokens.ids.shape[1]
+        tokens[rows, :span] = done.tokens.ids.to(device)
+        for name, value in (("log_p", done.log_p), ("log_q", done.log_q), ("entropy", done.entropy)):
+            stats[name][rows, :span] = value.to(device)
+        lengths[rows], ended[rows] = done.tokens.lengths.to(device), done.ended.to(device)
     return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended)
 
 

@@ -18,7 +18,8 @@ called with the true absolute start position of what is encoded, so reuse shows 
 
 Sequence reuse.  `retire(state, rows)` (called by the generation path for every row that finishes)
 keeps those rows' keys and values, their tokens and their next-token log-probs in a second LRU, the
-stash, of at least `sequence_cache_size` entries and at least twice the largest batch started.  A
+stash, of at least `sequence_cache_size` entries and at least `STASH_PER_ROW` (4) per row of the
+largest batch started.  A
 later context that shares a prefix with a stashed sequence copies the shared part (all but the
 context's last token when the context is a strict prefix, whose next-token log-probs the stash does
 not hold).  This is what makes a suffix-resampling proposal cut at `m` cost only its new tokens:
@@ -138,12 +139,15 @@ class HFLanguageModel(LanguageModel):
     eos_token_ids: override; by default `generation_config.eos_token_id` (int or list),
         `config.eos_token_id` and `tokenizer.eos_token_id`, deduplicated.
     prefix_cache_size: encoded prefixes kept (LRU).
-    sequence_cache_size: retired rows kept for reuse (LRU; at least twice the largest batch
-        started, so the chains of a batch keep both their current and their proposed sequence);
+    sequence_cache_size: retired rows kept for reuse (LRU; at least `STASH_PER_ROW` = 4 per row of
+        the largest batch: each chain needs its current sequence, and with asynchronous chains a
+        chain on a long proposal must not lose it while the others retire several short ones);
         0 turns sequence reuse off.
     score_chunk_elements: `positionwise` applies the LM head and `reduce` to chunks of positions
         holding at most this many `batch * positions * vocab` entries.
     """
+
+    STASH_PER_ROW = 4
 
     def __init__(
         self,
@@ -370,7 +374,7 @@ class HFLanguageModel(LanguageModel):
             self._stash[key] = _Encoded(tokens, kv, state.logprobs[b].clone())
             self._stash.move_to_end(key)
             self._stash_index = None
-        while len(self._stash) > max(self.sequence_cache_size, 2 * self._largest_batch):
+        while len(self._stash) > max(self.sequence_cache_size, self.STASH_PER_ROW * self._largest_batch):
             self._stash.popitem(last=False)
 
     def _prefix_batch(self, plans: list[_Reuse]):
@@ -431,7 +435,9 @@ class HFLanguageModel(LanguageModel):
     @torch.no_grad()
     def start(self, contexts: TokenBatch) -> HFState:
         rows = contexts.to_lists()
-        plans = self._plan(rows)
+        return self._start_planned(rows, self._plan(rows))
+
+    def _start_planned(self, rows: list[list[int]], plans: list[_Reuse]) -> HFState:
         prefix_lengths = [plan.length for plan in plans]
         kv, past_mask, past_ids = self._prefix_batch(plans)
         rests = [row[p:] for row, p in zip(rows, prefix_lengths)]
@@ -476,6 +482,57 @@ class HFLanguageModel(LanguageModel):
         if columns is not None:
             mask, ids = mask.index_select(1, columns), ids.index_select(1, columns)
         return HFState(state.logprobs.index_select(0, rows), tuple(kv), mask, ids, state.lengths.index_select(0, rows))
+
+    def _slots(self, kv, mask: torch.Tensor, ids: torch.Tensor, width: int, like) -> tuple:
+        """Slot columns (kv, mask, ids) left-padded with holes to `width` columns; `like` gives the
+        per-layer key/value shapes when `kv` is empty (rows that reuse nothing)."""
+        pad = width - mask.shape[1]
+        rows = mask.shape[0]
+        if not kv:
+            kv = tuple((k.new_zeros(rows, k.shape[1], 0, k.shape[3]), v.new_zeros(rows, v.shape[1], 0, v.shape[3])) for k, v in like)
+        if pad == 0:
+            return kv, mask, ids
+        grow = lambda t: torch.nn.functional.pad(t, (0, 0, pad, 0))  # noqa: E731 - holes on the left of dim 2
+        kv = tuple((grow(k), grow(v)) for k, v in kv)
+        return kv, torch.nn.functional.pad(mask, (pad, 0)), torch.nn.functional.pad(ids, (pad, 0))
+
+    def _stack_slots(self, first: tuple, second: tuple) -> tuple:
+        """Rows of two (kv, mask, ids) slot layouts in one, each right-aligned to the wider one."""
+        width = max(first[1].shape[1], second[1].shape[1])
+        like = first[0] or second[0]
+        (kv1, mask1, ids1), (kv2, mask2, ids2) = self._slots(*first, width, like), self._slots(*second, width, like)
+        kv = tuple((torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(kv1, kv2))
+        return kv, torch.cat([mask1, mask2]), torch.cat([ids1, ids2])
+
+    @torch.no_grad()
+    def concat_rows(self, first: HFState, second: HFState) -> HFState:
+        """Rows of `first` then of `second`; each state's slots are right-aligned (holes on the left),
+        which keeps rows that decode side by side sharing their newest columns."""
+        kv, mask, ids = self._stack_slots((first.kv, first.mask, first.ids), (second.kv, second.mask, second.ids))
+        return HFState(torch.cat([first.logprobs, second.logprobs]), kv, mask, ids, torch.cat([first.lengths, second.lengths]))
+
+    @torch.no_grad()
+    def admit(self, state: HFState, tokens: torch.Tensor, contexts: TokenBatch) -> HFState:
+        """Advance `state` by `tokens` and add rows for `contexts`, in one forward pass when every new
+        context needs exactly one token encoded (the rest is reused: a prompt, or the prefix `x_<m`
+        of a retired sequence), which is the usual case for MH proposals.  Otherwise the new rows
+        are started separately and joined (`concat_rows`)."""
+        rows = contexts.to_lists()
+        plans = self._plan(rows)
+        self._largest_batch = max(self._largest_batch, len(state.lengths) + len(rows))
+        if any(len(row) - plan.length != 1 for row, plan in zip(rows, plans)):
+            return self.concat_rows(self.advance(state, tokens), self._start_planned(rows, plans))
+        prefix_lengths = torch.as_tensor([plan.length for plan in plans], dtype=torch.long, device=self.device)
+        past = self._stack_slots((state.kv, state.mask, state.ids), self._prefix_batch(plans))
+        kv, past_mask, past_ids = past
+        last_tokens = torch.as_tensor([row[-1] for row in rows], dtype=torch.long, device=self.device)
+        ids = torch.cat([tokens.to(self.device, torch.long), last_tokens])[:, None]
+        query_mask = torch.ones_like(ids, dtype=torch.bool)
+        positions = torch.cat([state.lengths, prefix_lengths])
+        hidden, kv = self._forward(ids, query_mask, positions[:, None], kv, past_mask)
+        self.counter.record_encoding(positions, torch.ones_like(positions))
+        mask = torch.cat([past_mask, query_mask], dim=1)
+        return HFState(self._logprobs(hidden[:, -1]), kv, mask, torch.cat([past_ids, ids], dim=1), positions + 1)
 
     @torch.no_grad()
     def positionwise(

@@ -6,7 +6,13 @@ A backend exposes batched next-token log-probabilities with incremental decoding
     state.logprobs                      # [B, V]: log p(next token | context_b)
     state = lm.advance(state, tokens)   # append one token (LongTensor [B]) to every row
 
-and `lm.positionwise(contexts, continuations, reduce)`, which applies `reduce` to the
+Continuous batching (serving many generation requests from one batch that is refilled as rows
+finish) uses two more calls: `lm.concat_rows(first, second)` stacks the rows of two states, and
+`lm.admit(state, tokens, contexts)` advances the rows of `state` by `tokens` and appends new rows
+started from `contexts`; its default is `concat_rows(advance(state, tokens), start(contexts))`, and a
+backend may do both in one forward pass (the transformers backend does).
+
+And `lm.positionwise(contexts, continuations, reduce)`, which applies `reduce` to the
 next-token log-probabilities at every position of given continuations (scoring).  The default
 implementation steps through `start`/`advance`; backends that can do it in one forward pass
 (transformers) override it.
@@ -119,6 +125,20 @@ class LanguageModel(ABC):
         """Keep only rows `rows` of a decoding state (used to drop finished rows)."""
         raise NotImplementedError
 
+    def concat_rows(self, first: Any, second: Any) -> Any:
+        """A state holding the rows of `first` followed by those of `second` (continuous batching)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot join decoding states, which continuous batching needs; "
+            "implement concat_rows or run the power sampler with batching='lockstep'"
+        )
+
+    def admit(self, state: Any, tokens: torch.Tensor, contexts: TokenBatch) -> Any:
+        """Append `tokens[b]` to row b of `state`, then add one row per context of `contexts` after them.
+
+        Equals `concat_rows(advance(state, tokens), start(contexts))`; a backend may override it to
+        push the new contexts through the same forward pass as the appended tokens."""
+        return self.concat_rows(self.advance(state, tokens), self.start(contexts))
+
     def retire(self, state: Any, rows: torch.Tensor) -> None:
         """Rows `rows` of `state` are finished.  A backend may keep their encoding so that a later
         context extending any prefix of them is not re-encoded (the HF backend does); by default
@@ -192,6 +212,15 @@ class StatelessLM(LanguageModel):
     def select_rows(self, state: _ContextState, rows: torch.Tensor) -> _ContextState:
         contexts = TokenBatch(state.contexts.ids[rows], state.contexts.lengths[rows])
         return _ContextState(contexts, state.logprobs[rows])
+
+    def concat_rows(self, first: _ContextState, second: _ContextState) -> _ContextState:
+        width = max(first.contexts.ids.shape[1], second.contexts.ids.shape[1])
+        pad = lambda ids: torch.nn.functional.pad(ids, (0, width - ids.shape[1]))  # noqa: E731 - right padding is 0
+        contexts = TokenBatch(
+            torch.cat([pad(first.contexts.ids), pad(second.contexts.ids)]),
+            torch.cat([first.contexts.lengths, second.contexts.lengths]),
+        )
+        return _ContextState(contexts, torch.cat([first.logprobs, second.logprobs]))
 
 
 class CallableLM(StatelessLM):

@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch
 
 from mcmc_llm.core.protocols import Move
+from mcmc_llm.lm.generation import Continuation
 from mcmc_llm.power.sequences import SequenceBatch
-from mcmc_llm.power.suffix import SuffixResampling
+from mcmc_llm.power.suffix import SuffixPlan, SuffixResampling
 
 
 def _window_sum(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -39,8 +40,8 @@ class PublishedRatioSuffix(SuffixResampling):
         super().__init__(*args, **kwargs)
         self.alpha = alpha
 
-    def propose(self, generator: torch.Generator, position: SequenceBatch) -> Move:
-        move = super().propose(generator, position)
+    def complete(self, position: SequenceBatch, plan: SuffixPlan, continuation: Continuation) -> Move:
+        move = super().complete(position, plan, continuation)
         proposed: SequenceBatch = move.position
         cut = move.details["cut_index"]
         shared_end = torch.minimum(position.lengths, proposed.lengths)

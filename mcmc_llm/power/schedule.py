@@ -10,6 +10,10 @@ The MH step is `MetropolisHastings(stage target, SuffixResampling(cut rule))`, s
 (uniform, within-block, restart, priority, entropy) and any sequence target (power, product,
 reward-tilted) plug in.  With `alpha = inf` the kernel uses the max-swap rule.
 
+`config.batching` says how the chains share the batch: "continuous" (default) runs every chain
+asynchronously on one continuously refilled batch (`mcmc_llm.power.continuous`), "lockstep" runs
+the loop above with every chain taking each step together.  Same kernels, same law.
+
 Laws reached as N_MCMC -> inf (see docs/method.md): uniform / restart / priority / entropy
 cuts: the target on S_{T_max}; within-block cuts: the nested law prod_k pi(block_k | earlier).
 """
@@ -28,11 +32,15 @@ from mcmc_llm.core.random import make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+from mcmc_llm.power.continuous import run_asynchronous_chains
 from mcmc_llm.power.cuts import CUT_RULES, CutRule
 from mcmc_llm.power.published_ratio import PublishedRatioSuffix
 from mcmc_llm.power.sequences import SequenceBatch
 from mcmc_llm.power.suffix import SuffixResampling, extend
 from mcmc_llm.power.targets import PowerTarget, check_alpha
+
+
+BATCHING = ("continuous", "lockstep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +50,10 @@ class PowerSamplerConfig:
     proposal_temperature: None means 1/alpha (0.25 when alpha is inf).
     cut_sharpness: beta of the priority and entropy cut rules.
     ratio: "exact", or "published" for the reference code's biased ratio (comparisons only).
+    batching: "continuous" (chains step asynchronously and share one continuously refilled batch,
+        `mcmc_llm.power.continuous`) or "lockstep" (all chains take each step together, as the
+        algorithm is written).  Both run the same kernels and reach the same law; they consume the
+        random stream in different orders, so a seed gives different (equally valid) chains.
     """
 
     alpha: float = 4.0
@@ -54,6 +66,7 @@ class PowerSamplerConfig:
     top_p: float | None = None
     cut_sharpness: float = 1.0
     ratio: str = "exact"
+    batching: str = "continuous"
 
     def __post_init__(self):
         check_alpha(self.alpha)
@@ -72,6 +85,8 @@ class PowerSamplerConfig:
             raise ValueError(f"unknown kernel {self.kernel!r}; allowed: {', '.join(CUT_RULES)}")
         if self.ratio not in ("exact", "published"):
             raise ValueError(f"unknown ratio {self.ratio!r}; allowed: exact, published (the reference code's biased ratio)")
+        if self.batching not in BATCHING:
+            raise ValueError(f"unknown batching {self.batching!r}; allowed: {', '.join(BATCHING)}")
         self.sampling_rule()  # validates temperature / top-k / top-p
         CutRule(self.kernel, self.cut_sharpness)
 
@@ -175,18 +190,35 @@ def power_sample(
     position = SequenceBatch.empty(prompt_batch, config.max_new_tokens)
     generator = make_generator(seed)
     start_compute = proposer.counter.snapshot()
-    traces = []
-    for stage in range(config.num_stages):
-        cap = config.stage_cap(stage)
-        length_before = position.lengths
-        position = extend(proposer, rule, position, cap, generator, reference_lm=lm)
-        if config.mcmc_steps == 0:
-            continue
-        kernel = MetropolisHastings(
-            target.with_cap(cap),
-            _proposal(config, proposer, rule, cut_rule, cap, stage * config.block_size, lm),
+    kernels = [
+        MetropolisHastings(
+            target.with_cap(config.stage_cap(stage)),
+            _proposal(config, proposer, rule, cut_rule, config.stage_cap(stage), stage * config.block_size, lm),
             rule="max_swap" if getattr(target, "max_swap", False) else "metropolis",
         )
+        for stage in range(config.num_stages)
+    ]
+    if config.batching == "continuous":
+        caps = [config.stage_cap(stage) for stage in range(config.num_stages)]
+        position, trace = run_asynchronous_chains(
+            proposer, rule, position, kernels, caps, config.mcmc_steps, generator,
+            reference_lm=lm, functionals=_functionals(), progress=progress,
+        )
+    else:
+        position, trace = _lockstep(config, proposer, lm, rule, kernels, position, generator, progress)
+    end_compute = proposer.counter.snapshot()
+    spent = {key: end_compute[key] - start_compute[key] for key in end_compute}
+    return PowerSampleResult(position, trace, chains_per_prompt, spent)
+
+
+def _lockstep(config, proposer, lm, rule, kernels, position, generator, progress):
+    """Algorithm 1 as written: every chain extends, then every chain takes each MH step, together."""
+    traces = []
+    for stage, kernel in enumerate(kernels):
+        length_before = position.lengths
+        position = extend(proposer, rule, position, config.stage_cap(stage), generator, reference_lm=lm)
+        if config.mcmc_steps == 0:
+            continue
         stage_trace = run_chains(
             kernel, position, config.mcmc_steps, functionals=_functionals(), generator=generator,
             progress=progress, description=f"block {stage + 1}/{config.num_stages}",
@@ -197,6 +229,4 @@ def power_sample(
         stage_trace.stats["extension_tokens"] = extension  # tokens the stage's extension sampled, at its first step
         traces.append(stage_trace)
         position = stage_trace.final_state.position
-    end_compute = proposer.counter.snapshot()
-    spent = {key: end_compute[key] - start_compute[key] for key in end_compute}
-    return PowerSampleResult(position, _concatenate(traces), chains_per_prompt, spent)
+    return position, _concatenate(traces)

@@ -19,14 +19,41 @@ model differs from the proposal LM (`reference_lm`), the new suffix is scored un
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from mcmc_llm.core.protocols import Move
 from mcmc_llm.core.random import categorical
-from mcmc_llm.lm.generation import SamplingRule, sample_continuations, score_continuations
-from mcmc_llm.lm.protocol import LanguageModel
+from mcmc_llm.lm.generation import Continuation, SamplingRule, sample_continuations, score_continuations
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.power.cuts import CutRule
 from mcmc_llm.power.sequences import SequenceBatch
+
+
+@dataclasses.dataclass(frozen=True)
+class SuffixPlan:
+    """The cut drawn for every chain before its suffix is generated (batched over chains).
+
+    cut_index [C]; log_cut [C, capacity] = log P(m | x); movable [C] (False: no allowed cut, the
+    identity move); budget [C]: the most tokens the new suffix may have."""
+
+    cut_index: torch.Tensor
+    log_cut: torch.Tensor
+    movable: torch.Tensor
+    budget: torch.Tensor
+
+    def contexts(self, position: SequenceBatch) -> TokenBatch:
+        """Prompt + x_<m of every chain: what the new suffix continues."""
+        return position.contexts(self.cut_index)
+
+
+def _under_reference(lm, reference_lm, rule, contexts: TokenBatch, continuation: Continuation) -> Continuation:
+    """`continuation` with its `log_p` and `entropy` from `reference_lm` when that is not the proposing `lm`."""
+    if reference_lm is None or reference_lm is lm:
+        return continuation
+    rescored = score_continuations(reference_lm, contexts, continuation.tokens, rule)
+    return Continuation(continuation.tokens, rescored.log_p, continuation.log_q, rescored.entropy, continuation.ended)
 
 
 def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -60,7 +87,8 @@ class SuffixResampling:
         self.block_start = block_start
         self.reference_lm = reference_lm if reference_lm is not None else lm
 
-    def propose(self, generator: torch.Generator, position: SequenceBatch) -> Move:
+    def plan(self, generator: torch.Generator, position: SequenceBatch) -> SuffixPlan:
+        """Draw the cut of every chain: the first half of `propose`, before any token is generated."""
         log_cut = self.cut_rule.log_probs(position, self.block_start)
         movable = torch.isfinite(log_cut).any(-1)
         # Rows with no allowed cut take the identity move: cut at their end, resample nothing.
@@ -72,13 +100,13 @@ class SuffixResampling:
         cut_index = categorical(generator, torch.where(movable[:, None], log_cut, fallback))
         cut_index = torch.where(movable, cut_index, position.lengths)
         budget = torch.where(movable, self.max_new_tokens - cut_index, torch.zeros_like(cut_index))
-        contexts = position.contexts(cut_index)
-        continuation = sample_continuations(self.lm, contexts, budget, self.rule, generator)
-        if self.reference_lm is not self.lm:
-            rescored = score_continuations(self.reference_lm, contexts, continuation.tokens, self.rule)
-            continuation = type(continuation)(
-                continuation.tokens, rescored.log_p, continuation.log_q, rescored.entropy, continuation.ended
-            )
+        return SuffixPlan(cut_index, log_cut, movable, budget)
+
+    def complete(self, position: SequenceBatch, plan: SuffixPlan, continuation: Continuation) -> Move:
+        """The move once the new suffixes `continuation` (drawn from `plan.contexts(position)` with at
+        most `plan.budget` tokens) are known: the second half of `propose`."""
+        cut_index, log_cut, movable = plan.cut_index, plan.log_cut, plan.movable
+        continuation = _under_reference(self.lm, self.reference_lm, self.rule, plan.contexts(position), continuation)
         proposed = position.splice(cut_index, continuation)
         log_cut_reverse = self.cut_rule.log_probs(proposed, self.block_start)
         safe_index = cut_index.clamp(max=position.capacity - 1)
@@ -100,6 +128,26 @@ class SuffixResampling:
         }
         return Move(proposed, log_q_forward, log_q_backward, details)
 
+    def propose(self, generator: torch.Generator, position: SequenceBatch) -> Move:
+        plan = self.plan(generator, position)
+        continuation = sample_continuations(self.lm, plan.contexts(position), plan.budget, self.rule, generator)
+        return self.complete(position, plan, continuation)
+
+
+def extension_request(position: SequenceBatch, max_new_tokens: int) -> tuple[TokenBatch, torch.Tensor]:
+    """Contexts and budgets of Algorithm 1's extension step: every unfinished chain continues from
+    its end up to `max_new_tokens` generated tokens; chains that ended with EOS get budget 0."""
+    budget = torch.where(position.ended, torch.zeros_like(position.lengths), max_new_tokens - position.lengths).clamp(min=0)
+    return position.contexts(position.lengths), budget
+
+
+def complete_extension(
+    lm: LanguageModel, rule: SamplingRule, position: SequenceBatch, continuation: Continuation, reference_lm: LanguageModel | None = None
+) -> SequenceBatch:
+    """The extended positions, with the new tokens scored under `reference_lm` when it is not `lm`."""
+    continuation = _under_reference(lm, reference_lm, rule, position.contexts(position.lengths), continuation)
+    return position.splice(position.lengths, continuation)
+
 
 def extend(
     lm: LanguageModel,
@@ -111,13 +159,6 @@ def extend(
 ) -> SequenceBatch:
     """Algorithm 1's extension step: continue every unfinished chain from `p_prop` up to
     `max_new_tokens` generated tokens (no correction)."""
-    budget = torch.where(position.ended, torch.zeros_like(position.lengths), max_new_tokens - position.lengths).clamp(min=0)
-    contexts = position.contexts(position.lengths)
+    contexts, budget = extension_request(position, max_new_tokens)
     continuation = sample_continuations(lm, contexts, budget, rule, generator)
-    if reference_lm is not None and reference_lm is not lm:
-        rescored = score_continuations(reference_lm, contexts, continuation.tokens, rule)
-        continuation = type(continuation)(
-            continuation.tokens, rescored.log_p, continuation.log_q, rescored.entropy, continuation.ended
-        )
-    return position.splice(position.lengths, continuation)
-
+    return complete_extension(lm, rule, position, continuation, reference_lm)
