@@ -84,7 +84,12 @@ def run_asynchronous_chains(
     device = start.tokens.device
     position = start
     log_target = torch.zeros(chains, dtype=torch.float64, device=device)
-    plans: SuffixPlan | None = None  # the in-flight proposal of every chain (rows of chains extending are stale)
+    plans = SuffixPlan(  # the in-flight proposal of every chain (rows of chains extending are stale)
+        cut_index=torch.zeros(chains, dtype=torch.long, device=device),
+        log_cut=torch.zeros(chains, start.capacity, dtype=torch.float64, device=device),
+        movable=torch.zeros(chains, dtype=torch.bool, device=device),
+        budget=torch.zeros(chains, dtype=torch.long, device=device),
+    )
     stage = torch.zeros(chains, dtype=torch.long)  # on the CPU: schedule bookkeeping only
     step = torch.zeros(chains, dtype=torch.long)  # 0: extension in flight; j >= 1: MH step j in flight
     recorder = _Recorder(chains, stages * mcmc_steps, functionals)
@@ -106,7 +111,7 @@ def run_asynchronous_chains(
             sub = gather_chains(position, index)
             if is_mh:
                 plan = kernels[k].proposal.plan(generator, sub)
-                plans = scatter_chains(plans, index, plan) if plans is not None else _full_plan(plan, index, chains)
+                plans = scatter_chains(plans, index, plan)
                 engine.submit(group.tolist(), plan.contexts(sub), plan.budget)
             else:
                 contexts, budget = extension_request(sub, stage_caps[k])
@@ -153,13 +158,3 @@ def run_asynchronous_chains(
     bar.close()
     return position, recorder.trace(stage_of_draw, extension_tokens)
 
-
-def _full_plan(plan: SuffixPlan, index: torch.Tensor, chains: int) -> SuffixPlan:
-    """A plan for all `chains` holding `plan` at rows `index` (other rows are placeholders)."""
-    full = SuffixPlan(
-        cut_index=plan.cut_index.new_zeros(chains),
-        log_cut=plan.log_cut.new_zeros((chains,) + plan.log_cut.shape[1:]),
-        movable=plan.movable.new_zeros(chains),
-        budget=plan.budget.new_zeros(chains),
-    )
-    return scatter_chains(full, index, plan)
