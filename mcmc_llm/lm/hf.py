@@ -460,12 +460,16 @@ class HFLanguageModel(LanguageModel):
 
     @torch.no_grad()
     def advance(self, state: HFState, tokens: torch.Tensor) -> HFState:
+        return self._one_token_step(state.kv, state.mask, state.ids, tokens, state.lengths)
+
+    def _one_token_step(self, kv, past_mask, past_ids, tokens: torch.Tensor, positions: torch.Tensor) -> HFState:
+        """Push one token per row (`tokens[b]` at position `positions[b]`) after the cached slots."""
         ids = tokens.to(self.device, torch.long)[:, None]
         query_mask = torch.ones_like(ids, dtype=torch.bool)
-        hidden, kv = self._forward(ids, query_mask, state.lengths[:, None], state.kv, state.mask)
-        self.counter.record_encoding(state.lengths, torch.ones_like(state.lengths))
-        mask = torch.cat([state.mask, query_mask], dim=1)
-        return HFState(self._logprobs(hidden[:, -1]), kv, mask, torch.cat([state.ids, ids], dim=1), state.lengths + 1)
+        hidden, kv = self._forward(ids, query_mask, positions[:, None], kv, past_mask)
+        self.counter.record_encoding(positions, torch.ones_like(positions))
+        mask = torch.cat([past_mask, query_mask], dim=1)
+        return HFState(self._logprobs(hidden[:, -1]), kv, mask, torch.cat([past_ids, ids], dim=1), positions + 1)
 
     @torch.no_grad()
     def select_rows(self, state: HFState, rows: torch.Tensor) -> HFState:
@@ -523,16 +527,10 @@ class HFLanguageModel(LanguageModel):
         if any(len(row) - plan.length != 1 for row, plan in zip(rows, plans)):
             return self.concat_rows(self.advance(state, tokens), self._start_planned(rows, plans))
         prefix_lengths = torch.as_tensor([plan.length for plan in plans], dtype=torch.long, device=self.device)
-        past = self._stack_slots((state.kv, state.mask, state.ids), self._prefix_batch(plans))
-        kv, past_mask, past_ids = past
+        kv, past_mask, past_ids = self._stack_slots((state.kv, state.mask, state.ids), self._prefix_batch(plans))
         last_tokens = torch.as_tensor([row[-1] for row in rows], dtype=torch.long, device=self.device)
-        ids = torch.cat([tokens.to(self.device, torch.long), last_tokens])[:, None]
-        query_mask = torch.ones_like(ids, dtype=torch.bool)
-        positions = torch.cat([state.lengths, prefix_lengths])
-        hidden, kv = self._forward(ids, query_mask, positions[:, None], kv, past_mask)
-        self.counter.record_encoding(positions, torch.ones_like(positions))
-        mask = torch.cat([past_mask, query_mask], dim=1)
-        return HFState(self._logprobs(hidden[:, -1]), kv, mask, torch.cat([past_ids, ids], dim=1), positions + 1)
+        tokens = torch.cat([tokens.to(self.device, torch.long), last_tokens])
+        return self._one_token_step(kv, past_mask, past_ids, tokens, torch.cat([state.lengths, prefix_lengths]))
 
     @torch.no_grad()
     def positionwise(
