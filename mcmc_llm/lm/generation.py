@@ -259,11 +259,9 @@ def sample_continuations(
     on them.  This is `ContinuousBatch` with every request submitted at once.
     """
     batch = len(contexts)
-    caps = torch.as_tensor(max_new_tokens, dtype=torch.long).expand(batch).clone()
-    if bool((caps < 0).any()):
-        raise ValueError(f"max_new_tokens must be >= 0, got {caps.min().item()}")
+    caps = torch.as_tensor(max_new_tokens, dtype=torch.long).expand(batch)
     engine = ContinuousBatch(lm, rule, generator)
-    engine.submit(range(batch), contexts, caps)
+    engine.submit(range(batch), contexts, caps)  # validates the caps
     width = max(int(caps.max()) if batch else 0, 1)
     device = contexts.ids.device
     tokens = torch.zeros(batch, width, dtype=torch.long, device=device)
@@ -277,8 +275,8 @@ def sample_continuations(
         rows = torch.as_tensor(keys, device=device)
         span = done.tokens.ids.shape[1]
         tokens[rows, :span] = done.tokens.ids.to(device)
-        for name, value in (("log_p", done.log_p), ("log_q", done.log_q), ("entropy", done.entropy)):
-            stats[name][rows, :span] = value.to(device)
+        for name, values in stats.items():
+            values[rows, :span] = getattr(done, name).to(device)
         lengths[rows], ended[rows] = done.tokens.lengths.to(device), done.ended.to(device)
     return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended)
 
