@@ -33,7 +33,7 @@ from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.generation import sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from mcmc_llm.power.schedule import BATCHING, PowerSamplerConfig, power_sample
 
 PROMPT = "Write a detailed story about a lighthouse keeper who finds a mysterious map. Use several paragraphs."
 
@@ -51,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mcmc-steps", type=int, default=4)
     parser.add_argument("--reference-samples", type=int, default=3, help="finished samples of the reference mirror (averaged: one sample's length varies a lot)")
     parser.add_argument("--plain-repeats", type=int, default=3, help="runs of (a), pooled (each is short), spread between (b) and (b')")
-    parser.add_argument("--batching", choices=["continuous", "lockstep"], default="continuous", help="batching of (b)")
+    parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0], help="batching of (b)")
     parser.add_argument("--no-compare", action="store_true", help="skip (b'), the run with the other batching")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -152,7 +152,7 @@ def main() -> None:
         synchronize(device)
         return run, time.perf_counter() - started
 
-    other_batching = "lockstep" if args.batching == "continuous" else "continuous"
+    other_batching = next(b for b in BATCHING if b != args.batching)
     schedule = ["a", "b", "a", "b'", "a"] if not args.no_compare else ["a", "b", "a"]
     schedule += ["a"] * max(0, args.plain_repeats - schedule.count("a"))
     other = other_wall = None

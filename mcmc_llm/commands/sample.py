@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from mcmc_llm.power.cuts import CUT_RULES
+from mcmc_llm.power.schedule import BATCHING
 
 NAME = "sample"
 HELP = "Draw sequences from p(x)^alpha with block-wise Metropolis-Hastings (Algorithm 1)."
@@ -68,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cut-sharpness", type=float, default=1.0, help="beta of the priority and entropy cut rules")
     parser.add_argument("--ratio", choices=("exact", "published"), default="exact",
                         help="MH ratio: exact, or the published code's biased one (for comparisons only)")
-    parser.add_argument("--batching", choices=("continuous", "lockstep"), default="continuous",
+    parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0],
                         help="continuous: chains step asynchronously and refill one batch (faster); lockstep: all chains "
                              "take each MH step together. Same law, different draws for a seed")
     parser.add_argument("--out", type=Path, default=None, help="write one JSON record per chain to this JSONL file")
