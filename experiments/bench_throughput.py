@@ -3,19 +3,24 @@
 One run, one model, side by side:
 
   (a) plain batched generation: `sample_continuations` for C copies of the prompt (tokens/s,
-      pooled over `--plain-repeats` seeded runs, since one run is only T_max steps);
+      pooled over `--plain-repeats` seeded runs, one before and after every run of (b), so that a
+      change in machine load moves (a) and (b) alike);
   (b) the power sampler (`power_sample`, C chains batched, `--batching`: continuous by default):
-      sampled tokens/s, and wall time per finished power sample (= wall / C);
-  (b') the same with the other batching (lock-step chains when (b) is continuous), side by side
-      (skip with `--no-compare`);
+      sampled tokens/s, and wall time per finished power sample (= wall / C), pooled over
+      `--sampler-repeats` runs with seeds S, S+1, ... (one run's work depends on its draws: the
+      run lasts as long as its busiest chain);
+  (b') the same with the other batching (lock-step chains when (b) is continuous), one run at
+      seed S, side by side (skip with `--no-compare`);
   (c) a mirror of the published reference code: one chain, a fresh `model.generate` (full
       re-encoding of prompt + prefix, batch 1) for every extension and every proposal, with the
       same B, N_MCMC and T_max; wall time per finished power sample.
 
 It prints a table; the last line is JSON with `sampler_vs_generate` = (b)/(a) tokens/s and
-`speedup_vs_reference` = (c)/(b) wall time per finished sample.
+`speedup_vs_reference` = (c)/(b) wall time per finished sample (both pooled), and each run of (b)
+on its own (`sampler_vs_generate_per_run`).  Tokens/s of (b) count the tokens the chains used;
+pre-fetched tokens that were thrown away (`tokens_discarded`) are reported, not counted.
 
-    python experiments/bench_throughput.py --quick      # ~2 minutes on 2 CPU cores, embedded model
+    python experiments/bench_throughput.py --quick      # ~3 minutes on 2 CPU cores, embedded model
     python experiments/bench_throughput.py --model random:qwen2-0.5b --device cuda --chains 16
 """
 
@@ -50,12 +55,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--mcmc-steps", type=int, default=4)
     parser.add_argument("--reference-samples", type=int, default=3, help="finished samples of the reference mirror (averaged: one sample's length varies a lot)")
-    parser.add_argument("--plain-repeats", type=int, default=3, help="runs of (a), pooled (each is short), spread between (b) and (b')")
+    parser.add_argument("--plain-repeats", type=int, default=None,
+                        help="runs of (a), pooled (each is short), one before and after every run of (b) (default: sampler repeats + 1)")
+    parser.add_argument("--sampler-repeats", type=int, default=3, help="runs of (b), seeds S, S+1, ..., pooled")
     parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0], help="batching of (b)")
     parser.add_argument("--no-compare", action="store_true", help="skip (b'), the run with the other batching")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="T_max=64, B=16, N_MCMC=2: about 2 minutes on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="T_max=64, B=16, N_MCMC=2: about 3 minutes on 2 cores")
     args = parser.parse_args()
     if args.quick:
         args.max_new_tokens, args.block_size, args.mcmc_steps = 64, 16, 2
@@ -144,27 +151,32 @@ def main() -> None:
         plain["tokens"] += int(drawn.tokens.lengths.sum())
         plain["runs"] += 1
 
-    def run_sampler(batching: str):
+    def run_sampler(batching: str, seed: int):
         lm.counter.reset()
         synchronize(device)
         started = time.perf_counter()
-        run = power_sample(lm, [prompt], dataclasses.replace(config, batching=batching), chains_per_prompt=args.chains, seed=args.seed)
+        run = power_sample(lm, [prompt], dataclasses.replace(config, batching=batching), chains_per_prompt=args.chains, seed=seed)
         synchronize(device)
         return run, time.perf_counter() - started
 
     other_batching = next(b for b in BATCHING if b != args.batching)
-    schedule = ["a", "b", "a", "b'", "a"] if not args.no_compare else ["a", "b", "a"]
-    schedule += ["a"] * max(0, args.plain_repeats - schedule.count("a"))
-    other = other_wall = None
+    sampler_runs = max(args.sampler_repeats, 1)
+    plain_runs = max(args.plain_repeats if args.plain_repeats is not None else sampler_runs + 1, 1)
+    schedule = [run for _ in range(sampler_runs) for run in ("a", "b")] + ["a"] + ([] if args.no_compare else ["b'"])
+    schedule += ["a"] * max(0, plain_runs - schedule.count("a"))
+    results, walls, other = [], [], None
     for run in schedule:
-        if run == "a" and plain["runs"] < max(args.plain_repeats, 1):
+        if run == "a" and plain["runs"] < plain_runs:
             run_plain()
         elif run == "b":
-            result, sampler_wall = run_sampler(args.batching)
+            result, wall = run_sampler(args.batching, args.seed + len(results))
+            results.append(result)
+            walls.append(wall)
         elif run == "b'":
-            other, other_wall = run_sampler(other_batching)
+            other, other_wall = run_sampler(other_batching, args.seed)
     plain_tokens, plain_wall = plain["tokens"], plain["wall"]
-    sampler_tokens = result.compute["tokens_sampled"]
+    sampler_tokens, sampler_wall = sum(r.compute["tokens_sampled"] for r in results), sum(walls)
+    discarded = sum(r.compute.get("tokens_discarded", 0) for r in results)
 
     started = time.perf_counter()
     reference = [reference_power_sample(lm, prompt, config, args.seed + i) for i in range(args.reference_samples)]
@@ -175,20 +187,22 @@ def main() -> None:
     plain_rate = plain_tokens / plain_wall
     sampler_rate = sampler_tokens / sampler_wall
     reference_rate = reference_tokens / reference_wall
-    per_sample_sampler = sampler_wall / args.chains
+    per_sample_sampler = sampler_wall / (args.chains * sampler_runs)
     per_sample_reference = reference_wall / args.reference_samples
     print(f"model {getattr(lm, 'name', args.model)} on {device}, {torch.get_num_threads()} threads; "
           f"alpha={args.alpha}, B={args.block_size}, T_max={args.max_new_tokens}, N_MCMC={args.mcmc_steps}, "
           f"chains={args.chains}")
     print(f"{'run':<38} {'tokens':>8} {'wall s':>8} {'tokens/s':>9} {'s / finished sample':>20}")
     print(f"{'(a) plain batched generation':<38} {plain_tokens:>8} {plain_wall:>8.1f} {plain_rate:>9.1f} {'-':>20}")
-    print(f"{'(b) power sampler, ' + args.batching:<38} {sampler_tokens:>8} {sampler_wall:>8.1f} {sampler_rate:>9.1f} {per_sample_sampler:>20.2f}")
+    print(f"{f'(b) power sampler, {args.batching}, {sampler_runs} runs':<38} {sampler_tokens:>8} {sampler_wall:>8.1f} {sampler_rate:>9.1f} {per_sample_sampler:>20.2f}")
     if other is not None:
         other_tokens = other.compute["tokens_sampled"]
-        print(f"{'(b´) power sampler, ' + other_batching:<38} {other_tokens:>8} {other_wall:>8.1f} "
+        print(f"{f'(b´) power sampler, {other_batching}, 1 run':<38} {other_tokens:>8} {other_wall:>8.1f} "
               f"{other_tokens / other_wall:>9.1f} {other_wall / args.chains:>20.2f}")
     print(f"{'(c) published-code mirror, batch 1':<38} {reference_tokens:>8} {reference_wall:>8.1f} {reference_rate:>9.1f} {per_sample_reference:>20.2f}")
-    print(f"power sampler compute: {json.dumps(result.compute)}; acceptance {result.trace.acceptance_rate():.3f}")
+    for result, wall in zip(results, walls):
+        print(f"(b) run: {result.compute['tokens_sampled'] / wall / plain_rate:.3f} of (a); compute {json.dumps(result.compute)}; "
+              f"acceptance {result.trace.acceptance_rate():.3f}")
     compared = {}
     if other is not None:
         compared = {
@@ -198,7 +212,8 @@ def main() -> None:
     print(json.dumps({
         "sampler_vs_generate": round(sampler_rate / plain_rate, 3),
         "speedup_vs_reference": round(per_sample_reference / per_sample_sampler, 2),
-        "batching": args.batching, **compared,
+        "sampler_vs_generate_per_run": [round(r.compute["tokens_sampled"] / w / plain_rate, 3) for r, w in zip(results, walls)],
+        "batching": args.batching, "sampler_runs": sampler_runs, "tokens_discarded": discarded, **compared,
         "plain_tokens_per_s": round(plain_rate, 2), "sampler_tokens_per_s": round(sampler_rate, 2),
         "reference_tokens_per_s": round(reference_rate, 2), "sampler_s_per_sample": round(per_sample_sampler, 3),
         "reference_s_per_sample": round(per_sample_reference, 3), "chains": args.chains,

@@ -101,3 +101,37 @@ def test_bad_requests_are_refused():
         engine.submit([0], TokenBatch.from_lists([[1]]), torch.tensor([-1]))
     with pytest.raises(ValueError, match="got 2 keys for 1 contexts"):
         engine.submit([0, 1], TokenBatch.from_lists([[1]]), 2)
+
+
+def test_cancelled_requests_leave_the_batch_and_the_others_keep_their_own_statistics():
+    """Cancelling a live and a queued request: neither finishes, the tokens they drew move from
+    `tokens_sampled` to `tokens_discarded`, and the rows left keep their own tokens and statistics
+    (scored afresh; a row misaligned by the cancellation would not match)."""
+    lm = load_toy("trigram")
+    rule = SamplingRule(TAU)
+    lm.counter.reset()
+    engine = ContinuousBatch(lm, rule, make_generator(5))
+    contexts = {"a": [1], "b": [2], "c": [1, 2], "d": [3]}
+    engine.submit(["a", "b", "c"], TokenBatch.from_lists([contexts[k] for k in "abc"]), 8)
+    done_keys, _ = engine.step()  # a, b and c are live; one token drawn for each
+    assert not done_keys
+    engine.submit(["d"], TokenBatch.from_lists([contexts["d"]]), 8)  # queued
+    assert engine.rows == 4
+    engine.cancel(["b", "d", "never-submitted"])
+    assert engine.rows == 2
+    results = {}
+    while engine.busy:
+        keys, done = engine.step()
+        for i, key in enumerate(keys):
+            length = int(done.tokens.lengths[i])
+            results[key] = (done.tokens.ids[i, :length].tolist(), done.log_p[i, :length], done.log_q[i, :length])
+    assert sorted(results) == ["a", "c"]
+    counts = lm.counter.snapshot()
+    assert counts["tokens_sampled"] == sum(len(tokens) for tokens, _, _ in results.values())
+    assert counts["tokens_discarded"] == 1  # b's first token; d never drew one
+    scored = score_continuations(lm, TokenBatch.from_lists([contexts[k] for k in "ac"]),
+                                 TokenBatch.from_lists([results[k][0] for k in "ac"]), rule)
+    for row, key in enumerate("ac"):
+        length = len(results[key][0])
+        torch.testing.assert_close(results[key][1], scored.log_p[row, :length])
+        torch.testing.assert_close(results[key][2], scored.log_q[row, :length])

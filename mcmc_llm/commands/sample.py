@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0],
                         help="continuous: chains step asynchronously and refill one batch (faster); lockstep: all chains "
                              "take each MH step together. Same law, different draws for a seed")
+    parser.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                        help="continuous batching: leave idle rows idle instead of pre-fetching each chain's next "
+                             "proposals on the all-reject path (same law, different draws for a seed)")
     parser.add_argument("--out", type=Path, default=None, help="write one JSON record per chain to this JSONL file")
     parser.add_argument("--save-trace", action="store_true",
                         help="also save the per-step trace next to --out (FILE.trace.npz) for `mcmc-llm diagnose`")
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,
         mcmc_steps=args.mcmc_steps, kernel=args.kernel, proposal_temperature=args.proposal_temperature,
         top_k=args.top_k, top_p=args.top_p, cut_sharpness=args.cut_sharpness, ratio=args.ratio, batching=args.batching,
+        prefetch=args.prefetch,
     )
     if args.save_trace and args.out is None:
         raise ValueError("--save-trace needs --out FILE (the trace is written next to it)")
@@ -155,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
                   f"(log p = {record['log_p']:.2f}, {record['length']} tokens)")
             print(record["text"])
     acceptance = result.trace.acceptance_rate() if result.trace is not None else float("nan")
-    print(f"acceptance {acceptance:.3f} | tokens sampled {result.compute['tokens_sampled']} | "
-          f"tokens encoded {result.compute['tokens_encoded']} | forward passes {result.compute['forward_passes']} | "
+    compute = result.compute
+    discarded = f" (+{compute['tokens_discarded']} pre-fetched and discarded)" if compute["tokens_discarded"] else ""
+    print(f"acceptance {acceptance:.3f} | tokens sampled {compute['tokens_sampled']}{discarded} | "
+          f"tokens encoded {compute['tokens_encoded']} | forward passes {compute['forward_passes']} | "
           f"wall {wall:.1f}s" + (f" | wrote {args.out}" if args.out else ""))
     return 0
 

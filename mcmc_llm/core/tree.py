@@ -9,7 +9,7 @@ It is how the MH kernel applies its accept/reject decision to any kind of positi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -79,6 +79,23 @@ def map_tensors(fn, tree: Any) -> Any:
     if isinstance(tree, dict):
         return {key: map_tensors(fn, value) for key, value in tree.items()}
     return tree
+
+
+def concat_chains(trees: Sequence[Any]) -> Any:
+    """One tree holding the chains of `trees` (same structure and leaf shapes past the chain axis), in order."""
+    first = trees[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(trees))
+    if dataclasses.is_dataclass(first) and not isinstance(first, type):
+        changes = {f.name: concat_chains([getattr(t, f.name) for t in trees]) for f in dataclasses.fields(first) if f.init}
+        return dataclasses.replace(first, **changes)
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(concat_chains(leaves) for leaves in zip(*trees)))
+    if isinstance(first, (tuple, list)):
+        return type(first)(concat_chains(leaves) for leaves in zip(*trees))
+    if isinstance(first, dict):
+        return {key: concat_chains([t[key] for t in trees]) for key in first}
+    return first
 
 
 def gather_chains(tree: Any, rows: torch.Tensor) -> Any:

@@ -236,7 +236,7 @@ _CANDIDATE_KEYS = {
 _POWER_CHECKS = {
     "alpha": _alpha, "block_size": _int(1), "mcmc_steps": _int(0), "kernel": _choice(CUT_RULES),
     "proposal_temperature": _number(0.0, strict=True), "cut_sharpness": _number(0.0), "ratio": _choice(("exact", "published")),
-    "batching": _choice(BATCHING), **_RULE_KEYS,
+    "batching": _choice(BATCHING), "prefetch": _bool, **_RULE_KEYS,
 }
 #: Keys each method kind accepts besides the common ones (name, kind, samples, max_new_tokens).
 METHOD_KEYS: dict[str, dict[str, Check]] = {

@@ -258,7 +258,7 @@ class PowerSampling(Method):
     def settings(self) -> dict[str, Any]:
         settings = _plain(dataclasses.asdict(self.config))
         if settings["batching"] == "lockstep":  # records written before `batching` existed ran lock-step:
-            del settings["batching"]  # leaving it out keeps their fingerprints, so they still resume
+            del settings["batching"], settings["prefetch"]  # leaving them out keeps their fingerprints, so they still resume
         return {"kind": self.kind, **settings}
 
     def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of):

@@ -145,6 +145,38 @@ class ContinuousBatch:
     def busy(self) -> bool:
         return bool(self._keys or self._queue_keys or self._empty)
 
+    @property
+    def rows(self) -> int:
+        """Rows the next step decodes: the live requests and the queued ones."""
+        return len(self._keys) + len(self._queue_keys)
+
+    def cancel(self, keys) -> None:
+        """Withdraw unfinished requests (queued or live): their rows leave the batch at once, without
+        `lm.retire`, and the tokens they drew count as discarded (`ComputeCounter.discard`)."""
+        drop = set(keys)
+        if drop.intersection(self._queue_keys):
+            contexts, caps = self._merge_queue()
+            keep = torch.as_tensor([key not in drop for key in self._queue_keys])
+            self._queue_keys = [key for key in self._queue_keys if key not in drop]
+            self._queue_caps, self._queue_contexts = [], []
+            if self._queue_keys:
+                self._queue_caps.append(caps[keep.to(caps.device)])
+                rows = keep.to(contexts.ids.device)
+                self._queue_contexts.append(TokenBatch(contexts.ids[rows], contexts.lengths[rows]))
+        self._empty = [key for key in self._empty if key not in drop]
+        gone = [key in drop for key in self._keys]
+        if not any(gone):
+            return
+        kept = torch.as_tensor([i for i, g in enumerate(gone) if not g], dtype=torch.long, device=self._caps.device)
+        self.lm.counter.discard(int(self._counts[torch.as_tensor(gone, device=self._caps.device)].sum()))
+        if len(kept) == 0:
+            self._state = self._pending = None
+        else:
+            self._state, self._pending = self.lm.select_rows(self._state, kept), self._pending[kept]
+        self._keys = [key for key, g in zip(self._keys, gone) if not g]
+        self._caps, self._counts = self._caps[kept], self._counts[kept]
+        self._records = {name: record[kept] for name, record in self._records.items()}
+
     def submit(self, keys, contexts: TokenBatch, caps: torch.Tensor | int) -> None:
         keys = list(keys)
         if len(keys) != len(contexts):
@@ -161,15 +193,20 @@ class ContinuousBatch:
             index = rows.to(contexts.ids.device)
             self._queue_contexts.append(TokenBatch(contexts.ids[index], contexts.lengths[index]))
 
-    def _take_queue(self) -> TokenBatch:
-        """The queued contexts as one batch; their requests become live rows after the current ones."""
-        parts, self._queue_contexts = self._queue_contexts, []
+    def _merge_queue(self) -> tuple[TokenBatch, torch.Tensor]:
+        """The queued contexts and caps, each as one batch."""
+        parts = self._queue_contexts
         width = max(part.ids.shape[1] for part in parts)
         contexts = TokenBatch(
             torch.cat([torch.nn.functional.pad(part.ids, (0, width - part.ids.shape[1])) for part in parts]),
             torch.cat([part.lengths for part in parts]),
         )
-        caps = torch.cat(self._queue_caps)
+        return contexts, torch.cat(self._queue_caps)
+
+    def _take_queue(self) -> TokenBatch:
+        """The queued contexts as one batch; their requests become live rows after the current ones."""
+        contexts, caps = self._merge_queue()
+        self._queue_contexts = []
         self._keys += self._queue_keys
         self._queue_keys, self._queue_caps = [], []
         self._caps = torch.cat([self._caps, caps])

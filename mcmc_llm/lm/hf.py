@@ -475,38 +475,40 @@ class HFLanguageModel(LanguageModel):
     def select_rows(self, state: HFState, rows: torch.Tensor) -> HFState:
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         mask, ids = state.mask.index_select(0, rows), state.ids.index_select(0, rows)
-        used = mask.any(0)
-        columns = None if bool(used.all()) else used.nonzero().squeeze(-1)
-        kv = []
-        for keys, values in state.kv:
-            keys, values = keys.index_select(0, rows), values.index_select(0, rows)
-            if columns is not None:
-                keys, values = keys.index_select(2, columns), values.index_select(2, columns)
-            kv.append((keys, values))
-        if columns is not None:
-            mask, ids = mask.index_select(1, columns), ids.index_select(1, columns)
-        return HFState(state.logprobs.index_select(0, rows), tuple(kv), mask, ids, state.lengths.index_select(0, rows))
+        used = mask.any(0).nonzero().squeeze(-1)
+        first = int(used[0]) if len(used) else mask.shape[1]
+        if len(used) == mask.shape[1] - first:  # the used columns are a suffix (rows are right-aligned): slice, one copy
+            trim = lambda t, dim: t.narrow(dim, first, t.shape[dim] - first)  # noqa: E731
+        else:
+            trim = lambda t, dim: t.index_select(dim, used)  # noqa: E731
+        kv = tuple((trim(keys, 2).index_select(0, rows), trim(values, 2).index_select(0, rows)) for keys, values in state.kv)
+        mask, ids = trim(mask, 1), trim(ids, 1)
+        return HFState(state.logprobs.index_select(0, rows), kv, mask, ids, state.lengths.index_select(0, rows))
 
-    def _slots(self, kv, mask: torch.Tensor, ids: torch.Tensor, width: int, like) -> tuple:
-        """Slot columns (kv, mask, ids) left-padded with holes to `width` columns; `like` gives the
-        per-layer key/value shapes when `kv` is empty (rows that reuse nothing)."""
-        pad = width - mask.shape[1]
-        rows = mask.shape[0]
-        if not kv:
-            kv = tuple((k.new_zeros(rows, k.shape[1], 0, k.shape[3]), v.new_zeros(rows, v.shape[1], 0, v.shape[3])) for k, v in like)
-        if pad == 0:
-            return kv, mask, ids
-        grow = lambda t: torch.nn.functional.pad(t, (0, 0, pad, 0))  # noqa: E731 - holes on the left of dim 2
-        kv = tuple((grow(k), grow(v)) for k, v in kv)
-        return kv, torch.nn.functional.pad(mask, (pad, 0)), torch.nn.functional.pad(ids, (pad, 0))
-
-    def _stack_slots(self, first: tuple, second: tuple) -> tuple:
-        """Rows of two (kv, mask, ids) slot layouts in one, each right-aligned to the wider one."""
+    @staticmethod
+    def _stack_slots(first: tuple, second: tuple) -> tuple:
+        """Rows of two (kv, mask, ids) slot layouts in one, each right-aligned to the wider one: the
+        narrower gets holes on the left.  Every key/value tensor is copied once, into its place; an
+        empty `kv` (rows that reuse nothing) contributes holes only."""
         width = max(first[1].shape[1], second[1].shape[1])
+        rows = [first[1].shape[0], second[1].shape[0]]
         like = first[0] or second[0]
-        (kv1, mask1, ids1), (kv2, mask2, ids2) = self._slots(*first, width, like), self._slots(*second, width, like)
-        kv = tuple((torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(kv1, kv2))
-        return kv, torch.cat([mask1, mask2]), torch.cat([ids1, ids2])
+
+        def stacked(parts: list[torch.Tensor | None], template: torch.Tensor) -> torch.Tensor:
+            out = template.new_zeros(sum(rows), template.shape[1], width, template.shape[3])
+            start = 0
+            for part, count in zip(parts, rows):
+                if part is not None:
+                    out[start : start + count, :, width - part.shape[2] :] = part
+                start += count
+            return out
+
+        kv = tuple(
+            tuple(stacked([layers[layer][i] if layers else None for layers in (first[0], second[0])], template) for i, template in enumerate(pair))
+            for layer, pair in enumerate(like)
+        )
+        left_pad = lambda t: torch.nn.functional.pad(t, (width - t.shape[1], 0))  # noqa: E731
+        return kv, torch.cat([left_pad(first[1]), left_pad(second[1])]), torch.cat([left_pad(first[2]), left_pad(second[2])])
 
     @torch.no_grad()
     def concat_rows(self, first: HFState, second: HFState) -> HFState:

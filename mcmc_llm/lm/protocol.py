@@ -73,7 +73,10 @@ class TokenBatch:
 class ComputeCounter:
     """Work done by a backend since the counter was last reset.
 
-    tokens_sampled: tokens drawn by `sample_continuations`.
+    tokens_sampled: tokens drawn by `sample_continuations` (and `ContinuousBatch`) for requests
+        whose result was used.
+    tokens_discarded: tokens drawn for requests that were withdrawn or whose result was thrown
+        away (pre-fetched proposals of a branch the chain did not take); not in `tokens_sampled`.
     tokens_encoded: token positions pushed through the model (prefill, re-encoding, decoding).
     forward_passes: model calls.
     attention_positions: sum over encoded tokens of the number of positions each attends to
@@ -81,6 +84,7 @@ class ComputeCounter:
     """
 
     tokens_sampled: int = 0
+    tokens_discarded: int = 0
     tokens_encoded: int = 0
     forward_passes: int = 0
     attention_positions: int = 0
@@ -93,6 +97,11 @@ class ComputeCounter:
         self.tokens_encoded += int(count.sum())
         # sum_{i=start}^{start+count-1} (i + 1)
         self.attention_positions += int((count * (2 * start + count + 1) / 2).sum())
+
+    def discard(self, tokens: int) -> None:
+        """Move `tokens` already counted as sampled to `tokens_discarded` (their result was not used)."""
+        self.tokens_sampled -= int(tokens)
+        self.tokens_discarded += int(tokens)
 
     def snapshot(self) -> dict[str, int]:
         return dataclasses.asdict(self)

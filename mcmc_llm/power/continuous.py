@@ -11,6 +11,19 @@ and the moment a chain's request finishes, the chain takes its next action and s
 request, which joins the batch in the very next decoding step.  The batch stays full until the
 last chains run out of work.
 
+Pre-fetching (`prefetch=True`).  Once chains run out of work, rows fall idle while the busiest
+chains finish.  Those rows pre-fetch (Brockwell 2006): while chain c's MH step j is in flight from
+state x, its next actions on the all-reject path (MH steps j+1, j+2, ... of the stage, then the
+next stage's extension) start from x as well.  When step j is rejected the chain stays at x and
+the pre-fetched request, already under way or done, becomes step j+1's; when it is accepted every
+request pre-fetched from x is withdrawn and the chain continues from x'.  Exact: the pre-fetched
+proposal for step j+1 is a draw from q(. | x) with its own randomness, independent of step j's
+proposal and uniform, so given a rejection it has exactly the law of a proposal drawn afterwards.
+Pre-fetches only take rows no chain's current request needs (the batch never exceeds `rows`, by
+default one per chain); their tokens count in `tokens_sampled` when used and in
+`tokens_discarded` otherwise.  The trace's `prefetched` stat marks the steps whose proposal was
+pre-fetched.
+
 Exactness is untouched: each chain applies exactly the lock-step kernels (the same
 `SuffixResampling.plan` / `complete` and `MetropolisHastings.decide`, on the sub-batch of chains
 whose requests finished at that decoding step), only the order in which chains consume the shared
@@ -28,7 +41,7 @@ from tqdm.auto import tqdm
 
 from mcmc_llm.core.mh import MetropolisHastings, MHState
 from mcmc_llm.core.trace import Trace
-from mcmc_llm.core.tree import flatten_info, gather_chains, scatter_chains
+from mcmc_llm.core.tree import concat_chains, flatten_info, gather_chains, map_tensors, scatter_chains
 from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel
 from mcmc_llm.power.sequences import SequenceBatch
@@ -57,104 +70,241 @@ class _Recorder:
         for name, value in flatten_info(info).items():
             self._write(self.stats, name, chains, draws, value)
 
+    def stat(self, name: str, chains, draws, value: torch.Tensor) -> None:
+        self._write(self.stats, name, chains, draws, value)
+
     def trace(self, stage: np.ndarray, extension_tokens: np.ndarray) -> Trace | None:
         if self.draws == 0:
             return None
         return Trace(samples=self.samples, stats={**self.stats, "stage": stage, "extension_tokens": extension_tokens})
 
 
-def run_asynchronous_chains(
-    proposer: LanguageModel,
-    rule: SamplingRule,
-    start: SequenceBatch,
-    kernels: Sequence[MetropolisHastings],
-    stage_caps: Sequence[int],
-    mcmc_steps: int,
-    generator: torch.Generator,
-    *,
-    reference_lm: LanguageModel | None = None,
-    functionals: dict[str, Any],
-    progress: bool = False,
-) -> tuple[SequenceBatch, Trace | None]:
-    """Run every chain of `start` through all stages (extension, then `mcmc_steps` MH steps of
-    `kernels[k]`, whose proposals must be `SuffixResampling`), chains asynchronous.
+def _rows(parts: list[tuple[Any, int]]) -> Any:
+    """Rows `(batch, row)` of several chain-batched trees as one batch, in order (one gather per
+    batch; 2-D leaves, such as a continuation's per-token records, right-padded to one width)."""
+    sources: dict[int, list[int]] = {}
+    for i, (batch, _) in enumerate(parts):
+        sources.setdefault(id(batch), []).append(i)
+    pieces, order = [], []
+    for positions in sources.values():
+        batch = parts[positions[0]][0]
+        pieces.append(gather_chains(batch, torch.as_tensor([parts[i][1] for i in positions])))
+        order += positions
+    width = max((leaf.shape[1] for piece in pieces for leaf in _leaves(piece) if leaf.dim() == 2), default=0)
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.dim() == 2 else t  # noqa: E731
+    stacked = concat_chains([map_tensors(pad, piece) for piece in pieces])
+    return gather_chains(stacked, torch.argsort(torch.as_tensor(order)))
 
-    Returns the final positions and the trace (None when `mcmc_steps` is 0)."""
-    chains, stages = start.num_chains, len(stage_caps)
-    device = start.tokens.device
-    position = start
-    log_target = torch.zeros(chains, dtype=torch.float64, device=device)
-    plans = SuffixPlan(  # the in-flight proposal of every chain (rows of chains extending are stale)
-        cut_index=torch.zeros(chains, dtype=torch.long, device=device),
-        log_cut=torch.zeros(chains, start.capacity, dtype=torch.float64, device=device),
-        movable=torch.zeros(chains, dtype=torch.bool, device=device),
-        budget=torch.zeros(chains, dtype=torch.long, device=device),
-    )
-    stage = torch.zeros(chains, dtype=torch.long)  # on the CPU: schedule bookkeeping only
-    step = torch.zeros(chains, dtype=torch.long)  # 0: extension in flight; j >= 1: MH step j in flight
-    recorder = _Recorder(chains, stages * mcmc_steps, functionals)
-    stage_of_draw = np.repeat(np.arange(stages), mcmc_steps)[None].repeat(chains, 0)
-    extension_tokens = np.zeros((chains, stages * mcmc_steps), dtype=np.int64)
-    engine = ContinuousBatch(proposer, rule, generator)
-    bar = tqdm(total=chains * stages * (mcmc_steps + 1), desc="chains (asynchronous)", disable=not progress, leave=False)
 
-    def groups(rows: torch.Tensor):
-        """`rows` split by (stage, extension or MH step), in a fixed order."""
-        keys = stage[rows] * 2 + (step[rows] > 0)
-        for key in torch.unique(keys).tolist():
-            yield key // 2, key % 2 == 1, rows[keys == key]
+def _leaves(tree: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    map_tensors(found.append, tree)
+    return found
 
-    def submit(rows: torch.Tensor) -> None:
-        nonlocal plans
-        for k, is_mh, group in groups(rows):
-            index = group.to(device)
-            sub = gather_chains(position, index)
+
+class AsynchronousChains:
+    """Algorithm 1 for every chain of `start`, chains asynchronous on one `ContinuousBatch` (module
+    docstring).  `kernels[k]` is stage k's MH kernel (its proposal a `SuffixResampling`);
+    `stage_caps[k]` its length cap.  `rows`: the batch's row budget that pre-fetches may fill
+    (default and minimum: one row per chain).  `run()` returns the final positions and the trace.
+
+    A request's key is `action * chains + chain`, where `action = stage * (N_MCMC + 1) + step` (step
+    0: the extension, j >= 1: MH step j).  The common path is batched over chains; only chains with
+    pre-fetched requests (the tail of a run) are handled one by one."""
+
+    def __init__(
+        self,
+        proposer: LanguageModel,
+        rule: SamplingRule,
+        start: SequenceBatch,
+        kernels: Sequence[MetropolisHastings],
+        stage_caps: Sequence[int],
+        mcmc_steps: int,
+        generator: torch.Generator,
+        *,
+        reference_lm: LanguageModel | None = None,
+        functionals: dict[str, Any],
+        prefetch: bool = True,
+        rows: int | None = None,
+        progress: bool = False,
+    ):
+        chains = start.num_chains
+        if rows is not None and rows < chains:
+            raise ValueError(f"rows must be at least the number of chains ({chains}), got {rows}")
+        self.proposer, self.rule, self.kernels, self.stage_caps = proposer, rule, kernels, stage_caps
+        self.mcmc_steps, self.generator, self.reference_lm = mcmc_steps, generator, reference_lm
+        self.prefetch, self.rows, self.chains = prefetch, rows or chains, chains
+        self.per_stage = mcmc_steps + 1  # actions per stage: the extension, then the MH steps
+        self.actions = len(stage_caps) * self.per_stage
+        device = self.device = start.tokens.device
+        self.position = start
+        self.log_target = torch.zeros(chains, dtype=torch.float64, device=device)
+        self.plans = SuffixPlan(  # the cut of every chain's current MH request (stale while it extends)
+            cut_index=torch.zeros(chains, dtype=torch.long, device=device),
+            log_cut=torch.zeros(chains, start.capacity, dtype=torch.float64, device=device),
+            movable=torch.zeros(chains, dtype=torch.bool, device=device),
+            budget=torch.zeros(chains, dtype=torch.long, device=device),
+        )
+        self.action = torch.zeros(chains, dtype=torch.long)  # current action of every chain (CPU bookkeeping)
+        self.ahead: dict[int, list[int]] = {}  # chain -> keys pre-fetched after its current request, in order
+        self.queued = torch.zeros(chains, dtype=torch.long)  # len(ahead[chain])
+        self.from_prefetch = torch.zeros(chains, dtype=torch.bool)  # the current request was pre-fetched
+        self.prefetch_plans: dict[int, tuple[SuffixPlan, int]] = {}  # key -> (plans of its submission, row)
+        self.held: dict[int, tuple[Continuation, int]] = {}  # key -> finished pre-fetch, (batch, row)
+        stages = len(stage_caps)
+        self.recorder = _Recorder(chains, stages * mcmc_steps, functionals)
+        self.stage_of_draw = np.repeat(np.arange(stages), mcmc_steps)[None].repeat(chains, 0)
+        self.extension_tokens = np.zeros((chains, stages * mcmc_steps), dtype=np.int64)
+        self.engine = ContinuousBatch(proposer, rule, generator)
+        self.bar = tqdm(total=chains * self.actions, desc="chains (asynchronous)", disable=not progress, leave=False)
+
+    # ------------------------------------------------------------------ requests
+    def _submit(self, chains: torch.Tensor, actions: torch.Tensor, prefetched: bool) -> None:
+        """Request action `actions[i]` of chain `chains[i]` from the chain's current position."""
+        kinds = (actions // self.per_stage) * 2 + (actions % self.per_stage > 0)
+        for kind in torch.unique(kinds).tolist():
+            k, is_mh = kind // 2, kind % 2 == 1
+            mine = kinds == kind
+            group, keys = chains[mine], (actions[mine] * self.chains + chains[mine]).tolist()
+            index = group.to(self.device)
+            sub = gather_chains(self.position, index)
             if is_mh:
-                plan = kernels[k].proposal.plan(generator, sub)
-                plans = scatter_chains(plans, index, plan)
-                engine.submit(group.tolist(), plan.contexts(sub), plan.budget)
+                plan = self.kernels[k].proposal.plan(self.generator, sub)
+                contexts, budget = plan.contexts(sub), plan.budget
+                if prefetched:
+                    self.prefetch_plans.update({key: (plan, i) for i, key in enumerate(keys)})
+                else:
+                    self.plans = scatter_chains(self.plans, index, plan)
             else:
-                contexts, budget = extension_request(sub, stage_caps[k])
-                engine.submit(group.tolist(), contexts, budget)
+                contexts, budget = extension_request(sub, self.stage_caps[k])
+            if prefetched:
+                for chain, key in zip(group.tolist(), keys):
+                    self.ahead.setdefault(chain, []).append(key)
+                self.queued[group] += 1
+            else:
+                self.from_prefetch[group] = False
+            self.engine.submit(keys, contexts, budget)
 
-    def finish(rows: torch.Tensor, continuation: Continuation) -> None:
-        nonlocal position, log_target
-        order = {chain: i for i, chain in enumerate(rows.tolist())}
-        for k, is_mh, group in groups(rows):
-            index = group.to(device)
-            mine = gather_chains(continuation, torch.as_tensor([order[c] for c in group.tolist()], device=device))
-            sub = gather_chains(position, index)
+    def _fill_idle_rows(self) -> None:
+        """Pre-fetch into the rows no current request needs: each round gives every eligible chain
+        (its last request an MH step with an action after it) one more request on its all-reject
+        path, chains with the most actions left first."""
+        while (free := self.rows - self.engine.rows) > 0:
+            last = self.action + self.queued
+            eligible = (self.action < self.actions) & (last % self.per_stage > 0) & (last + 1 < self.actions)
+            chains = eligible.nonzero().squeeze(-1)
+            if len(chains) == 0:
+                return
+            chains = chains[torch.argsort(self.action[chains], stable=True)][:free]
+            self._submit(chains, last[chains] + 1, prefetched=True)
+
+    def _branch(self, chain: int, accepted: bool) -> tuple[int | None, list[int]]:
+        """After an MH step of a chain with requests pre-fetched from the state it was in: a
+        rejection keeps that state, so the first pre-fetch becomes the current request; an
+        acceptance leaves it, so every pre-fetch is withdrawn.  Returns (the promoted key or None,
+        the withdrawn keys)."""
+        keys = self.ahead.pop(chain)
+        self.queued[chain] = 0
+        if accepted:
+            return None, keys
+        if len(keys) > 1:
+            self.ahead[chain], self.queued[chain] = keys[1:], len(keys) - 1
+        return keys[0], []
+
+    def _withdraw(self, keys: list[int]) -> None:
+        """Drop pre-fetched requests: running ones leave the batch, finished ones' tokens are discarded."""
+        self.engine.cancel([key for key in keys if key not in self.held])
+        for key in keys:
+            self.prefetch_plans.pop(key, None)
+            if key in self.held:
+                batch, row = self.held.pop(key)
+                self.proposer.counter.discard(int(batch.tokens.lengths[row]))
+
+    def _promote(self, promoted: dict[int, int]) -> None:
+        """Pre-fetched requests that became their chains' current ones; MH requests' cuts become current."""
+        self.from_prefetch[list(promoted)] = True
+        moved = [(chain, key) for chain, key in promoted.items() if key in self.prefetch_plans]
+        if not moved:
+            return
+        index = torch.as_tensor([chain for chain, _ in moved], device=self.device)
+        plans = _rows([self.prefetch_plans.pop(key) for _, key in moved])
+        self.plans = scatter_chains(self.plans, index, plans)
+
+    # ------------------------------------------------------------------ actions
+    def _finish(self, chains: torch.Tensor, results: Continuation) -> tuple[torch.Tensor, torch.Tensor]:
+        """Take the current action of every chain in `chains`, whose request finished with
+        `results` (row i for chains[i]).  Returns the chains whose next request has already
+        finished (pre-fetched) and the chains that need a new request."""
+        actions = self.action[chains]
+        kinds = (actions // self.per_stage) * 2 + (actions % self.per_stage > 0)
+        accepted = torch.ones(len(chains), dtype=torch.bool)
+        for kind in torch.unique(kinds).tolist():
+            k, is_mh = kind // 2, kind % 2 == 1
+            mine = (kinds == kind).nonzero().squeeze(-1)
+            group = chains[mine]
+            index = group.to(self.device)
+            done = gather_chains(results, mine.to(self.device))
+            sub = gather_chains(self.position, index)
             if is_mh:
-                kernel = kernels[k]
-                current = MHState(sub, log_target[index])
-                move = kernel.proposal.complete(sub, gather_chains(plans, index), mine)
-                new_state, info = kernel.decide(generator, current, move)
-                draws = (k * mcmc_steps + step[group] - 1).numpy()
-                recorder.step(group.numpy(), draws, new_state, info)
-                position = scatter_chains(position, index, new_state.position)
-                log_target = scatter_chains(log_target, index, new_state.log_target)
+                kernel = self.kernels[k]
+                move = kernel.proposal.complete(sub, gather_chains(self.plans, index), done)
+                new_state, info = kernel.decide(self.generator, MHState(sub, self.log_target[index]), move)
+                draws = (k * self.mcmc_steps + actions[mine] % self.per_stage - 1).numpy()
+                self.recorder.step(group.numpy(), draws, new_state, info)
+                self.recorder.stat("prefetched", group.numpy(), draws, self.from_prefetch[group])
+                self.position = scatter_chains(self.position, index, new_state.position)
+                self.log_target = scatter_chains(self.log_target, index, new_state.log_target)
+                accepted[mine] = info.accepted.cpu()
             else:
-                extended = complete_extension(proposer, rule, sub, mine, reference_lm)
-                if mcmc_steps:
-                    extension_tokens[group.numpy(), k * mcmc_steps] = (extended.lengths - sub.lengths).cpu().numpy()
-                    log_target = scatter_chains(log_target, index, kernels[k].init(extended).log_target)
-                position = scatter_chains(position, index, extended)
-        step[rows] += 1
-        next_stage = step[rows] > mcmc_steps
-        stage[rows] += next_stage.long()
-        step[rows] = torch.where(next_stage, 0, step[rows])
-        bar.update(len(rows))
+                extended = complete_extension(self.proposer, self.rule, sub, done, self.reference_lm)
+                if self.mcmc_steps:
+                    self.extension_tokens[group.numpy(), k * self.mcmc_steps] = (extended.lengths - sub.lengths).cpu().numpy()
+                    self.log_target = scatter_chains(self.log_target, index, self.kernels[k].init(extended).log_target)
+                self.position = scatter_chains(self.position, index, extended)
+        self.action[chains] += 1
+        self.bar.update(len(chains))
+        promoted, withdrawn = {}, []
+        for i in (self.queued[chains] > 0).nonzero().squeeze(-1).tolist():
+            key, dropped = self._branch(int(chains[i]), bool(accepted[i]))
+            withdrawn += dropped
+            if key is not None:
+                promoted[int(chains[i])] = key
+        if withdrawn:
+            self._withdraw(withdrawn)
+        self._promote(promoted)
+        ready = [chain for chain, key in promoted.items() if key in self.held]
+        needy = chains[self.action[chains] < self.actions]
+        if promoted:
+            needy = needy[~torch.isin(needy, torch.as_tensor(list(promoted), dtype=torch.long))]
+        return torch.as_tensor(ready, dtype=torch.long), needy
 
-    submit(torch.arange(chains))
-    while engine.busy:
-        keys, continuation = engine.step()
-        if not keys:
-            continue
-        rows = torch.as_tensor(keys, dtype=torch.long)
-        finish(rows, continuation)
-        active = rows[stage[rows] < stages]
-        if len(active):
-            submit(active)
-    bar.close()
-    return position, recorder.trace(stage_of_draw, extension_tokens)
+    def run(self) -> tuple[SequenceBatch, Trace | None]:
+        self._submit(torch.arange(self.chains), torch.zeros(self.chains, dtype=torch.long), prefetched=False)
+        while self.engine.busy:
+            keys, continuation = self.engine.step()
+            if not keys:
+                continue
+            keys = torch.as_tensor(keys, dtype=torch.long)
+            chains, actions = keys % self.chains, keys // self.chains
+            current = (actions == self.action[chains]).nonzero().squeeze(-1)
+            for i in (actions != self.action[chains]).nonzero().squeeze(-1).tolist():
+                self.held[int(keys[i])] = (continuation, i)  # a pre-fetch done before the step it waits on
+            ready, results, needy = chains[current], gather_chains(continuation, current.to(self.device)), []
+            while len(ready):
+                ready, more = self._finish(ready, results)
+                needy.append(more)
+                if len(ready):
+                    keys = [int(self.action[c]) * self.chains + int(c) for c in ready]
+                    results = _rows([self.held.pop(key) for key in keys])
+            needy = torch.cat(needy) if needy else torch.zeros(0, dtype=torch.long)
+            if len(needy):
+                self._submit(needy, self.action[needy], prefetched=False)
+            if self.prefetch:
+                self._fill_idle_rows()
+        self.bar.close()
+        return self.position, self.recorder.trace(self.stage_of_draw, self.extension_tokens)
 
+
+def run_asynchronous_chains(proposer, rule, start, kernels, stage_caps, mcmc_steps, generator, **options):
+    """`AsynchronousChains(...).run()`: the final positions and the trace (None when `mcmc_steps` is 0)."""
+    return AsynchronousChains(proposer, rule, start, kernels, stage_caps, mcmc_steps, generator, **options).run()

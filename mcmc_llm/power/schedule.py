@@ -54,6 +54,9 @@ class PowerSamplerConfig:
         `mcmc_llm.power.continuous`) or "lockstep" (all chains take each step together, as the
         algorithm is written).  Both run the same kernels and reach the same law; they consume the
         random stream in different orders, so a seed gives different (equally valid) chains.
+    prefetch: with continuous batching, rows no chain's current request needs pre-fetch each
+        chain's next proposals on the all-reject path (`mcmc_llm.power.continuous`); same law,
+        different draws for a seed.  Lock-step chains do not use it.
     """
 
     alpha: float = 4.0
@@ -67,6 +70,7 @@ class PowerSamplerConfig:
     cut_sharpness: float = 1.0
     ratio: str = "exact"
     batching: str = "continuous"
+    prefetch: bool = True
 
     def __post_init__(self):
         check_alpha(self.alpha)
@@ -87,6 +91,8 @@ class PowerSamplerConfig:
             raise ValueError(f"unknown ratio {self.ratio!r}; allowed: exact, published (the reference code's biased ratio)")
         if self.batching not in BATCHING:
             raise ValueError(f"unknown batching {self.batching!r}; allowed: {', '.join(BATCHING)}")
+        if not isinstance(self.prefetch, bool):
+            raise ValueError(f"prefetch must be true or false, got {self.prefetch!r}")
         self.sampling_rule()  # validates temperature / top-k / top-p
         CutRule(self.kernel, self.cut_sharpness)
 
@@ -202,7 +208,7 @@ def power_sample(
         caps = [config.stage_cap(stage) for stage in range(config.num_stages)]
         position, trace = run_asynchronous_chains(
             proposer, rule, position, kernels, caps, config.mcmc_steps, generator,
-            reference_lm=lm, functionals=_functionals(), progress=progress,
+            reference_lm=lm, functionals=_functionals(), prefetch=config.prefetch, progress=progress,
         )
     else:
         position, trace = _lockstep(config, proposer, lm, rule, kernels, position, generator, progress)
@@ -227,6 +233,7 @@ def _lockstep(config, proposer, lm, rule, kernels, position, generator, progress
         extension = np.zeros_like(stage_trace.stats["stage"])
         extension[:, 0] = (position.lengths - length_before).cpu().numpy()
         stage_trace.stats["extension_tokens"] = extension  # tokens the stage's extension sampled, at its first step
+        stage_trace.stats["prefetched"] = np.zeros_like(stage_trace.stats["accepted"], dtype=bool)  # never, in lock-step
         traces.append(stage_trace)
         position = stage_trace.final_state.position
     return position, _concatenate(traces)
