@@ -1,4 +1,5 @@
-"""Pre-fetching on the all-reject path of asynchronous chains (`mcmc_llm.power.continuous`).
+"""Pre-fetching by asynchronous chains (`mcmc_llm.power.continuous`): the all-reject path and the
+next step of an acceptance.
 
 With 3 rows per chain every chain pre-fetches deeply from its first MH step on, not only in the
 tail of a run.  The chains must still reach p^alpha (chi-square over the whole support, false-
@@ -30,8 +31,8 @@ ROWS_PER_CHAIN = 3
 
 
 class _KeepsStalePrefetches(AsynchronousChains):
-    """Deliberately wrong: after an acceptance it still promotes the request pre-fetched from the
-    state the chain has just left (as if the step had been rejected)."""
+    """Deliberately wrong: after an acceptance it still promotes the request pre-fetched on the
+    all-reject path, from the state the chain has just left (as if the step had been rejected)."""
 
     def _branch(self, chain, accepted):
         return super()._branch(chain, False)
@@ -56,10 +57,13 @@ def _config(**changes):
     return PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, **changes)
 
 
-@pytest.mark.slow  # about 50 s: three rows per chain triple the tokens drawn
-def test_deep_prefetching_reaches_the_power_law(lm, monkeypatch):
+@pytest.mark.slow  # about 30 s each: three rows per chain
+@pytest.mark.parametrize("kernel", ["uniform", "restart"])
+def test_deep_prefetching_reaches_the_power_law(lm, monkeypatch, kernel):
+    """Uniform cuts (acceptance pre-fetches wait for their context) and restarts (their context is
+    the prompt, so they start at once)."""
     _with_rows(monkeypatch)
-    check = sampled_law_check(lm, power_law(lm, N, ALPHA), _config(), chains=6000, seed=21)
+    check = sampled_law_check(lm, power_law(lm, N, ALPHA), _config(kernel=kernel), chains=6000, seed=21)
     assert check.passed, check.message
 
 
@@ -79,12 +83,11 @@ def test_prefetched_proposals_are_used_and_every_token_is_accounted_for(lm, monk
     assert used == result.compute["tokens_sampled"]
     assert result.compute["tokens_discarded"] > 0  # pre-fetches of accepted steps were thrown away
     prefetched, accepted = stats["prefetched"], stats["accepted"]
-    assert prefetched.any()
-    # A step's proposal is pre-fetched only after the chain's previous MH step of the stage was rejected.
-    first_of_stage = np.arange(prefetched.shape[1]) % config.mcmc_steps == 0
-    after_acceptance = np.zeros_like(prefetched)
-    after_acceptance[:, 1:] = accepted[:, :-1]
-    assert not (prefetched & after_acceptance & ~first_of_stage[None]).any()
+    # Both branches are pre-fetched and used: steps after a rejection (all-reject path) and after an
+    # acceptance (the next MH step of the same stage, pre-fetched for an acceptance).
+    within_stage = (np.arange(prefetched.shape[1]) % config.mcmc_steps > 0)[None]
+    assert (prefetched[:, 1:] & ~accepted[:, :-1] & within_stage[:, 1:]).any()
+    assert (prefetched[:, 1:] & accepted[:, :-1] & within_stage[:, 1:]).any()
 
 
 def test_prefetch_changes_the_draws_not_the_accounting(lm):

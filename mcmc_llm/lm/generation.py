@@ -129,6 +129,7 @@ class ContinuousBatch:
         self._pending: torch.Tensor | None = None  # tokens drawn for the live rows, not yet pushed through the model
         # Live rows, in batch order: keys, caps, tokens drawn so far, and per-token records [R, W].
         self._keys: list = []
+        self._rows_by_key: dict | None = None  # key -> live row, rebuilt after the rows change
         self._caps = torch.zeros(0, dtype=torch.long, device=device)
         self._counts = torch.zeros(0, dtype=torch.long, device=device)
         self._records = {name: torch.zeros(0, 1, dtype=self._dtype(name), device=device) for name in self._FIELDS}
@@ -149,6 +150,13 @@ class ContinuousBatch:
     def rows(self) -> int:
         """Rows the next step decodes: the live requests and the queued ones."""
         return len(self._keys) + len(self._queue_keys)
+
+    def drawn(self, key) -> torch.Tensor | None:
+        """Tokens drawn so far for the live request `key`; None when it is queued, finished or unknown."""
+        if self._rows_by_key is None:
+            self._rows_by_key = {k: row for row, k in enumerate(self._keys)}
+        row = self._rows_by_key.get(key)
+        return None if row is None else self._records["tokens"][row, : int(self._counts[row])]
 
     def cancel(self, keys) -> None:
         """Withdraw unfinished requests (queued or live): their rows leave the batch at once, without
@@ -174,6 +182,7 @@ class ContinuousBatch:
         else:
             self._state, self._pending = self.lm.select_rows(self._state, kept), self._pending[kept]
         self._keys = [key for key, g in zip(self._keys, gone) if not g]
+        self._rows_by_key = None
         self._caps, self._counts = self._caps[kept], self._counts[kept]
         self._records = {name: record[kept] for name, record in self._records.items()}
 
@@ -208,6 +217,7 @@ class ContinuousBatch:
         contexts, caps = self._merge_queue()
         self._queue_contexts = []
         self._keys += self._queue_keys
+        self._rows_by_key = None
         self._queue_keys, self._queue_caps = [], []
         self._caps = torch.cat([self._caps, caps])
         self._counts = torch.cat([self._counts, torch.zeros_like(caps)])
@@ -260,6 +270,7 @@ class ContinuousBatch:
         else:
             self._state, self._pending = lm.select_rows(state, kept), drawn[kept]
         self._keys = [self._keys[i] for i in kept.tolist()]
+        self._rows_by_key = None
         self._caps, self._counts = self._caps[kept], self._counts[kept]
         self._records = {name: record[kept] for name, record in self._records.items()}
         return finished

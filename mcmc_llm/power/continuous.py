@@ -33,6 +33,7 @@ one draw per MH step, `(chain, stage * N_MCMC + step)`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
@@ -43,7 +44,7 @@ from mcmc_llm.core.mh import MetropolisHastings, MHState
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.core.tree import concat_chains, flatten_info, gather_chains, map_tensors, scatter_chains
 from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
-from mcmc_llm.lm.protocol import LanguageModel
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.power.sequences import SequenceBatch
 from mcmc_llm.power.suffix import SuffixPlan, complete_extension, extension_request
 
@@ -149,6 +150,10 @@ class AsynchronousChains:
         self.ahead: dict[int, list[int]] = {}  # chain -> keys pre-fetched after its current request, in order
         self.queued = torch.zeros(chains, dtype=torch.long)  # len(ahead[chain])
         self.from_prefetch = torch.zeros(chains, dtype=torch.bool)  # the current request was pre-fetched
+        self.current_key = torch.arange(chains)  # engine key of every chain's current request
+        self.accept_ahead: dict[int, int] = {}  # chain -> key of its next MH step pre-fetched for an acceptance
+        self.deferred: dict[int, tuple[int, int, int]] = {}  # such keys whose context is still being generated: (chain, cut, budget)
+        self.length_only = torch.as_tensor([kernel.proposal.cut_rule.reads_lengths_only for kernel in kernels], dtype=torch.bool)
         self.prefetch_plans: dict[int, tuple[SuffixPlan, int]] = {}  # key -> (plans of its submission, row)
         self.held: dict[int, tuple[Continuation, int]] = {}  # key -> finished pre-fetch, (batch, row)
         stages = len(stage_caps)
@@ -159,6 +164,12 @@ class AsynchronousChains:
         self.bar = tqdm(total=chains * self.actions, desc="chains (asynchronous)", disable=not progress, leave=False)
 
     # ------------------------------------------------------------------ requests
+    def _decode(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chain, action) of engine keys: `action * chains + chain`, or `-(that) - 1` for a request
+        pre-fetched for an acceptance."""
+        raw = torch.where(keys >= 0, keys, -keys - 1)
+        return raw % self.chains, raw // self.chains
+
     def _submit(self, chains: torch.Tensor, actions: torch.Tensor, prefetched: bool) -> None:
         """Request action `actions[i]` of chain `chains[i]` from the chain's current position."""
         kinds = (actions // self.per_stage) * 2 + (actions % self.per_stage > 0)
@@ -183,20 +194,81 @@ class AsynchronousChains:
                 self.queued[group] += 1
             else:
                 self.from_prefetch[group] = False
+                self.current_key[group] = torch.as_tensor(keys)
             self.engine.submit(keys, contexts, budget)
 
     def _fill_idle_rows(self) -> None:
-        """Pre-fetch into the rows no current request needs: each round gives every eligible chain
-        (its last request an MH step with an action after it) one more request on its all-reject
-        path, chains with the most actions left first."""
-        while (free := self.rows - self.engine.rows) > 0:
+        """Pre-fetch into the rows no current request needs, in rounds, chains with the most actions
+        left first: the next action on the all-reject path of every chain that has none; then the
+        next MH step of an acceptance (`_prefetch_acceptance`); then deeper on the all-reject path."""
+        while (free := self.rows - self.engine.rows - len(self.deferred)) > 0:
             last = self.action + self.queued
-            eligible = (self.action < self.actions) & (last % self.per_stage > 0) & (last + 1 < self.actions)
-            chains = eligible.nonzero().squeeze(-1)
-            if len(chains) == 0:
+            on_reject_path = (self.action < self.actions) & (last % self.per_stage > 0) & (last + 1 < self.actions)
+            stage = (self.action // self.per_stage).clamp(max=len(self.stage_caps) - 1)
+            on_accept_path = (
+                (self.action < self.actions) & (self.action % self.per_stage > 0) & ((self.action + 1) % self.per_stage > 0)
+                & self.length_only[stage] & ~torch.isin(torch.arange(self.chains), torch.as_tensor(list(self.accept_ahead), dtype=torch.long))
+            )
+            for candidates, accept in ((on_reject_path & (self.queued == 0), False), (on_accept_path, True), (on_reject_path, False)):
+                chains = candidates.nonzero().squeeze(-1)
+                if len(chains):
+                    chains = chains[torch.argsort(self.action[chains], stable=True)][:free]
+                    if accept:
+                        self._prefetch_acceptance(chains)
+                    else:
+                        self._submit(chains, last[chains] + 1, prefetched=True)
+                    break
+            else:
                 return
-            chains = chains[torch.argsort(self.action[chains], stable=True)][:free]
-            self._submit(chains, last[chains] + 1, prefetched=True)
+
+    def _prefetch_acceptance(self, chains: torch.Tensor) -> None:
+        """Pre-fetch MH step j+1 of chains whose step j is in flight, for the branch where step j is
+        accepted and its proposal runs to the stage cap (no EOS), so that the next state x' has the
+        cap's length.  The cut law reads only lengths (`CutRule.reads_lengths_only`), so the cut m'
+        is drawn now, from that length; the context `x'_<m'` is `x_<m'` when m' <= m (step j's
+        cut), else `x_<m` followed by step j's first m' - m tokens, submitted once they are drawn
+        (`_submit_acceptances`).  Kept only if step j is accepted with x' of the assumed length:
+        a condition on step j alone, so given it the pre-fetch has its exact law."""
+        stages = self.action[chains] // self.per_stage
+        for k in torch.unique(stages).tolist():
+            group = chains[stages == k]
+            index = group.to(self.device)
+            sub = gather_chains(self.position, index)
+            plan = self.kernels[k].proposal.plan(self.generator, dataclasses.replace(sub, lengths=self._assumed_lengths(sub, k)))
+            for i, (chain, cut, budget) in enumerate(zip(group.tolist(), plan.cut_index.tolist(), plan.budget.tolist())):
+                key = -(int(self.action[chain] + 1) * self.chains + chain) - 1
+                self.accept_ahead[chain] = key
+                self.prefetch_plans[key] = (plan, i)
+                self.deferred[key] = (chain, cut, budget)
+        self._submit_acceptances()
+
+    def _assumed_lengths(self, sub: SequenceBatch, stage: int) -> torch.Tensor:
+        """The length an acceptance pre-fetch's cut is drawn for: the stage cap, which the accepted
+        state has when its proposal draws no EOS (`_keeps_acceptance_prefetch` checks it)."""
+        return torch.full_like(sub.lengths, self.stage_caps[stage])
+
+    def _submit_acceptances(self) -> None:
+        """Submit the acceptance pre-fetches whose context is complete (see `_prefetch_acceptance`)."""
+        ready = []  # (key, chain, cut, budget, tokens of step j's proposal the context needs)
+        for key, (chain, cut, budget) in self.deferred.items():
+            needed = cut - int(self.plans.cut_index[chain])
+            drawn = self.engine.drawn(int(self.current_key[chain])) if needed > 0 else None
+            if needed <= 0:
+                ready.append((key, chain, cut, budget, []))
+            elif drawn is not None and len(drawn) >= needed:
+                ready.append((key, chain, cut, budget, drawn[:needed].tolist()))
+        if not ready:
+            return
+        index = torch.as_tensor([chain for _, chain, _, _, _ in ready], device=self.device)
+        shared = torch.minimum(torch.as_tensor([cut for _, _, cut, _, _ in ready], device=self.device), self.plans.cut_index[index])
+        contexts = gather_chains(self.position, index).contexts(shared).to_lists()
+        for key, *_ in ready:
+            del self.deferred[key]
+        self.engine.submit(
+            [key for key, *_ in ready],
+            TokenBatch.from_lists([context + tail for context, (*_, tail) in zip(contexts, ready)], device=self.device),
+            torch.as_tensor([budget for _, _, _, budget, _ in ready]),
+        )
 
     def _branch(self, chain: int, accepted: bool) -> tuple[int | None, list[int]]:
         """After an MH step of a chain with requests pre-fetched from the state it was in: a
@@ -211,6 +283,11 @@ class AsynchronousChains:
             self.ahead[chain], self.queued[chain] = keys[1:], len(keys) - 1
         return keys[0], []
 
+    def _keeps_acceptance_prefetch(self, chain: int, key: int, accepted: bool, stage: int) -> bool:
+        """An acceptance pre-fetch is kept only if the step was accepted and the chain's new state
+        has the length its cut was drawn for (the stage cap)."""
+        return accepted and int(self.position.lengths[chain]) == self.stage_caps[stage]
+
     def _withdraw(self, keys: list[int]) -> None:
         """Drop pre-fetched requests: running ones leave the batch, finished ones' tokens are discarded."""
         self.engine.cancel([key for key in keys if key not in self.held])
@@ -221,14 +298,25 @@ class AsynchronousChains:
                 self.proposer.counter.discard(int(batch.tokens.lengths[row]))
 
     def _promote(self, promoted: dict[int, int]) -> None:
-        """Pre-fetched requests that became their chains' current ones; MH requests' cuts become current."""
-        self.from_prefetch[list(promoted)] = True
-        moved = [(chain, key) for chain, key in promoted.items() if key in self.prefetch_plans]
-        if not moved:
+        """Pre-fetched requests that became their chains' current ones: MH requests' cuts become
+        current, and acceptance pre-fetches whose context was not complete are submitted now (the
+        accepted proposal is the chain's state: their context is in it)."""
+        if not promoted:
             return
-        index = torch.as_tensor([chain for chain, _ in moved], device=self.device)
-        plans = _rows([self.prefetch_plans.pop(key) for _, key in moved])
-        self.plans = scatter_chains(self.plans, index, plans)
+        self.from_prefetch[list(promoted)] = True
+        self.current_key[list(promoted)] = torch.as_tensor(list(promoted.values()))
+        moved = [(chain, key) for chain, key in promoted.items() if key in self.prefetch_plans]
+        if moved:
+            index = torch.as_tensor([chain for chain, _ in moved], device=self.device)
+            plans = _rows([self.prefetch_plans.pop(key) for _, key in moved])
+            self.plans = scatter_chains(self.plans, index, plans)
+        late = [(chain, key) for chain, key in promoted.items() if key in self.deferred]
+        if late:
+            for _, key in late:
+                del self.deferred[key]
+            index = torch.as_tensor([chain for chain, _ in late], device=self.device)
+            sub, plans = gather_chains(self.position, index), gather_chains(self.plans, index)
+            self.engine.submit([key for _, key in late], plans.contexts(sub), plans.budget)
 
     # ------------------------------------------------------------------ actions
     def _finish(self, chains: torch.Tensor, results: Continuation) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,6 +357,16 @@ class AsynchronousChains:
             withdrawn += dropped
             if key is not None:
                 promoted[int(chains[i])] = key
+        for i, chain in enumerate(chains.tolist()):
+            if chain in self.accept_ahead:
+                key = self.accept_ahead.pop(chain)
+                if self._keeps_acceptance_prefetch(chain, key, bool(accepted[i]), int(actions[i]) // self.per_stage):
+                    promoted[chain] = key
+                elif key in self.deferred:
+                    del self.deferred[key]
+                    self.prefetch_plans.pop(key)
+                else:
+                    withdrawn.append(key)
         if withdrawn:
             self._withdraw(withdrawn)
         self._promote(promoted)
@@ -285,21 +383,22 @@ class AsynchronousChains:
             if not keys:
                 continue
             keys = torch.as_tensor(keys, dtype=torch.long)
-            chains, actions = keys % self.chains, keys // self.chains
-            current = (actions == self.action[chains]).nonzero().squeeze(-1)
-            for i in (actions != self.action[chains]).nonzero().squeeze(-1).tolist():
+            chains, _ = self._decode(keys)
+            is_current = keys == self.current_key[chains]
+            current = is_current.nonzero().squeeze(-1)
+            for i in (~is_current).nonzero().squeeze(-1).tolist():
                 self.held[int(keys[i])] = (continuation, i)  # a pre-fetch done before the step it waits on
             ready, results, needy = chains[current], gather_chains(continuation, current.to(self.device)), []
             while len(ready):
                 ready, more = self._finish(ready, results)
                 needy.append(more)
                 if len(ready):
-                    keys = [int(self.action[c]) * self.chains + int(c) for c in ready]
-                    results = _rows([self.held.pop(key) for key in keys])
+                    results = _rows([self.held.pop(int(self.current_key[c])) for c in ready])
             needy = torch.cat(needy) if needy else torch.zeros(0, dtype=torch.long)
             if len(needy):
                 self._submit(needy, self.action[needy], prefetched=False)
             if self.prefetch:
+                self._submit_acceptances()
                 self._fill_idle_rows()
         self.bar.close()
         return self.position, self.recorder.trace(self.stage_of_draw, self.extension_tokens)

@@ -41,6 +41,12 @@ class CutRule:
         if not (isinstance(self.sharpness, (int, float)) and math.isfinite(self.sharpness) and self.sharpness >= 0):
             raise ValueError(f"cut sharpness must be a finite number >= 0, got {self.sharpness!r}")
 
+    @property
+    def reads_lengths_only(self) -> bool:
+        """True when `P(m | x)` depends on `x` only through its length (uniform, within-block,
+        restart), so it can be drawn before `x` is known, given its length."""
+        return self.name in ("uniform", "within-block", "restart")
+
     def log_probs(self, batch: SequenceBatch, block_start: int) -> torch.Tensor:
         """`log P(m | x)` for every chain and position, [C, capacity]; -inf where m is not allowed.
 
