@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "take each MH step together. Same law, different draws for a seed")
     parser.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                         help="continuous batching: leave idle rows idle instead of pre-fetching each chain's next "
-                             "proposals on the all-reject path (same law, different draws for a seed)")
+                             "proposal for both outcomes of its MH step (same law, different draws for a seed)")
     parser.add_argument("--out", type=Path, default=None, help="write one JSON record per chain to this JSONL file")
     parser.add_argument("--save-trace", action="store_true",
                         help="also save the per-step trace next to --out (FILE.trace.npz) for `mcmc-llm diagnose`")

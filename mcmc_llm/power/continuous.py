@@ -12,13 +12,21 @@ request, which joins the batch in the very next decoding step.  The batch stays 
 last chains run out of work.
 
 Pre-fetching (`prefetch=True`).  Once chains run out of work, rows fall idle while the busiest
-chains finish.  Those rows pre-fetch (Brockwell 2006): while chain c's MH step j is in flight from
-state x, its next actions on the all-reject path (MH steps j+1, j+2, ... of the stage, then the
-next stage's extension) start from x as well.  When step j is rejected the chain stays at x and
-the pre-fetched request, already under way or done, becomes step j+1's; when it is accepted every
-request pre-fetched from x is withdrawn and the chain continues from x'.  Exact: the pre-fetched
-proposal for step j+1 is a draw from q(. | x) with its own randomness, independent of step j's
-proposal and uniform, so given a rejection it has exactly the law of a proposal drawn afterwards.
+chains finish.  Those rows pre-fetch (Brockwell 2006) both branches of a chain's MH step j, in
+flight from state x with cut m:
+
+* the all-reject path: MH steps j+1, j+2, ... of the stage, then the next stage's extension, all
+  from x.  When step j is rejected the chain stays at x and the pre-fetched request, already under
+  way or done, becomes step j+1's; when it is accepted every request pre-fetched from x is
+  withdrawn.  Exact: the pre-fetch for step j+1 is a draw from q(. | x) with its own randomness,
+  independent of step j's proposal and uniform, so given a rejection it has exactly the law of a
+  proposal drawn afterwards.
+* the acceptance: step j+1 from x', for cut rules whose law reads only the length (uniform,
+  within-block, restart).  If step j's proposal draws no EOS, x' has the stage cap's length, so
+  step j+1's cut m' is drawn now from the law for that length; its context is x_<m' when m' <= m,
+  else x_<m and the proposal's first m' - m tokens, and it is submitted once those are drawn.  It
+  is kept only if step j is accepted and x' has the assumed length, an event of step j alone, so
+  given it the pre-fetch has step j+1's exact law; otherwise it is withdrawn.
 Pre-fetches only take rows no chain's current request needs (the batch never exceeds `rows`, by
 default one per chain); their tokens count in `tokens_sampled` when used and in
 `tokens_discarded` otherwise.  The trace's `prefetched` stat marks the steps whose proposal was

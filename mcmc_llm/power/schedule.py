@@ -55,8 +55,9 @@ class PowerSamplerConfig:
         algorithm is written).  Both run the same kernels and reach the same law; they consume the
         random stream in different orders, so a seed gives different (equally valid) chains.
     prefetch: with continuous batching, rows no chain's current request needs pre-fetch each
-        chain's next proposals on the all-reject path (`mcmc_llm.power.continuous`); same law,
-        different draws for a seed.  Lock-step chains do not use it.
+        chain's next proposal for both outcomes of its MH step in flight
+        (`mcmc_llm.power.continuous`); same law, different draws for a seed.  Lock-step chains
+        do not use it.
     """
 
     alpha: float = 4.0
