@@ -176,7 +176,7 @@ def main() -> None:
             other, other_wall = run_sampler(other_batching, args.seed)
     plain_tokens, plain_wall = plain["tokens"], plain["wall"]
     sampler_tokens, sampler_wall = sum(r.compute["tokens_sampled"] for r in results), sum(walls)
-    discarded = sum(r.compute.get("tokens_discarded", 0) for r in results)
+    discarded = sum(r.compute["tokens_discarded"] for r in results)
 
     started = time.perf_counter()
     reference = [reference_power_sample(lm, prompt, config, args.seed + i) for i in range(args.reference_samples)]

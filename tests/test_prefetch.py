@@ -90,7 +90,7 @@ def test_prefetched_proposals_are_used_and_every_token_is_accounted_for(lm, monk
     assert (prefetched[:, 1:] & accepted[:, :-1] & within_stage[:, 1:]).any()
 
 
-def test_prefetch_changes_the_draws_not_the_accounting(lm):
+def test_accounting_holds_with_and_without_prefetch(lm):
     config = PowerSamplerConfig(alpha=2.0, block_size=3, max_new_tokens=9, mcmc_steps=4)
     runs = {flag: power_sample(lm, [[]], dataclasses.replace(config, prefetch=flag), chains_per_prompt=30, seed=5)
             for flag in (True, False)}

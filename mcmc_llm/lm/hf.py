@@ -503,12 +503,12 @@ class HFLanguageModel(LanguageModel):
                 start += count
             return out
 
-        kv = tuple(
-            tuple(stacked([layers[layer][i] if layers else None for layers in (first[0], second[0])], template) for i, template in enumerate(pair))
-            for layer, pair in enumerate(like)
-        )
+        kv = []
+        for layer, (keys, values) in enumerate(like):
+            (keys1, values1), (keys2, values2) = (part[layer] if part else (None, None) for part in (first[0], second[0]))
+            kv.append((stacked([keys1, keys2], keys), stacked([values1, values2], values)))
         left_pad = lambda t: torch.nn.functional.pad(t, (width - t.shape[1], 0))  # noqa: E731
-        return kv, torch.cat([left_pad(first[1]), left_pad(second[1])]), torch.cat([left_pad(first[2]), left_pad(second[2])])
+        return tuple(kv), torch.cat([left_pad(first[1]), left_pad(second[1])]), torch.cat([left_pad(first[2]), left_pad(second[2])])
 
     @torch.no_grad()
     def concat_rows(self, first: HFState, second: HFState) -> HFState:

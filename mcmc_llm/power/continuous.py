@@ -365,7 +365,7 @@ class AsynchronousChains:
             withdrawn += dropped
             if key is not None:
                 promoted[int(chains[i])] = key
-        for i, chain in enumerate(chains.tolist()):
+        for i, chain in enumerate(chains.tolist() if self.accept_ahead else ()):
             if chain in self.accept_ahead:
                 key = self.accept_ahead.pop(chain)
                 if self._keeps_acceptance_prefetch(chain, key, bool(accepted[i]), int(actions[i]) // self.per_stage):
