@@ -38,7 +38,7 @@ from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.generation import sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model
-from mcmc_llm.power.schedule import BATCHING, PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import BATCHING, PowerSamplerConfig, power_sample
 
 PROMPT = "Write a detailed story about a lighthouse keeper who finds a mysterious map. Use several paragraphs."
 

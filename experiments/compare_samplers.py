@@ -38,7 +38,7 @@ from mcmc_llm.lm.exact import ExactLaw, power_law, tempered_law
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.smc import RolloutConfig, SMCConfig, power_smc, rollout_sample
 from resume import completed_keys  # sibling module: experiments/resume.py
 
@@ -167,7 +167,7 @@ def smc_draw_bias(model: str, n: int, alpha: float, particles: int, total_rows: 
 def rollout_conditional_bias(model: str, n: int, alpha: float, prefix, rollouts: int, jackknife: bool,
                              copies: int, seed: int, candidates: int | None = None) -> dict:
     """TV(E[pi_hat(. | prefix)], pi_alpha(. | prefix)), E estimated over `copies` independent estimates."""
-    from mcmc_llm.power.sequences import SequenceBatch
+    from mcmc_llm.lm.sequences import SequenceBatch
     from mcmc_llm.smc import rollout_next_token_probs
 
     lm = load_toy(model)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from mcmc_llm.lm.toy import NgramLM
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
 RESULTS = Path(__file__).parent / "results"
 

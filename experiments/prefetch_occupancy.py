@@ -29,8 +29,8 @@ import torch
 
 from mcmc_llm.lm.generation import ContinuousBatch
 from mcmc_llm.lm.toy import NgramLM
-from mcmc_llm.power import continuous
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from mcmc_llm.drivers import asynchronous as continuous
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
 
 class _CountingBatch(ContinuousBatch):

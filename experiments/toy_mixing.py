@@ -27,7 +27,7 @@ import torch
 from mcmc_llm.diagnostics.exact import count_states, total_variation, tv_noise_floor
 from mcmc_llm.lm.exact import nested_law, power_law
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from resume import completed_keys  # sibling module: experiments/resume.py
 
 KERNELS = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mcmc_llm.lm.exact import ExactLaw
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.testing import ChiSquareResult, chi_square_check, counts_from_samples
 
 FALSE_FAILURE_RATE = 1e-4  # per check; every check below is seeded, so the suite is deterministic

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mcmc_llm.core import Cycle, MetropolisHastings, Mixture, Move, make_generator, run_chains
+from mcmc_llm import Cycle, MetropolisHastings, Mixture, make_generator, run_chains
+from mcmc_llm.core.protocols import Move
 from mcmc_llm.proposals.random_walk import RandomWalk
 from mcmc_llm.proposals.ring_walk import RingWalk
 from mcmc_llm.targets.categorical import Categorical

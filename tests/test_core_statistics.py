@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import stats
 
-from mcmc_llm.core import Cycle, MetropolisHastings, Mixture, make_generator, run_chains
+from mcmc_llm import Cycle, MetropolisHastings, Mixture, make_generator, run_chains
 from mcmc_llm.proposals.independence import Independence
 from mcmc_llm.proposals.random_walk import RandomWalk
 from mcmc_llm.proposals.ring_walk import RingWalk

@@ -332,7 +332,7 @@ def test_acceptance_grid_counts_moves_per_cell():
 def test_chains_that_only_accept_identical_proposals_are_flagged():
     """Accepted-but-identical moves (e.g. near-greedy proposals at alpha = 64) must not read as mixing."""
     from mcmc_llm.lm.toy import load_toy
-    from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+    from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
     config = PowerSamplerConfig(alpha=64.0, block_size=4, max_new_tokens=8, mcmc_steps=10, kernel="restart")
     result = power_sample(load_toy("trigram"), [[]], config, chains_per_prompt=4, seed=0)

@@ -114,7 +114,7 @@ def test_budget_matching_rules():
 
 
 def test_budget_formula_matches_method_section_4():
-    from mcmc_llm.power.schedule import PowerSamplerConfig
+    from mcmc_llm.drivers.power import PowerSamplerConfig
 
     uniform = PowerSamplerConfig(block_size=192, max_new_tokens=3072, mcmc_steps=10)
     T, B, N = 3072, 192, 10

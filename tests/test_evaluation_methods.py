@@ -17,7 +17,7 @@ from mcmc_llm.evaluation.methods import (
 from mcmc_llm.evaluation.results import summarize
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.power.schedule import PowerSamplerConfig
+from mcmc_llm.drivers.power import PowerSamplerConfig
 from mcmc_llm.smc.outputs import rollout_chains, smc_chains
 from mcmc_llm.tasks import pass_at_k
 

@@ -159,7 +159,7 @@ def test_retired_rows_are_reused_by_contexts_that_share_their_prefix(lm):
 def test_sequence_reuse_changes_cost_not_draws():
     """The same seeded power-sampling run with and without sequence reuse: identical chains, and
     reuse encodes fewer tokens."""
-    from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+    from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
     config = PowerSamplerConfig(alpha=4.0, block_size=4, max_new_tokens=12, mcmc_steps=3)
     results = {}
@@ -640,7 +640,7 @@ def test_power_sampler_on_the_hf_backend_reaches_the_exact_power_law():
     Chi-square over S_4 at false-failure rate 1e-4; the companion check rejects low-temperature
     sampling from the same backend."""
     from mcmc_llm.lm.exact import power_law
-    from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+    from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
     from mcmc_llm.testing import chi_square_check, counts_from_samples
 
     lm = load_model("random:llama-tiny,vocab_size=5,eos_token_id=0,seed=3", device="cpu", dtype="float64")

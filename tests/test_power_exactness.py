@@ -13,18 +13,18 @@ import math
 
 import pytest
 
-from mcmc_llm.core.mh import MetropolisHastings
+from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.exact import nested_law, power_law, sample_exact, tempered_law
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.power.cuts import CUT_RULES, CutRule
-from mcmc_llm.power.published_ratio import PublishedRatioSuffix
-from mcmc_llm.power.schedule import PowerSamplerConfig
-from mcmc_llm.power.sequences import SequenceBatch
-from mcmc_llm.power.suffix import SuffixResampling
-from mcmc_llm.power.targets import PowerTarget
+from mcmc_llm.proposals.cut_rules import CUT_RULES, CutRule
+from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
+from mcmc_llm.drivers.power import PowerSamplerConfig
+from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.suffix import SuffixResampling
+from mcmc_llm.targets.sequence import PowerTarget
 from mcmc_llm.testing import assert_conservation, chi_square_check, counts_from_samples
 from tests.power_helpers import FALSE_FAILURE_RATE, sampled_law_check
 
@@ -113,7 +113,7 @@ def test_max_swap_climbs_to_the_mode():
     law = power_law(lm, 5, 1.0)
     mode = law.sequences[int(law.probs().argmax())]
     config = PowerSamplerConfig(alpha=math.inf, block_size=5, max_new_tokens=5, mcmc_steps=60)
-    from mcmc_llm.power.schedule import power_sample
+    from mcmc_llm.drivers.power import power_sample
 
     result = power_sample(lm, [[]], config, chains_per_prompt=500, seed=5)
     at_mode = sum(tuple(s) == mode for s in result.sequences()) / 500

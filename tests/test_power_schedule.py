@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
 
 def test_config_errors_name_the_bad_value():

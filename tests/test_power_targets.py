@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcmc_llm.core.mh import MetropolisHastings
+from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.lm.exact import base_law
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import TokenBatch
-from mcmc_llm.power.cuts import CutRule
-from mcmc_llm.power.sequences import SequenceBatch
-from mcmc_llm.power.suffix import SuffixResampling
+from mcmc_llm.proposals.cut_rules import CutRule
+from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.suffix import SuffixResampling
 from mcmc_llm.lm.toy import NgramLM, load_toy
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
-from mcmc_llm.power.targets import PowerTarget, ProductTarget, RewardTiltedTarget
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
+from mcmc_llm.targets.sequence import PowerTarget, ProductTarget, RewardTiltedTarget
 from mcmc_llm.testing import assert_conservation, chi_square_check, counts_from_samples
 from tests.power_helpers import FALSE_FAILURE_RATE
 

@@ -1,4 +1,4 @@
-"""Pre-fetching by asynchronous chains (`mcmc_llm.power.continuous`): the all-reject path and the
+"""Pre-fetching by asynchronous chains (`mcmc_llm.drivers.asynchronous`): the all-reject path and the
 next step of an acceptance.
 
 With 3 rows per chain every chain pre-fetches deeply from its first MH step on, not only in the
@@ -20,10 +20,10 @@ from mcmc_llm.lm.exact import power_law
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.power import schedule
-from mcmc_llm.power.continuous import AsynchronousChains
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
-from mcmc_llm.power.sequences import SequenceBatch
+from mcmc_llm.drivers import power as schedule
+from mcmc_llm.drivers.asynchronous import AsynchronousChains
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
+from mcmc_llm.lm.sequences import SequenceBatch
 from tests.power_helpers import sampled_law_check
 
 N, ALPHA, BLOCK = 4, 3.0, 2

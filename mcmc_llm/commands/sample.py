@@ -8,8 +8,8 @@ import math
 import time
 from pathlib import Path
 
-from mcmc_llm.power.cuts import CUT_RULES
-from mcmc_llm.power.schedule import BATCHING
+from mcmc_llm.proposals.cut_rules import CUT_RULES
+from mcmc_llm.drivers.power import BATCHING
 
 NAME = "sample"
 HELP = "Draw sequences from p(x)^alpha with block-wise Metropolis-Hastings (Algorithm 1)."
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_sampler(args)
     from mcmc_llm.lm.registry import load_model
-    from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
+    from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
     config = PowerSamplerConfig(
         alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,

@@ -1,4 +1,4 @@
-"""Generic MCMC machinery: protocols, the MH kernel, composition, the driver and traces.
+"""The protocols every sampler is made of, explicit random streams, chain-batched trees and traces.
 
 Names are imported lazily, so `mcmc_llm.core.trace` (numpy only) works where torch is absent.
 """
@@ -6,9 +6,8 @@ Names are imported lazily, so `mcmc_llm.core.trace` (numpy only) works where tor
 import importlib
 
 _EXPORTS = {
-    "Cycle": "compose", "Mixture": "compose", "run_chains": "driver", "MetropolisHastings": "mh",
-    "MHInfo": "mh", "MHState": "mh", "Kernel": "protocols", "Move": "protocols", "Proposal": "protocols",
-    "Target": "protocols", "make_generator": "random", "Trace": "trace",
+    "Kernel": "protocols", "Move": "protocols", "Proposal": "protocols", "Target": "protocols",
+    "make_generator": "random", "Trace": "trace",
 }
 
 __all__ = sorted(_EXPORTS)

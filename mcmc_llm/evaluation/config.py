@@ -28,9 +28,9 @@ from typing import Any, Callable, Mapping
 from mcmc_llm.evaluation.methods import (
     METHOD_KINDS, SAMPLERS, SELECTIONS, Method, PowerSampling, matched_n, power_token_budget,
 )
-from mcmc_llm.power.cuts import CUT_RULES
+from mcmc_llm.proposals.cut_rules import CUT_RULES
 from mcmc_llm.smc.resampling import RESAMPLING_SCHEMES
-from mcmc_llm.power.schedule import BATCHING, PowerSamplerConfig
+from mcmc_llm.drivers.power import BATCHING, PowerSamplerConfig
 
 SECTIONS = ("model", "task", "sampling", "methods", "output", "scaleout")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")

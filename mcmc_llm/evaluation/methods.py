@@ -42,8 +42,8 @@ import torch
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.power.schedule import PowerSamplerConfig, power_sample
-from mcmc_llm.power.targets import check_alpha
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
+from mcmc_llm.targets.sequence import check_alpha
 from mcmc_llm.smc.outputs import rollout_chains, smc_chains
 from mcmc_llm.smc.power_smc import SMCConfig
 from mcmc_llm.smc.rollout import RolloutConfig

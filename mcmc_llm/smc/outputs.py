@@ -19,7 +19,7 @@ import numpy as np
 
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.protocol import LanguageModel
-from mcmc_llm.power.sequences import SequenceBatch
+from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.smc.power_smc import SMCConfig, SMCResult, power_smc
 from mcmc_llm.smc.rollout import RolloutConfig, RolloutResult, rollout_sample
 

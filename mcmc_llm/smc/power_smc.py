@@ -47,16 +47,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mcmc_llm.core.driver import run_chains
-from mcmc_llm.core.mh import MetropolisHastings
+from mcmc_llm.drivers.chains import run_chains
+from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.lm.generation import SamplingRule, _is_eos, _token_statistics
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.power.cuts import CUT_RULES, CutRule
-from mcmc_llm.power.sequences import SequenceBatch
-from mcmc_llm.power.suffix import SuffixResampling
-from mcmc_llm.power.targets import PowerTarget
+from mcmc_llm.proposals.cut_rules import CUT_RULES, CutRule
+from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.suffix import SuffixResampling
+from mcmc_llm.targets.sequence import PowerTarget
 from mcmc_llm.smc.resampling import effective_sample_size, get_resampler
 
 REJUVENATION_POINTS = ("end", "resampling")

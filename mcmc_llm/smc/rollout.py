@@ -44,7 +44,7 @@ import torch
 from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.lm.generation import SamplingRule, _is_eos, sample_continuations, score_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.power.sequences import SequenceBatch
+from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.smc.power_smc import repeat_rows
 
 

@@ -23,8 +23,8 @@ import torch
 
 from mcmc_llm.core.protocols import Move
 from mcmc_llm.lm.generation import Continuation
-from mcmc_llm.power.sequences import SequenceBatch
-from mcmc_llm.power.suffix import SuffixPlan, SuffixResampling
+from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.suffix import SuffixPlan, SuffixResampling
 
 
 def _window_sum(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

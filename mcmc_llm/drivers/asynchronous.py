@@ -48,13 +48,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mcmc_llm.core.mh import MetropolisHastings, MHState
+from mcmc_llm.kernels.mh import MetropolisHastings, MHState
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.core.tree import concat_chains, flatten_info, gather_chains, map_tensors, scatter_chains
 from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.power.sequences import SequenceBatch
-from mcmc_llm.power.suffix import SuffixPlan, complete_extension, extension_request
+from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.suffix import SuffixPlan, complete_extension, extension_request
 
 
 class _Recorder:

@@ -22,7 +22,7 @@ import torch
 
 from mcmc_llm.lm.generation import SamplingRule, score_continuations
 from mcmc_llm.lm.protocol import LanguageModel
-from mcmc_llm.power.sequences import SequenceBatch
+from mcmc_llm.lm.sequences import SequenceBatch
 
 
 def check_alpha(alpha: float) -> float:

@@ -27,8 +27,8 @@ from mcmc_llm.core.protocols import Move
 from mcmc_llm.core.random import categorical
 from mcmc_llm.lm.generation import Continuation, SamplingRule, sample_continuations, score_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.power.cuts import CutRule
-from mcmc_llm.power.sequences import SequenceBatch
+from mcmc_llm.proposals.cut_rules import CutRule
+from mcmc_llm.lm.sequences import SequenceBatch
 
 
 @dataclasses.dataclass(frozen=True)

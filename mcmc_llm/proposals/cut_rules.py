@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from mcmc_llm.power.sequences import SequenceBatch
+from mcmc_llm.lm.sequences import SequenceBatch
 
 CUT_RULES = ("uniform", "within-block", "restart", "priority", "entropy")
 

@@ -11,7 +11,7 @@ The MH step is `MetropolisHastings(stage target, SuffixResampling(cut rule))`, s
 reward-tilted) plug in.  With `alpha = inf` the kernel uses the max-swap rule.
 
 `config.batching` says how the chains share the batch: "continuous" (default) runs every chain
-asynchronously on one continuously refilled batch (`mcmc_llm.power.continuous`), "lockstep" runs
+asynchronously on one continuously refilled batch (`mcmc_llm.drivers.asynchronous`), "lockstep" runs
 the loop above with every chain taking each step together.  Same kernels, same law.
 
 Laws reached as N_MCMC -> inf (see docs/method.md): uniform / restart / priority / entropy
@@ -26,18 +26,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mcmc_llm.core.driver import run_chains
-from mcmc_llm.core.mh import MetropolisHastings
+from mcmc_llm.drivers.chains import run_chains
+from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.power.continuous import run_asynchronous_chains
-from mcmc_llm.power.cuts import CUT_RULES, CutRule
-from mcmc_llm.power.published_ratio import PublishedRatioSuffix
-from mcmc_llm.power.sequences import SequenceBatch
-from mcmc_llm.power.suffix import SuffixResampling, extend
-from mcmc_llm.power.targets import PowerTarget, check_alpha
+from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
+from mcmc_llm.proposals.cut_rules import CUT_RULES, CutRule
+from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
+from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.suffix import SuffixResampling, extend
+from mcmc_llm.targets.sequence import PowerTarget, check_alpha
 
 
 BATCHING = ("continuous", "lockstep")
@@ -51,12 +51,12 @@ class PowerSamplerConfig:
     cut_sharpness: beta of the priority and entropy cut rules.
     ratio: "exact", or "published" for the reference code's biased ratio (comparisons only).
     batching: "continuous" (chains step asynchronously and share one continuously refilled batch,
-        `mcmc_llm.power.continuous`) or "lockstep" (all chains take each step together, as the
+        `mcmc_llm.drivers.asynchronous`) or "lockstep" (all chains take each step together, as the
         algorithm is written).  Both run the same kernels and reach the same law; they consume the
         random stream in different orders, so a seed gives different (equally valid) chains.
     prefetch: with continuous batching, rows no chain's current request needs pre-fetch each
         chain's next proposal for both outcomes of its MH step in flight
-        (`mcmc_llm.power.continuous`); same law, different draws for a seed.  Lock-step chains
+        (`mcmc_llm.drivers.asynchronous`); same law, different draws for a seed.  Lock-step chains
         do not use it.
     """
 
