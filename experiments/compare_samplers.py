@@ -34,7 +34,8 @@ import torch
 
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.diagnostics.exact import count_states, total_variation, tv_noise_floor
-from mcmc_llm.lm.exact import ExactLaw, power_law, tempered_law
+from mcmc_llm.lm.exact import power_law, tempered_law
+from mcmc_llm.lm.support import ExactLaw
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import load_toy

@@ -16,10 +16,11 @@ from scipy.signal import lfilter  # noqa: E402
 
 from mcmc_llm.core.trace import Trace  # noqa: E402
 from mcmc_llm.diagnostics import (  # noqa: E402
-    Thresholds, count_states, ess, format_summary, integrated_autocorrelation_time, kl_divergence, load_trace,
-    load_trace_metadata, rhat, save_trace, summarize, total_variation, tv_curve, tv_noise_floor,
+    Thresholds, count_states, ess, format_summary, integrated_autocorrelation_time, kl_divergence, rhat, summarize,
+    total_variation, tv_curve, tv_noise_floor,
 )
 from mcmc_llm.diagnostics import arviz_adapter, plots  # noqa: E402
+from mcmc_llm.diagnostics.io import load_trace, load_trace_metadata, save_trace  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -35,7 +35,7 @@ def test_valid_config_builds_dataclasses():
         {"name": "cold", "kind": "low_temperature", "alpha": "inf"},
     ))
     power = parsed.method("p").method
-    assert isinstance(power, PowerSampling) and power.config.kernel == "within-block"
+    assert isinstance(power, PowerSampling) and power.config.cut_rule == "within-block"
     assert power.config.max_new_tokens == 16 and power.config.mcmc_steps == 3
     assert parsed.method("g").samples == 1 and parsed.method("p").samples == 2
     assert parsed.method("cold").method.rule().temperature == 0.25
@@ -155,15 +155,15 @@ def test_smc_and_rollout_kinds():
     ))
     smc = parsed.method("smc").method
     assert isinstance(smc, SMCSampling) and smc.max_new_tokens == 16  # from [sampling]
-    assert smc.config() == SMCConfig(
+    assert smc.config == SMCConfig(
         alpha=2.0, max_new_tokens=16, num_particles=8, resampling="residual", ess_threshold=0.25,
         proposal_temperature=0.7, ramp_tokens=4, rejuvenation_steps=1, rejuvenation_kernel="within-block",
     )
-    assert parsed.method("smc-default").method == SMCSampling(max_new_tokens=8)
+    assert parsed.method("smc-default").method == SMCSampling(SMCConfig(max_new_tokens=8))
     roll = parsed.method("roll").method
     assert isinstance(roll, RolloutSampling) and parsed.method("roll").samples == 1
-    assert (roll.alpha, roll.top_candidates, roll.rollouts, roll.jackknife, roll.max_new_tokens) == (3, 5, 2, False, 16)
-    assert roll.config().temperature == 0.5
+    assert (roll.config.alpha, roll.config.top_candidates, roll.config.rollouts, roll.config.jackknife, roll.max_new_tokens) == (3, 5, 2, False, 16)
+    assert roll.config.temperature == 0.5
     assert parsed.fingerprint("smc") != parsed.fingerprint("smc-default")
 
 
@@ -191,6 +191,34 @@ def test_smc_and_rollout_bad_values_name_the_key():
     assert "methods[2]: ramp_tokens 32 exceeds max_new_tokens 16" in text
 
 
+def test_every_smc_and_rollout_config_field_is_a_key_and_new_keys_keep_fingerprints():
+    smc_keys = {"alpha": 2.0, "particles": 4, "resampling": "stratified", "ess_threshold": 0.3, "proposal_temperature": 0.9,
+                "ramp_tokens": 2, "rejuvenation_steps": 1, "rejuvenation_kernel": "restart", "rejuvenate": "resampling"}
+    parsed = parse_config(config({"name": "s", "kind": "smc", **smc_keys}, {"name": "plain", "kind": "smc"}))
+    assert parsed.method("s").method.config == SMCConfig(
+        alpha=2.0, max_new_tokens=16, num_particles=4, resampling="stratified", ess_threshold=0.3, proposal_temperature=0.9,
+        ramp_tokens=2, rejuvenation_steps=1, rejuvenation_kernel="restart", rejuvenate="resampling",
+    )
+    assert len(SMCSampling.keys()) == len(smc_keys)
+    # `rejuvenate` was added after results were committed: left at its default, it is not in the
+    # settings, so those results keep their fingerprints (this one is the committed samplers.toml smc method's)
+    committed = config({"name": "smc", "kind": "smc", "alpha": 4.0, "particles": 5, "resampling": "systematic",
+                        "ess_threshold": 0.5}, model={"spec": "default", "dtype": "bfloat16"},
+                       task={"name": "arithmetic", "seed": 0, "options": {"difficulty": 1}},
+                       sampling={"max_new_tokens": 96, "samples_per_problem": 4, "seed": 3, "batch_size": 4,
+                                 "problems_per_call": 12})
+    assert parse_config(committed).fingerprint("smc") == "35f17593e7841faa"
+    committed["methods"][0]["rejuvenate"] = "end"  # the default, given explicitly
+    assert parse_config(committed).fingerprint("smc") == "35f17593e7841faa"
+    committed["methods"][0]["rejuvenate"] = "resampling"
+    assert parse_config(committed).fingerprint("smc") != "35f17593e7841faa"
+
+
+def test_bad_rejuvenate_names_the_value_and_the_allowed_ones():
+    text = "\n".join(problems_of(config({"name": "s", "kind": "smc", "rejuvenate": "always"})))
+    assert "methods[0].rejuvenate: must be one of end, resampling, got 'always'" in text
+
+
 def test_smoke_document_shrinks_every_size_and_keeps_the_methods():
     from mcmc_llm.evaluation import parse_config, read_document, smoke_document
 
@@ -204,7 +232,7 @@ def test_smoke_document_shrinks_every_size_and_keeps_the_methods():
     assert [m.name for m in config.methods] == [m["name"] for m in document["methods"]]
     assert all(m.samples <= 2 for m in config.methods)
     power = config.method("power_entropy").method.config
-    assert (power.block_size, power.mcmc_steps, power.kernel) == (8, 2, "entropy")
-    assert config.method("smc").method.particles == 2
-    rollout = config.method("rollout").method
+    assert (power.block_size, power.mcmc_steps, power.cut_rule) == (8, 2, "entropy")
+    assert config.method("smc").method.config.num_particles == 2
+    rollout = config.method("rollout").method.config
     assert (rollout.top_candidates, rollout.rollouts, rollout.horizon) == (2, 2, 4)

@@ -3,6 +3,7 @@ budget matching, selection rules, and pass@k."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from itertools import combinations
 
@@ -19,6 +20,7 @@ from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.drivers.power import PowerSamplerConfig
 from mcmc_llm.smc.outputs import rollout_chains, smc_chains
+from mcmc_llm.smc import RolloutConfig, SMCConfig
 from mcmc_llm.tasks import pass_at_k
 
 POWER = PowerSamplerConfig(alpha=4.0, block_size=4, max_new_tokens=8, mcmc_steps=2)
@@ -167,8 +169,8 @@ def test_summary_pass_at_k_and_accuracy():
 
 
 SMC_METHODS = {
-    "smc": SMCSampling(max_new_tokens=8, alpha=2.0, particles=4, ess_threshold=0.9),
-    "rollout": RolloutSampling(max_new_tokens=8, alpha=2.0, top_candidates=3, rollouts=2),
+    "smc": SMCSampling(SMCConfig(max_new_tokens=8, alpha=2.0, num_particles=4, ess_threshold=0.9)),
+    "rollout": RolloutSampling(RolloutConfig(max_new_tokens=8, alpha=2.0, top_candidates=3, rollouts=2)),
 }
 SMC_DIAGNOSTICS = {
     "smc": {"log_normalizer", "final_ess", "resampling_events", "distinct_particles"},
@@ -203,19 +205,38 @@ def test_smc_and_rollout_methods(kind):
     assert method.generate(load_toy("trigram"), PROMPTS, 3, seed=12) != out
     # the same draws as `mcmc-llm sample --sampler smc|rollout` (shared code in mcmc_llm.smc.outputs)
     chains = smc_chains if kind == "smc" else rollout_chains
-    final, extras, _ = chains(load_toy("trigram"), PROMPTS, method.config(), 3, 11)
+    final, extras, _ = chains(load_toy("trigram"), PROMPTS, method.config, 3, 11)
     assert final.to_lists() == [s.tokens for row in out for s in row]
     assert extras == [s.diagnostics for row in out for s in row]
 
 
 def test_smc_and_rollout_settings_are_validated():
-    assert SMCSampling(alpha=2.0, particles=8).config().num_particles == 8
-    assert SMCSampling(alpha=2.0).config().temperature == 0.5
-    assert RolloutSampling(rollouts=3, jackknife=False).config().jackknife is False
+    assert SMCSampling.from_keys(512, alpha=2.0, particles=8).config.num_particles == 8
+    assert SMCSampling.from_keys(512, alpha=2.0).config.temperature == 0.5
+    assert RolloutSampling.from_keys(512, rollouts=3, jackknife=False).config.jackknife is False
     assert SMCSampling().settings()["kind"] == "smc" and RolloutSampling().settings()["top_candidates"] == 8
+    assert SMCSampling().max_new_tokens == RolloutSampling().max_new_tokens == 512
     with pytest.raises(ValueError, match="num_particles must be an integer >= 1"):
-        SMCSampling(particles=0)
+        SMCSampling.from_keys(512, particles=0)
     with pytest.raises(ValueError, match="alpha must be a finite number"):
-        RolloutSampling(alpha=math.inf)
+        RolloutSampling.from_keys(512, alpha=math.inf)
     with pytest.raises(ValueError, match="unknown rejuvenation_kernel"):
-        SMCSampling(rejuvenation_kernel="nope")
+        SMCSampling.from_keys(512, rejuvenation_kernel="nope")
+    with pytest.raises(ValueError, match="rejuvenate must be one of end, resampling, got 'never'"):
+        SMCSampling.from_keys(512, rejuvenate="never")
+    with pytest.raises(TypeError, match="unknown smc keys num_particles; allowed: alpha, particles"):
+        SMCSampling.from_keys(512, num_particles=4)
+    with pytest.raises(TypeError, match="config must be a SMCConfig"):
+        SMCSampling(RolloutConfig())
+
+
+def test_smc_and_rollout_keys_are_the_fields_of_their_configs():
+    """One definition per config: every field of SMCConfig / RolloutConfig is a key of the method,
+    and a field that is not set to a non-default value leaves the settings (fingerprints) alone."""
+    assert set(SMCSampling.keys().values()) == {f.name for f in dataclasses.fields(SMCConfig)} - {"max_new_tokens"}
+    assert set(RolloutSampling.keys().values()) == {f.name for f in dataclasses.fields(RolloutConfig)} - {"max_new_tokens"}
+    assert SMCSampling.keys()["particles"] == "num_particles" and "rejuvenate" in SMCSampling.keys()
+    default = SMCSampling().settings()
+    assert "rejuvenate" not in default and set(default) == {"kind", *SMCSampling.recorded}
+    assert SMCSampling.from_keys(512, rejuvenate="resampling").settings() == {**default, "rejuvenate": "resampling"}
+    assert set(RolloutSampling().settings()) == {"kind", *RolloutSampling.recorded}

@@ -166,7 +166,7 @@ def test_kill_dash_nine_of_the_cli_then_rerun(reference, tmp_path):
 
 def test_summary_only_cli_and_answer_extractors(reference, capsys):
     from mcmc_llm.cli import main
-    from mcmc_llm.evaluation.runner import answer_extractor
+    from mcmc_llm.evaluation.executor import answer_extractor
     from mcmc_llm.tasks import get_task
 
     config = reference.path.parent / "config.toml"

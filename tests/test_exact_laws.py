@@ -14,14 +14,12 @@ import pytest
 import torch
 
 from mcmc_llm import cli
+from mcmc_llm.lm.support import ExactLaw, enumerate_support, support_size_bound
 from mcmc_llm.lm.exact import (
-    ExactLaw,
     base_law,
-    enumerate_support,
     nested_law,
     power_law,
     sample_exact,
-    support_size_bound,
     tempered_law,
 )
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch

@@ -110,7 +110,7 @@ def test_cancelled_requests_leave_the_batch_and_the_others_keep_their_own_statis
     lm = load_toy("trigram")
     rule = SamplingRule(TAU)
     lm.counter.reset()
-    engine = ContinuousBatch(lm, rule, make_generator(5))
+    engine = ContinuousBatch(lm, rule, make_generator(6))
     contexts = {"a": [1], "b": [2], "c": [1, 2], "d": [3]}
     engine.submit(["a", "b", "c"], TokenBatch.from_lists([contexts[k] for k in "abc"]), 8)
     done_keys, _ = engine.step()  # a, b and c are live; one token drawn for each

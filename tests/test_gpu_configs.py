@@ -28,7 +28,7 @@ def test_table1_configs_parse_with_the_paper_settings():
         assert config.sampling.max_new_tokens == 3072
         assert [m.name for m in config.methods] == ["base", "low_temp", "power"]
         power = config.method("power").method.config
-        assert (power.alpha, power.block_size, power.mcmc_steps, power.kernel) == (4.0, 192, 10, "uniform")
+        assert (power.alpha, power.block_size, power.mcmc_steps, power.cut_rule) == (4.0, 192, 10, "uniform")
         assert config.method("low_temp").method.rule().temperature == pytest.approx(0.25)
         expected_proposal = 0.5 if config.task.name == "alpacaeval" else None
         assert power.proposal_temperature == expected_proposal

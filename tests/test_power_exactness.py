@@ -19,7 +19,7 @@ from mcmc_llm.lm.exact import nested_law, power_law, sample_exact, tempered_law
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.proposals.cut_rules import CUT_RULES, CutRule
+from mcmc_llm.proposals.cut_rules import CUT_RULES, resolve_cut_rule
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
 from mcmc_llm.drivers.power import PowerSamplerConfig
 from mcmc_llm.lm.sequences import SequenceBatch
@@ -77,7 +77,7 @@ def test_published_ratio_is_rejected(lm):
 
 def _one_step_kernel(lm, kernel_name, proposal_class=SuffixResampling, **extra):
     rule = SamplingRule(1 / ALPHA)
-    proposal = proposal_class(lm, rule, CutRule(kernel_name), N, block_start=BLOCK if kernel_name == "within-block" else 0, **extra)
+    proposal = proposal_class(lm, rule, resolve_cut_rule(kernel_name), N, block_start=BLOCK if kernel_name == "within-block" else 0, **extra)
     return MetropolisHastings(PowerTarget(ALPHA, N), proposal), rule
 
 

@@ -17,7 +17,7 @@ def test_config_errors_name_the_bad_value():
         PowerSamplerConfig(alpha=-2.0)
     with pytest.raises(ValueError, match=r"block_size 300 is larger than max_new_tokens 256"):
         PowerSamplerConfig(block_size=300, max_new_tokens=256)
-    with pytest.raises(ValueError, match=r"unknown kernel 'random'; allowed: uniform, within-block"):
+    with pytest.raises(ValueError, match=r"unknown cut rule .random.; allowed: uniform, within-block"):
         PowerSamplerConfig(kernel="random")
     with pytest.raises(ValueError, match=r"mcmc_steps must be a non-negative integer, got -1"):
         PowerSamplerConfig(mcmc_steps=-1)

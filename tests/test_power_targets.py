@@ -9,7 +9,7 @@ from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.lm.exact import base_law
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import TokenBatch
-from mcmc_llm.proposals.cut_rules import CutRule
+from mcmc_llm.proposals.cut_rules import resolve_cut_rule
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.suffix import SuffixResampling
 from mcmc_llm.lm.toy import NgramLM, load_toy
@@ -43,7 +43,7 @@ def test_product_target_is_conserved_by_one_mh_step():
     rule = SamplingRule(1.0)
     draws = [law_p.sequences[i] for i in np.searchsorted(np.cumsum(probs), np.random.default_rng(3).random(20000) * probs.sum(), side="right")]
     start = SequenceBatch.from_sequences(p, rule, TokenBatch.from_lists([[]] * len(draws)), draws, capacity=N)
-    kernel = MetropolisHastings(ProductTarget(q, N), SuffixResampling(p, rule, CutRule("uniform"), N))
+    kernel = MetropolisHastings(ProductTarget(q, N), SuffixResampling(p, rule, resolve_cut_rule("uniform"), N))
     result = assert_conservation(kernel, start, lambda b: map(tuple, b.to_lists()), probs, law_p.sequences, seed=4,
                                  false_failure_rate=FALSE_FAILURE_RATE, num_steps=2)
     assert result.acceptance_rate > 0.2, result.message

@@ -15,8 +15,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+import torch
+
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.exact import power_law
+from mcmc_llm.core.random import Streams
+from mcmc_llm.core.recorder import TraceRecorder
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import load_toy
@@ -103,4 +107,4 @@ def test_accounting_holds_with_and_without_prefetch(lm):
 def test_rows_below_the_number_of_chains_is_an_error(lm):
     start = SequenceBatch.empty(TokenBatch.from_lists([[]] * 5, device=lm.device), 4)
     with pytest.raises(ValueError, match=r"rows must be at least the number of chains \(5\), got 4"):
-        AsynchronousChains(lm, SamplingRule(), start, [], [2, 4], 1, make_generator(0), rows=4, functionals={})
+        AsynchronousChains(lm, SamplingRule(), start, [], [2, 4], 1, Streams.for_chains(0, 0, torch.arange(5)), TraceRecorder(5, 2), rows=4)

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from mcmc_llm.sandbox import SANDBOX_STATUSES, _proc_entries, run_python
+from mcmc_llm.sandbox import SANDBOX_STATUSES, run_python
+from mcmc_llm.sandbox.launcher import proc_entries
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 def _survivors(result):
     """Live processes left by a run: its session, or its private uid."""
     uid = result.isolation.get("uid")
-    return [e for e in _proc_entries()
+    return [e for e in proc_entries()
             if e[4] not in ("Z", "X") and (e[2] == result.session_id or e[1] == result.session_id or (uid is not None and e[3] == uid))]
 
 

@@ -18,7 +18,9 @@ from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.exact import power_law, tempered_law
 from mcmc_llm.lm.protocol import StatelessLM
 from mcmc_llm.lm.toy import NgramLM, load_toy
-from mcmc_llm.smc import RESAMPLING_SCHEMES, SMCConfig, effective_sample_size, get_resampler, offspring_counts, power_smc
+from mcmc_llm.smc import (
+    RESAMPLING_SCHEMES, RolloutConfig, SMCConfig, effective_sample_size, get_resampler, offspring_counts, power_smc,
+)
 from mcmc_llm.testing import chi_square_check, counts_from_samples
 
 FALSE_FAILURE_RATE = 1e-4
@@ -325,6 +327,35 @@ def test_sample_command_dispatches_to_smc_and_rollout(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sample", "--model", "toy:derail", "--sampler", "smc", "--top-k", "2", "--max-new-tokens", "4"])
     assert "full-support" in capsys.readouterr().err
+
+
+def test_sample_command_sets_every_smc_and_rollout_field(tmp_path, capsys):
+    """Every field of SMCConfig / RolloutConfig has a `sample` flag (one definition per config)."""
+    import dataclasses
+    import json
+
+    from mcmc_llm.cli import build_parser, main
+    from mcmc_llm.commands.sample_smc import CLI_NAMES, sampler_config
+
+    args = build_parser().parse_args(["sample", "--sampler", "smc"])
+    for config_class in (SMCConfig, RolloutConfig):
+        for field in dataclasses.fields(config_class):
+            assert hasattr(args, CLI_NAMES.get(field.name, field.name)), f"no `sample` flag for {config_class.__name__}.{field.name}"
+    assert sampler_config(args) == SMCConfig(max_new_tokens=args.max_new_tokens)  # the flags' defaults are the config's
+    rollout = build_parser().parse_args(["sample", "--sampler", "rollout", "--no-jackknife", "--horizon", "2"])
+    assert sampler_config(rollout) == RolloutConfig(max_new_tokens=rollout.max_new_tokens, jackknife=False, horizon=2)
+    out = tmp_path / "smc.jsonl"
+    code = main(["sample", "--model", "toy:derail", "--sampler", "smc", "--chains", "2", "--max-new-tokens", "4",
+                 "--particles", "4", "--ess-threshold", "1", "--rejuvenation-steps", "1", "--rejuvenation-kernel",
+                 "within-block", "--rejuvenate", "resampling", "--ramp-tokens", "2", "--quiet", "--out", str(out)])
+    assert code == 0
+    config = json.loads(out.read_text().splitlines()[0])["config"]
+    assert (config["rejuvenate"], config["rejuvenation_steps"], config["rejuvenation_kernel"], config["ramp_tokens"]) == (
+        "resampling", 1, "within-block", 2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["sample", "--model", "toy:derail", "--sampler", "smc", "--rejuvenate", "always"])
+    assert "argument --rejuvenate: invalid choice: 'always' (choose from 'end', 'resampling')" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ def find_traces(path: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from mcmc_llm.core.trace import Trace
-    from mcmc_llm.diagnostics import Thresholds, format_summary, load_trace, load_trace_metadata, summarize
+    from mcmc_llm.diagnostics import Thresholds, format_summary, summarize
+    from mcmc_llm.diagnostics.io import load_trace, load_trace_metadata
 
     thresholds = Thresholds(rhat_max=args.rhat_max, min_ess=args.min_ess)
     any_flag = False

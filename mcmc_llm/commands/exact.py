@@ -13,6 +13,7 @@ import math
 import sys
 
 from mcmc_llm.lm import exact, registry
+from mcmc_llm.lm.support import DEFAULT_MAX_SUPPORT, enumerate_support
 from mcmc_llm.lm.toy import TOY_MODELS
 
 NAME = "exact"
@@ -65,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='prompt token ids conditioning the law, separated by spaces or commas, e.g. "1 2 3" (default: empty).',
     )
     parser.add_argument(
-        "--max-support", type=int, default=exact.DEFAULT_MAX_SUPPORT, metavar="COUNT",
+        "--max-support", type=int, default=DEFAULT_MAX_SUPPORT, metavar="COUNT",
         help="refuse to enumerate supports with more sequences than this.",
     )
 
@@ -96,7 +97,7 @@ def _check_positive(flag: str, value: float) -> float:
 
 def run(args: argparse.Namespace) -> int:
     for name, default in (("alpha", None), ("block_size", None), ("temperature", None), ("prompt", ""),
-                          ("max_support", exact.DEFAULT_MAX_SUPPORT)):
+                          ("max_support", DEFAULT_MAX_SUPPORT)):
         if not hasattr(args, name):
             setattr(args, name, default)
     n = args.max_new_tokens
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model(args.model)
     if any(token >= lm.vocab_size or token < 0 for token in prompt):
         raise ValueError(f"--prompt token ids must be in [0, {lm.vocab_size}) for {args.model}, got {prompt}")
-    support = exact.enumerate_support(lm, n, prompt, max_support=args.max_support)
+    support = enumerate_support(lm, n, prompt, max_support=args.max_support)
     if law == "base":
         result = exact.base_law(lm, n, prompt, support=support)
     elif law == "power":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mcmc_llm.proposals.cut_rules import CUT_RULES
 from mcmc_llm.drivers.power import BATCHING
+from mcmc_llm.smc.power_smc import REJUVENATION_POINTS
 
 NAME = "sample"
 HELP = "Draw sequences from p(x)^alpha with block-wise Metropolis-Hastings (Algorithm 1)."
@@ -58,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=_integer("--block-size", 1), default=192, help="tokens per block B")
     parser.add_argument("--max-new-tokens", type=_integer("--max-new-tokens", 1), default=3072, help="length cap T_max")
     parser.add_argument("--mcmc-steps", type=_integer("--mcmc-steps", 0), default=10, help="MH steps per block N_MCMC")
-    parser.add_argument("--kernel", choices=CUT_RULES, default="uniform",
-                        help="cut rule: uniform (paper), within-block (author's note), restart, priority, entropy")
+    parser.add_argument("--cut-rule", "--kernel", dest="cut_rule", choices=CUT_RULES, default="uniform",
+                        help="cut rule of the suffix proposal: uniform (paper), within-block (author's note), restart, "
+                             "priority, entropy (--kernel is its old name)")
     parser.add_argument("--chains", type=_integer("--chains", 1), default=1, help="independent chains per prompt (batched)")
     parser.add_argument("--seed", type=_integer("--seed", 0), default=0, help="random seed; a run is deterministic given it")
     parser.add_argument("--proposal-temperature", type=float, default=None,
@@ -71,10 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MH ratio: exact, or the published code's biased one (for comparisons only)")
     parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0],
                         help="continuous: chains step asynchronously and refill one batch (faster); lockstep: all chains "
-                             "take each MH step together. Same law, different draws for a seed")
+                             "take each MH step together. Same chains for a seed (per-chain random streams)")
     parser.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                         help="continuous batching: leave idle rows idle instead of pre-fetching each chain's next "
-                             "proposal for both outcomes of its MH step (same law, different draws for a seed)")
+                             "proposal for both outcomes of its MH step (same chains for a seed)")
     parser.add_argument("--out", type=Path, default=None, help="write one JSON record per chain to this JSONL file")
     parser.add_argument("--save-trace", action="store_true",
                         help="also save the per-step trace next to --out (FILE.trace.npz) for `mcmc-llm diagnose`")
@@ -89,36 +91,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default="systematic", help="smc: resampling scheme")
     parser.add_argument("--ess-threshold", type=float, default=0.5,
                         help="smc: resample when ESS < this fraction of the particles")
+    parser.add_argument("--ramp-tokens", type=_integer("--ramp-tokens", 0), default=0,
+                        help="smc: raise the exponent from 1 to alpha over this many tokens (0: alpha from the start)")
+    parser.add_argument("--rejuvenation-steps", type=_integer("--rejuvenation-steps", 0), default=0,
+                        help="smc: MH rejuvenation steps per rejuvenation (0: none)")
+    parser.add_argument("--rejuvenation-kernel", choices=CUT_RULES, default="uniform",
+                        help="smc: cut rule of the rejuvenation moves")
+    parser.add_argument("--rejuvenate", choices=REJUVENATION_POINTS, default="end",
+                        help="smc: when to rejuvenate: end (once, after a final resampling) or resampling (after "
+                             "every resampling, and at the end)")
     parser.add_argument("--rollouts", type=_integer("--rollouts", 1), default=4, help="rollout: rollouts M per candidate")
     parser.add_argument("--top-candidates", type=_integer("--top-candidates", 1), default=8,
                         help="rollout: candidate next tokens K (by base probability)")
-
-
-def encode_prompt(lm, text: str | None) -> list[int]:
-    """Text through the model's tokenizer; for tokenizer-free (toy) models, space-separated ids."""
-    if hasattr(lm, "encode_prompt"):
-        if text is None:
-            raise ValueError("--prompt is required for this model")
-        return list(lm.encode_prompt(text))
-    if text is None or not text.strip():
-        return []
-    try:
-        ids = [int(piece) for piece in text.split()]
-    except ValueError:
-        raise ValueError(f"prompts of toy models are space-separated token ids, got {text!r}") from None
-    bad = [i for i in ids if not 0 <= i < lm.vocab_size]
-    if bad:
-        raise ValueError(f"prompt token ids {bad} are outside the vocabulary [0, {lm.vocab_size})")
-    return ids
-
-
-def decode(lm, ids: list[int]) -> str:
-    return lm.decode(ids) if hasattr(lm, "decode") else " ".join(map(str, ids))
+    parser.add_argument("--no-jackknife", dest="jackknife", action="store_false",
+                        help="rollout: no jackknife correction of the next-token probabilities")
+    parser.add_argument("--horizon", type=_integer("--horizon", 1), default=None,
+                        help="rollout: stop rollouts after this many tokens (default: run to EOS or the cap)")
 
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "sampler", "mh") != "mh":
-        from mcmc_llm.smc.cli import run_sampler
+        from mcmc_llm.commands.sample_smc import run_sampler
 
         return run_sampler(args)
     from mcmc_llm.lm.registry import load_model
@@ -126,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = PowerSamplerConfig(
         alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,
-        mcmc_steps=args.mcmc_steps, kernel=args.kernel, proposal_temperature=args.proposal_temperature,
+        mcmc_steps=args.mcmc_steps, cut_rule=args.cut_rule, proposal_temperature=args.proposal_temperature,
         top_k=args.top_k, top_p=args.top_p, cut_sharpness=args.cut_sharpness, ratio=args.ratio, batching=args.batching,
         prefetch=args.prefetch,
     )
@@ -134,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--save-trace needs --out FILE (the trace is written next to it)")
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     texts = args.prompt or [None]
-    prompts = [encode_prompt(lm, text) for text in texts]
+    prompts = [lm.encode_prompt(text) for text in texts]
     started = time.perf_counter()
     result = power_sample(lm, prompts, config, chains_per_prompt=args.chains, seed=args.seed, progress=args.progress)
     wall = time.perf_counter() - started
@@ -186,7 +179,7 @@ def result_records(result, lm, texts, config, seed) -> list[dict]:
             "prompt": texts[prompt_index],
             "chain": chain,
             "tokens": tokens,
-            "text": decode(lm, tokens),
+            "text": lm.decode(tokens),
             "length": len(tokens),
             "ended_with_eos": bool(result.final.ended[row]),
             "log_p": log_p[row],

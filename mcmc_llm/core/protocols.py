@@ -5,9 +5,20 @@
 * A **Proposal** draws a move `x -> x'` and reports `log q(x' | x)` (forward) and
   `log q(x | x')` (backward), including any auxiliary choice such as a cut index.
   It does not decide acceptance: calibration belongs to the kernel that wraps it.
-* A **Kernel** has `init(position) -> state` and `step(generator, state) -> (state, info)`.
-  States and infos are small immutable records; randomness comes only from the explicit
-  `torch.Generator`.
+* A **Kernel** has `init(position) -> state` and `step(source, state) -> (state, info)`.
+  States and infos are small immutable records; randomness comes only from the explicit source
+  (per-chain `Streams` or a shared `torch.Generator`, `mcmc_llm.core.random`).
+* A **SuffixProposal** is a proposal over token sequences in two phases, so that a driver can
+  batch the generation of many chains' proposals however it likes (lock-step, a continuously
+  refilled batch, pre-fetched): `plan(source, position)` draws what to keep (a cut index per
+  chain) and says what to generate (a budget and a `Sampler` per chain); the driver generates
+  the suffixes; `complete(position, plan, continuation)` turns them into a `Move` with both log q
+  terms.  Drivers call nothing else, so a user's suffix proposal runs in every driver.
+
+Random-stream labels.  A kernel step given source s draws its proposal from `s.split(PROPOSE)`
+(the plan from `.split(PLAN)`, the suffix tokens from `.split(TOKENS)`, token t of a row from
+`.split(t)` of its stream) and its accept/reject uniform from `s.split(ACCEPT)`; every driver uses
+these labels, which is why lock-step and asynchronous chains draw identical chains.
 """
 
 from __future__ import annotations
@@ -15,6 +26,8 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple, Protocol, runtime_checkable
 
 import torch
+
+PROPOSE, PLAN, TOKENS, ACCEPT = "propose", "plan", "tokens", "accept"
 
 
 @runtime_checkable
@@ -48,7 +61,48 @@ class Move(NamedTuple):
 class Proposal(Protocol):
     """Draws `x' ~ q(. | x)` for every chain and reports both directions' log-probabilities."""
 
-    def propose(self, generator: torch.Generator, position: Any) -> Move:
+    def propose(self, source: Any, position: Any) -> Move:
+        ...
+
+
+class Sampler(NamedTuple):
+    """How a suffix is generated: the LM that draws it and its `SamplingRule` (temperature, top-k, top-p)."""
+
+    lm: Any
+    rule: Any
+
+
+@runtime_checkable
+class SuffixPlan(Protocol):
+    """What a suffix proposal's `plan` returns: a chain-batched record (a frozen dataclass or
+    NamedTuple of [C, ...] tensors, which drivers gather and scatter by chain) with at least
+
+    cut_index [C]: keep the generated tokens x_<m, m = cut_index;
+    max_new_tokens [C]: the most tokens to generate after them (0: nothing);
+    sampler_index [C] and samplers (a tuple of `Sampler`): chain c's suffix is drawn by
+        `samplers[sampler_index[c]]`.
+    Anything else on it is the proposal's own (e.g. the cut law, a mixture component)."""
+
+    cut_index: torch.Tensor
+    max_new_tokens: torch.Tensor
+    sampler_index: torch.Tensor
+    samplers: tuple
+
+
+@runtime_checkable
+class SuffixProposal(Protocol):
+    """A two-phase proposal on token sequences (module docstring).
+
+    reads_lengths_only: True when `plan` reads the position only through its lengths (then a
+        driver may plan step j+1 for an assumed length before step j's outcome is known).
+    """
+
+    reads_lengths_only: bool
+
+    def plan(self, source: Any, position: Any) -> SuffixPlan:
+        ...
+
+    def complete(self, position: Any, plan: SuffixPlan, continuation: Any) -> Move:
         ...
 
 

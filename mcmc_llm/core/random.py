@@ -1,14 +1,138 @@
-"""Explicit random streams.
+"""Explicit randomness: a shared `torch.Generator`, or per-chain counter-based `Streams`.
 
-All randomness is drawn from a `torch.Generator` passed in by the caller, so a run is a
-deterministic function of its seed.  Draws are made on the generator's device and moved to the
-device of the tensors they are used with, so the same seed gives the same chain on CPU and GPU
-whenever the model's arithmetic agrees.
+Every sampler draws its randomness from a *source* passed in by the caller, so a run is a
+deterministic function of its seed.  Two kinds of source are accepted by `uniform`, `normal` and
+`categorical`:
+
+* a `torch.Generator`: one sequential stream shared by every chain (a chain's draws then depend
+  on how many chains share the batch and in which order they are served);
+* `Streams`: one independent stream per chain, addressed like explicit keys in JAX.  Chain c's
+  key is a hash of (seed, prompt index, chain index); `split(label)` derives child keys, e.g.
+  per MH step and per purpose (cut, tokens, accept), and the n-th draw made from a `Streams`
+  object is `u = H(key_c, n)`.  A chain's draws therefore depend only on the seed, its prompt and
+  chain index and the labels its driver splits by — not on how many chains share the batch, on
+  lock-step or continuous batching, or on pre-fetching.  The same keys under two kernels give
+  common random numbers, which mixing studies use to compare kernels with less noise.
+
+`H` is SplitMix64's finaliser (Steele, Lea & Flood 2014) over 64-bit integers; a uniform is the
+top 53 bits of the hash, shifted half a step off zero: `u = (floor(h / 2^11) + 1/2) / 2^53`, in
+(0, 1).  Categorical draws are by inverse CDF from one uniform per row; normals by Box–Muller.
+Draws are made on the CPU and moved to the device of the tensors they are used with, so the same
+seed gives the same chain on CPU and GPU whenever the model's arithmetic agrees.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
+from typing import Union
+
 import torch
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    """A 64-bit unsigned constant as the int64 with the same bits."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's `>>` is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64: a bijective, well-avalanched hash of 64-bit words (int64 arithmetic wraps)."""
+    z = z + _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
+def _word(label: Union[int, str, torch.Tensor]) -> torch.Tensor | int:
+    """A label as a 64-bit word: ints as themselves, strings by a stable CRC (never Python's `hash`)."""
+    if isinstance(label, str):
+        return zlib.crc32(label.encode()) | (1 << 40)  # strings never collide with small integer labels
+    if isinstance(label, torch.Tensor):
+        return label.to(device="cpu", dtype=torch.int64)
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise TypeError(f"a stream label must be an int, a string or an integer tensor, got {label!r}")
+    return _signed(label)
+
+
+def _combine(keys: torch.Tensor, label) -> torch.Tensor:
+    return _mix(keys ^ _mix(torch.as_tensor(_word(label), dtype=torch.int64)))
+
+
+class Streams:
+    """One counter-based random stream per chain (see the module docstring).
+
+    keys: int64 [C], one per chain.  Each draw from this object (`uniform`, `normal`,
+    `categorical`) uses the next value of its draw counter, so two draws never reuse numbers;
+    `split(label)` gives children with counters at zero.  Library code splits by explicit labels
+    (`"cut"`, `"tokens"`, `"accept"`, the step number, ...) so that the numbers a chain sees do not
+    depend on the order of calls.
+    """
+
+    def __init__(self, keys: torch.Tensor):
+        keys = torch.as_tensor(keys)
+        if keys.dtype != torch.int64 or keys.dim() != 1:
+            raise ValueError(f"stream keys must be a 1-D int64 tensor, got {keys.dtype} of shape {tuple(keys.shape)}")
+        self.keys = keys.to("cpu")
+        self.draws = 0
+
+    @staticmethod
+    def for_chains(seed: int, prompt_index, chain_index) -> "Streams":
+        """Streams of chains addressed by (seed, prompt index, chain index), each [C] or broadcastable."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        prompt_index, chain_index = torch.broadcast_tensors(
+            torch.as_tensor(prompt_index, dtype=torch.int64), torch.as_tensor(chain_index, dtype=torch.int64)
+        )
+        root = _mix(torch.as_tensor(_signed(seed), dtype=torch.int64))
+        return Streams(_combine(_combine(root.expand(prompt_index.shape), prompt_index), chain_index))
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    def split(self, label) -> "Streams":
+        """Child streams keyed by (key, label); `label` an int, a string or an int tensor [C] (one
+        label per chain, e.g. each chain's own step number)."""
+        return Streams(_combine(self.keys, label))
+
+    def gather(self, rows: torch.Tensor) -> "Streams":
+        """The streams of chains `rows` (their own keys: a sub-batch draws what the chains would in the full batch)."""
+        return Streams(self.keys[torch.as_tensor(rows, device="cpu")])
+
+    def bits(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Fresh hashed 64-bit words of `shape` (first axis: the chain), advancing the draw counter."""
+        if not shape or shape[0] != len(self):
+            raise ValueError(f"{len(self)} streams cannot draw a tensor of shape {tuple(shape)}; its first axis must be the chain")
+        counter = self.draws
+        self.draws += 1
+        extra = math.prod(shape[1:])
+        element = torch.arange(extra, dtype=torch.int64).reshape((1,) + tuple(shape[1:]))
+        base = _combine(self.keys, counter).reshape((-1,) + (1,) * (len(shape) - 1))
+        if extra == 1:
+            return base.reshape(shape)
+        return _mix(base ^ _mix(element))
+
+    def uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform(0, 1) float64 draws of `shape`, never exactly 0 or 1."""
+        return (_shift_right(self.bits(shape), 11).to(torch.float64) + 0.5) * 2.0**-53
+
+    def __repr__(self) -> str:
+        return f"Streams({len(self)} chains, {self.draws} draws made)"
+
+
+Source = Union[torch.Generator, Streams]
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -18,26 +142,49 @@ def make_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def uniform(generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def split(source: Source, label) -> Source:
+    """`source.split(label)` for per-chain streams; a shared generator is its own child."""
+    return source.split(label) if isinstance(source, Streams) else source
+
+
+def gather(source: Source, rows: torch.Tensor) -> Source:
+    """The source for the sub-batch of chains `rows` (a shared generator serves any sub-batch)."""
+    return source.gather(rows) if isinstance(source, Streams) else source
+
+
+def uniform(source: Source, like: torch.Tensor) -> torch.Tensor:
     """Uniform(0, 1) draws with the shape, dtype and device of `like`."""
-    draws = torch.rand(like.shape, generator=generator, dtype=torch.float64, device=generator.device)
+    if isinstance(source, Streams):
+        draws = source.uniform(tuple(like.shape))
+    else:
+        draws = torch.rand(like.shape, generator=source, dtype=torch.float64, device=source.device)
     return draws.to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float64)
 
 
-def normal(generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def normal(source: Source, like: torch.Tensor) -> torch.Tensor:
     """Standard normal draws with the shape, dtype and device of `like`."""
-    draws = torch.randn(like.shape, generator=generator, dtype=torch.float64, device=generator.device)
+    if isinstance(source, Streams):
+        radius = torch.sqrt(-2.0 * torch.log(source.uniform(tuple(like.shape))))
+        draws = radius * torch.cos(2.0 * math.pi * source.uniform(tuple(like.shape)))
+    else:
+        draws = torch.randn(like.shape, generator=source, dtype=torch.float64, device=source.device)
     return draws.to(device=like.device, dtype=like.dtype)
 
 
-def categorical(generator: torch.Generator, log_weights: torch.Tensor) -> torch.Tensor:
+def categorical(source: Source, log_weights: torch.Tensor) -> torch.Tensor:
     """One draw per row from `softmax(log_weights)` ([B, K] -> [B]); rows may hold -inf.
 
-    Inverse-CDF sampling: only one uniform per row crosses from the generator's device, and an
-    entry of probability zero can never be drawn.
+    Inverse-CDF sampling: one uniform per row (so a row's draw depends only on its own weights
+    and its own stream), and an entry of probability zero can never be drawn.
     """
     weights = torch.softmax(log_weights.to(torch.float64), dim=-1)
     cumulative = torch.cumsum(weights, dim=-1)
-    thresholds = uniform(generator, cumulative[:, :1]) * cumulative[:, -1:]
+    thresholds = uniform(source, cumulative[:, :1]) * cumulative[:, -1:]
     index = torch.searchsorted(cumulative, thresholds, right=True).squeeze(-1)
     return index.clamp_(max=log_weights.shape[-1] - 1)
+
+
+def random_keys(generator: torch.Generator, count: int) -> Streams:
+    """`count` independent streams keyed from a shared generator (for callers that hold only a generator)."""
+    keys = torch.randint(-(2**63), 2**63 - 1, (count,), generator=generator, dtype=torch.int64, device=generator.device)
+    return Streams(keys.cpu())

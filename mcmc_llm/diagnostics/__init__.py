@@ -1,12 +1,15 @@
 """Diagnostics of MCMC runs: ArviZ conversion, ESS / R-hat, acceptance tables, exact comparisons, plots.
 
-Importing this package imports numpy only (ArviZ on first use, matplotlib with `plots`), never torch.
+Importing this package imports numpy only (ArviZ on first use, matplotlib with `plots`), never torch,
+and nothing else of `mcmc_llm`: the functions take any object with a trace's `samples` and `stats`
+arrays, and `mcmc_llm.core.trace.Trace.to_arviz` relies on this package, so it must not import core.
 
 - `arviz_adapter`: `trace_to_arviz`, `ess`, `rhat`, `plot_trace` for ArviZ 0.x and 1.x alike.
 - `summary`: `summarize(trace) -> TraceSummary`, `format_summary(summary) -> str`.
 - `exact`: `total_variation`, `kl_divergence`, `tv_curve`, `tv_noise_floor`,
   `integrated_autocorrelation_time`.
-- `io`: `save_trace`, `load_trace` (.npz).
+- `io` (import it explicitly: it builds `core.trace.Trace`s): `save_trace`, `load_trace`,
+  `load_trace_metadata` (.npz).
 - `plots` (import it explicitly): trace plot, acceptance heatmap, ESS vs N_MCMC, TV vs tokens.
 """
 
@@ -15,7 +18,6 @@ from mcmc_llm.diagnostics.exact import (
     TVCurve, count_states, integrated_autocorrelation_time, kl_divergence, normalize, total_variation, tv_curve,
     tv_noise_floor,
 )
-from mcmc_llm.diagnostics.io import load_trace, load_trace_metadata, save_trace
 from mcmc_llm.diagnostics.summary import (
     AcceptanceCell, Flag, FunctionalDiagnostics, Thresholds, TraceSummary, format_summary, summarize,
 )
@@ -23,6 +25,6 @@ from mcmc_llm.diagnostics.summary import (
 __all__ = [
     "AcceptanceCell", "Flag", "FunctionalDiagnostics", "TVCurve", "Thresholds", "TraceSummary",
     "arviz_major_version", "count_states", "ess", "format_summary", "integrated_autocorrelation_time",
-    "kl_divergence", "load_trace", "load_trace_metadata", "normalize", "rhat", "save_trace", "summarize",
+    "kl_divergence", "normalize", "rhat", "summarize",
     "total_variation", "trace_to_arviz", "tv_curve", "tv_noise_floor",
 ]

@@ -32,11 +32,18 @@ default one per chain); their tokens count in `tokens_sampled` when used and in
 `tokens_discarded` otherwise.  The trace's `prefetched` stat marks the steps whose proposal was
 pre-fetched.
 
-Exactness is untouched: each chain applies exactly the lock-step kernels (the same
-`SuffixResampling.plan` / `complete` and `MetropolisHastings.decide`, on the sub-batch of chains
-whose requests finished at that decoding step), only the order in which chains consume the shared
-random stream differs.  Runs are deterministic given the seed.  The trace has the lock-step layout:
-one draw per MH step, `(chain, stage * N_MCMC + step)`.
+The driver talks to proposals only through the two-phase `SuffixProposal` protocol
+(`mcmc_llm.core.protocols`): `plan`, then a generation request per chain (keep x_<cut_index, draw
+at most `max_new_tokens` tokens with the chain's `Sampler`), then `complete`; the acceptance
+pre-fetch is used only when the proposal says `reads_lengths_only`.  Requests go to one
+`ContinuousBatch` per proposing LM; rows with different sampling rules share it.
+
+Exactness is untouched, and so are the draws: each chain applies exactly the lock-step kernels
+(the same `plan` / `complete` and `MetropolisHastings.decide`, on the sub-batch of chains whose
+requests finished at that decoding step), and every draw comes from the chain's own stream with
+the labels the lock-step driver uses (`mcmc_llm.drivers.power`), so a chain's draws are the same
+whichever order chains are served in, and whether its proposal was pre-fetched or not.  The trace
+has the lock-step layout: one draw per MH step, `(chain, stage * N_MCMC + step)`.
 """
 
 from __future__ import annotations
@@ -48,44 +55,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mcmc_llm.core.protocols import ACCEPT, PLAN, PROPOSE, TOKENS, Sampler
+from mcmc_llm.core.random import Streams
+from mcmc_llm.core.recorder import TraceRecorder
+from mcmc_llm.core.tree import concat_chains, gather_chains, map_tensors, scatter_chains
 from mcmc_llm.kernels.mh import MetropolisHastings, MHState
-from mcmc_llm.core.trace import Trace
-from mcmc_llm.core.tree import concat_chains, flatten_info, gather_chains, map_tensors, scatter_chains
 from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
-from mcmc_llm.proposals.suffix import SuffixPlan, complete_extension, extension_request
-
-
-class _Recorder:
-    """Per-chain records of every MH step, written as steps complete, in (chain, draw) arrays."""
-
-    def __init__(self, chains: int, draws: int, functionals: dict[str, Any]):
-        self.chains, self.draws, self.functionals = chains, draws, functionals
-        self.samples: dict[str, np.ndarray] = {}
-        self.stats: dict[str, np.ndarray] = {}
-
-    def _write(self, group: dict[str, np.ndarray], name: str, chains: np.ndarray, draws: np.ndarray, value: torch.Tensor):
-        value = value.detach().cpu()
-        array = value.to(torch.float64).numpy() if value.is_floating_point() else value.numpy()
-        if name not in group:
-            group[name] = np.zeros((self.chains, self.draws) + array.shape[1:], dtype=array.dtype)
-        group[name][chains, draws] = array
-
-    def step(self, chains, draws, state: MHState, info) -> None:
-        for name, functional in self.functionals.items():
-            self._write(self.samples, name, chains, draws, torch.as_tensor(functional(state.position)))
-        self._write(self.samples, "log_target", chains, draws, state.log_target)
-        for name, value in flatten_info(info).items():
-            self._write(self.stats, name, chains, draws, value)
-
-    def stat(self, name: str, chains, draws, value: torch.Tensor) -> None:
-        self._write(self.stats, name, chains, draws, value)
-
-    def trace(self, stage: np.ndarray, extension_tokens: np.ndarray) -> Trace | None:
-        if self.draws == 0:
-            return None
-        return Trace(samples=self.samples, stats={**self.stats, "stage": stage, "extension_tokens": extension_tokens})
+from mcmc_llm.proposals.suffix import complete_extension, extension_request
 
 
 def _rows(parts: list[tuple[Any, int]]) -> Any:
@@ -112,10 +90,11 @@ def _leaves(tree: Any) -> list[torch.Tensor]:
 
 
 class AsynchronousChains:
-    """Algorithm 1 for every chain of `start`, chains asynchronous on one `ContinuousBatch` (module
-    docstring).  `kernels[k]` is stage k's MH kernel (its proposal a `SuffixResampling`);
-    `stage_caps[k]` its length cap.  `rows`: the batch's row budget that pre-fetches may fill
-    (default and minimum: one row per chain).  `run()` returns the final positions and the trace.
+    """Algorithm 1 for every chain of `start`, chains asynchronous on continuously refilled batches
+    (module docstring).  `kernels[k]` is stage k's MH kernel (its proposal a `SuffixProposal`);
+    `stage_caps[k]` its length cap; `streams` every chain's root stream; `recorder` receives the
+    trace.  `rows`: the batch's row budget that pre-fetches may fill (default and minimum: one row
+    per chain).  `run()` returns the final positions and the trace.
 
     A request's key is `action * chains + chain`, where `action = stage * (N_MCMC + 1) + step` (step
     0: the extension, j >= 1: MH step j).  The common path is batched over chains; only chains with
@@ -129,10 +108,10 @@ class AsynchronousChains:
         kernels: Sequence[MetropolisHastings],
         stage_caps: Sequence[int],
         mcmc_steps: int,
-        generator: torch.Generator,
+        streams: Streams,
+        recorder: TraceRecorder,
         *,
         reference_lm: LanguageModel | None = None,
-        functionals: dict[str, Any],
         prefetch: bool = True,
         rows: int | None = None,
         progress: bool = False,
@@ -141,19 +120,14 @@ class AsynchronousChains:
         if rows is not None and rows < chains:
             raise ValueError(f"rows must be at least the number of chains ({chains}), got {rows}")
         self.proposer, self.rule, self.kernels, self.stage_caps = proposer, rule, kernels, stage_caps
-        self.mcmc_steps, self.generator, self.reference_lm = mcmc_steps, generator, reference_lm
+        self.mcmc_steps, self.streams, self.reference_lm = mcmc_steps, streams, reference_lm
         self.prefetch, self.rows, self.chains = prefetch, rows or chains, chains
         self.per_stage = mcmc_steps + 1  # actions per stage: the extension, then the MH steps
         self.actions = len(stage_caps) * self.per_stage
-        device = self.device = start.tokens.device
+        self.device = start.tokens.device
         self.position = start
-        self.log_target = torch.zeros(chains, dtype=torch.float64, device=device)
-        self.plans = SuffixPlan(  # the cut of every chain's current MH request (stale while it extends)
-            cut_index=torch.zeros(chains, dtype=torch.long, device=device),
-            log_cut=torch.zeros(chains, start.capacity, dtype=torch.float64, device=device),
-            movable=torch.zeros(chains, dtype=torch.bool, device=device),
-            budget=torch.zeros(chains, dtype=torch.long, device=device),
-        )
+        self.log_target = torch.zeros(chains, dtype=torch.float64, device=self.device)
+        self.plans: dict[int, Any] = {}  # stage -> every chain's plan of its current MH request (stale while it extends)
         self.action = torch.zeros(chains, dtype=torch.long)  # current action of every chain (CPU bookkeeping)
         self.ahead: dict[int, list[int]] = {}  # chain -> keys pre-fetched after its current request, in order
         self.queued = torch.zeros(chains, dtype=torch.long)  # len(ahead[chain])
@@ -161,15 +135,67 @@ class AsynchronousChains:
         self.current_key = torch.arange(chains)  # engine key of every chain's current request
         self.accept_ahead: dict[int, int] = {}  # chain -> key of its next MH step pre-fetched for an acceptance
         self.deferred: dict[int, tuple[int, int, int]] = {}  # such keys whose context is still being generated: (chain, cut, budget)
-        self.length_only = torch.as_tensor([kernel.proposal.cut_rule.reads_lengths_only for kernel in kernels], dtype=torch.bool)
-        self.prefetch_plans: dict[int, tuple[SuffixPlan, int]] = {}  # key -> (plans of its submission, row)
+        self.length_only = torch.as_tensor([bool(getattr(k.proposal, "reads_lengths_only", False)) for k in kernels], dtype=torch.bool)
+        self.prefetch_plans: dict[int, tuple[Any, int]] = {}  # key -> (plans of its submission, row)
         self.held: dict[int, tuple[Continuation, int]] = {}  # key -> finished pre-fetch, (batch, row)
-        stages = len(stage_caps)
-        self.recorder = _Recorder(chains, stages * mcmc_steps, functionals)
-        self.stage_of_draw = np.repeat(np.arange(stages), mcmc_steps)[None].repeat(chains, 0)
-        self.extension_tokens = np.zeros((chains, stages * mcmc_steps), dtype=np.int64)
-        self.engine = ContinuousBatch(proposer, rule, generator)
+        self.recorder = recorder
+        self.stage_of_draw = np.repeat(np.arange(len(stage_caps)), mcmc_steps)[None].repeat(chains, 0)
+        self.extension_tokens = np.zeros((chains, len(stage_caps) * mcmc_steps), dtype=np.int64)
+        self.engines: dict[int, ContinuousBatch] = {}  # id(lm) -> the batch its requests share
+        self.extender = (Sampler(proposer, rule),)
         self.bar = tqdm(total=chains * self.actions, desc="chains (asynchronous)", disable=not progress, leave=False)
+
+    # ------------------------------------------------------------------ streams, plans, engines
+    def _streams(self, chains: torch.Tensor, actions: torch.Tensor) -> Streams:
+        """The streams of `actions[i]` of `chains[i]`: the extension of stage k from
+        `root.split(k).split("extend")`, MH step j >= 1 from `root.split(k).split(j - 1)`."""
+        stage_streams = self.streams.gather(chains).split(actions // self.per_stage)
+        step = actions % self.per_stage
+        if bool((step == 0).all()):
+            return stage_streams.split("extend")
+        if bool((step == 0).any()):
+            raise ValueError("a group of requests mixes extensions and MH steps")
+        return stage_streams.split(step - 1)
+
+    def _store_plans(self, stage: int, index: torch.Tensor, plan: Any) -> None:
+        if stage not in self.plans:
+            self.plans[stage] = map_tensors(lambda t: t.new_zeros((self.chains,) + tuple(t.shape[1:])), plan)
+        self.plans[stage] = scatter_chains(self.plans[stage], index, plan)
+
+    def _plan_of(self, chain: int) -> Any:
+        return self.plans[int(self.action[chain]) // self.per_stage]
+
+    def _send(self, keys: list[int], contexts: TokenBatch, budget: torch.Tensor, samplers: tuple, sampler_index: torch.Tensor,
+              streams: Streams) -> None:
+        """Submit requests to the engine of each row's sampler's LM (rows of one LM share a batch)."""
+        index = torch.as_tensor(sampler_index).cpu()
+        lms = {id(sampler.lm): sampler.lm for sampler in samplers}
+        for lm_id, lm in lms.items():
+            rows = torch.as_tensor([r for r, i in enumerate(index.tolist()) if id(samplers[i].lm) == lm_id], dtype=torch.long)
+            if len(rows) == 0:
+                continue
+            engine = self.engines.setdefault(lm_id, ContinuousBatch(lm, self.rule))
+            sub = rows.to(contexts.ids.device)
+            engine.submit([keys[r] for r in rows.tolist()], TokenBatch(contexts.ids[sub], contexts.lengths[sub]),
+                          budget[rows.to(budget.device)], rules=[samplers[i].rule for i in index[rows].tolist()],
+                          streams=streams.gather(rows))
+
+    def _submit_planned(self, keys: list[int], chains: torch.Tensor, plan: Any, contexts: TokenBatch) -> None:
+        """Submit MH requests of `chains` (rows of `plan`), their suffixes drawn from their token streams."""
+        actions = torch.as_tensor([key // self.chains for key in (k if k >= 0 else -k - 1 for k in keys)])
+        self._send(keys, contexts, plan.max_new_tokens, plan.samplers, plan.sampler_index,
+                   self._streams(chains, actions).split(PROPOSE).split(TOKENS))
+
+    @property
+    def _busy_rows(self) -> int:
+        return sum(engine.rows for engine in self.engines.values())
+
+    def _drawn(self, key: int) -> torch.Tensor | None:
+        for engine in self.engines.values():
+            drawn = engine.drawn(key)
+            if drawn is not None:
+                return drawn
+        return None
 
     # ------------------------------------------------------------------ requests
     def _decode(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,15 +213,13 @@ class AsynchronousChains:
             group, keys = chains[mine], (actions[mine] * self.chains + chains[mine]).tolist()
             index = group.to(self.device)
             sub = gather_chains(self.position, index)
+            streams = self._streams(group, actions[mine])
             if is_mh:
-                plan = self.kernels[k].proposal.plan(self.generator, sub)
-                contexts, budget = plan.contexts(sub), plan.budget
+                plan = self.kernels[k].proposal.plan(streams.split(PROPOSE).split(PLAN), sub)
                 if prefetched:
                     self.prefetch_plans.update({key: (plan, i) for i, key in enumerate(keys)})
                 else:
-                    self.plans = scatter_chains(self.plans, index, plan)
-            else:
-                contexts, budget = extension_request(sub, self.stage_caps[k])
+                    self._store_plans(k, index, plan)
             if prefetched:
                 for chain, key in zip(group.tolist(), keys):
                     self.ahead.setdefault(chain, []).append(key)
@@ -203,13 +227,17 @@ class AsynchronousChains:
             else:
                 self.from_prefetch[group] = False
                 self.current_key[group] = torch.as_tensor(keys)
-            self.engine.submit(keys, contexts, budget)
+            if is_mh:
+                self._submit_planned(keys, group, plan, sub.contexts(plan.cut_index))
+            else:
+                contexts, budget = extension_request(sub, self.stage_caps[k])
+                self._send(keys, contexts, budget, self.extender, torch.zeros(len(keys), dtype=torch.long), streams.split(TOKENS))
 
     def _fill_idle_rows(self) -> None:
         """Pre-fetch into the rows no current request needs, in rounds, chains with the most actions
         left first: the next action on the all-reject path of every chain that has none; then the
         next MH step of an acceptance (`_prefetch_acceptance`); then deeper on the all-reject path."""
-        while (free := self.rows - self.engine.rows - len(self.deferred)) > 0:
+        while (free := self.rows - self._busy_rows - len(self.deferred)) > 0:
             last = self.action + self.queued
             on_reject_path = (self.action < self.actions) & (last % self.per_stage > 0) & (last + 1 < self.actions)
             stage = (self.action // self.per_stage).clamp(max=len(self.stage_caps) - 1)
@@ -242,8 +270,9 @@ class AsynchronousChains:
             group = chains[stages == k]
             index = group.to(self.device)
             sub = gather_chains(self.position, index)
-            plan = self.kernels[k].proposal.plan(self.generator, dataclasses.replace(sub, lengths=self._assumed_lengths(sub, k)))
-            for i, (chain, cut, budget) in enumerate(zip(group.tolist(), plan.cut_index.tolist(), plan.budget.tolist())):
+            streams = self._streams(group, self.action[group] + 1).split(PROPOSE).split(PLAN)
+            plan = self.kernels[k].proposal.plan(streams, dataclasses.replace(sub, lengths=self._assumed_lengths(sub, k)))
+            for i, (chain, cut, budget) in enumerate(zip(group.tolist(), plan.cut_index.tolist(), plan.max_new_tokens.tolist())):
                 key = -(int(self.action[chain] + 1) * self.chains + chain) - 1
                 self.accept_ahead[chain] = key
                 self.prefetch_plans[key] = (plan, i)
@@ -259,24 +288,24 @@ class AsynchronousChains:
         """Submit the acceptance pre-fetches whose context is complete (see `_prefetch_acceptance`)."""
         ready = []  # (key, chain, cut, budget, tokens of step j's proposal the context needs)
         for key, (chain, cut, budget) in self.deferred.items():
-            needed = cut - int(self.plans.cut_index[chain])
-            drawn = self.engine.drawn(int(self.current_key[chain])) if needed > 0 else None
+            needed = cut - int(self._plan_of(chain).cut_index[chain])
+            drawn = self._drawn(int(self.current_key[chain])) if needed > 0 else None
             if needed <= 0:
                 ready.append((key, chain, cut, budget, []))
             elif drawn is not None and len(drawn) >= needed:
                 ready.append((key, chain, cut, budget, drawn[:needed].tolist()))
         if not ready:
             return
-        index = torch.as_tensor([chain for _, chain, _, _, _ in ready], device=self.device)
-        shared = torch.minimum(torch.as_tensor([cut for _, _, cut, _, _ in ready], device=self.device), self.plans.cut_index[index])
-        contexts = gather_chains(self.position, index).contexts(shared).to_lists()
-        for key, *_ in ready:
+        chains = [chain for _, chain, _, _, _ in ready]
+        current_cuts = torch.as_tensor([int(self._plan_of(chain).cut_index[chain]) for chain in chains], device=self.device)
+        shared = torch.minimum(torch.as_tensor([cut for _, _, cut, _, _ in ready], device=self.device), current_cuts)
+        contexts = gather_chains(self.position, torch.as_tensor(chains, device=self.device)).contexts(shared).to_lists()
+        keys = [key for key, *_ in ready]
+        for key in keys:
             del self.deferred[key]
-        self.engine.submit(
-            [key for key, *_ in ready],
-            TokenBatch.from_lists([context + tail for context, (*_, tail) in zip(contexts, ready)], device=self.device),
-            torch.as_tensor([budget for _, _, _, budget, _ in ready]),
-        )
+        plan = _rows([self.prefetch_plans[key] for key in keys])
+        contexts = TokenBatch.from_lists([context + tail for context, (*_, tail) in zip(contexts, ready)], device=self.device)
+        self._submit_planned(keys, torch.as_tensor(chains), plan, contexts)
 
     def _branch(self, chain: int, accepted: bool) -> tuple[int | None, list[int]]:
         """After an MH step of a chain with requests pre-fetched from the state it was in: a
@@ -298,7 +327,9 @@ class AsynchronousChains:
 
     def _withdraw(self, keys: list[int]) -> None:
         """Drop pre-fetched requests: running ones leave the batch, finished ones' tokens are discarded."""
-        self.engine.cancel([key for key in keys if key not in self.held])
+        running = [key for key in keys if key not in self.held]
+        for engine in self.engines.values():
+            engine.cancel(running)
         for key in keys:
             self.prefetch_plans.pop(key, None)
             if key in self.held:
@@ -314,17 +345,16 @@ class AsynchronousChains:
         self.from_prefetch[list(promoted)] = True
         self.current_key[list(promoted)] = torch.as_tensor(list(promoted.values()))
         moved = [(chain, key) for chain, key in promoted.items() if key in self.prefetch_plans]
-        if moved:
-            index = torch.as_tensor([chain for chain, _ in moved], device=self.device)
-            plans = _rows([self.prefetch_plans.pop(key) for _, key in moved])
-            self.plans = scatter_chains(self.plans, index, plans)
-        late = [(chain, key) for chain, key in promoted.items() if key in self.deferred]
-        if late:
-            for _, key in late:
+        for stage in sorted({int(self.action[chain]) // self.per_stage for chain, _ in moved}):
+            mine = [(chain, key) for chain, key in moved if int(self.action[chain]) // self.per_stage == stage]
+            index = torch.as_tensor([chain for chain, _ in mine], device=self.device)
+            self._store_plans(stage, index, _rows([self.prefetch_plans.pop(key) for _, key in mine]))
+        for chain, key in promoted.items():
+            if key in self.deferred:
                 del self.deferred[key]
-            index = torch.as_tensor([chain for chain, _ in late], device=self.device)
-            sub, plans = gather_chains(self.position, index), gather_chains(self.plans, index)
-            self.engine.submit([key for _, key in late], plans.contexts(sub), plans.budget)
+                plan = gather_chains(self._plan_of(chain), torch.as_tensor([chain]))
+                sub = gather_chains(self.position, torch.as_tensor([chain], device=self.device))
+                self._submit_planned([key], torch.as_tensor([chain]), plan, sub.contexts(plan.cut_index))
 
     # ------------------------------------------------------------------ actions
     def _finish(self, chains: torch.Tensor, results: Continuation) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,10 +373,11 @@ class AsynchronousChains:
             sub = gather_chains(self.position, index)
             if is_mh:
                 kernel = self.kernels[k]
-                move = kernel.proposal.complete(sub, gather_chains(self.plans, index), done)
-                new_state, info = kernel.decide(self.generator, MHState(sub, self.log_target[index]), move)
+                move = kernel.proposal.complete(sub, gather_chains(self.plans[k], index), done)
+                streams = self._streams(group, actions[mine]).split(ACCEPT)
+                new_state, info = kernel.decide(streams, MHState(sub, self.log_target[index]), move)
                 draws = (k * self.mcmc_steps + actions[mine] % self.per_stage - 1).numpy()
-                self.recorder.step(group.numpy(), draws, new_state, info)
+                self.recorder.record(group.numpy(), draws, new_state, info)
                 self.recorder.stat("prefetched", group.numpy(), draws, self.from_prefetch[group])
                 self.position = scatter_chains(self.position, index, new_state.position)
                 self.log_target = scatter_chains(self.log_target, index, new_state.log_target)
@@ -384,12 +415,18 @@ class AsynchronousChains:
             needy = needy[~torch.isin(needy, torch.as_tensor(list(promoted), dtype=torch.long))]
         return torch.as_tensor(ready, dtype=torch.long), needy
 
-    def run(self) -> tuple[SequenceBatch, Trace | None]:
+    def run(self) -> tuple[SequenceBatch, Any]:
         self._submit(torch.arange(self.chains), torch.zeros(self.chains, dtype=torch.long), prefetched=False)
-        while self.engine.busy:
-            keys, continuation = self.engine.step()
-            if not keys:
-                continue
+        while any(engine.busy for engine in self.engines.values()):
+            for engine in list(self.engines.values()):
+                if engine.busy:
+                    self._serve(*engine.step())
+        self.bar.close()
+        return self.position, self.recorder.trace(stage=self.stage_of_draw, extension_tokens=self.extension_tokens)
+
+    def _serve(self, keys: list, continuation: Continuation) -> None:
+        """Take the actions of the chains whose requests just finished, then submit their next requests."""
+        if keys:
             keys = torch.as_tensor(keys, dtype=torch.long)
             chains, _ = self._decode(keys)
             is_current = keys == self.current_key[chains]
@@ -408,10 +445,8 @@ class AsynchronousChains:
             if self.prefetch:
                 self._submit_acceptances()
                 self._fill_idle_rows()
-        self.bar.close()
-        return self.position, self.recorder.trace(self.stage_of_draw, self.extension_tokens)
 
 
-def run_asynchronous_chains(proposer, rule, start, kernels, stage_caps, mcmc_steps, generator, **options):
+def run_asynchronous_chains(proposer, rule, start, kernels, stage_caps, mcmc_steps, streams, recorder, **options):
     """`AsynchronousChains(...).run()`: the final positions and the trace (None when `mcmc_steps` is 0)."""
-    return AsynchronousChains(proposer, rule, start, kernels, stage_caps, mcmc_steps, generator, **options).run()
+    return AsynchronousChains(proposer, rule, start, kernels, stage_caps, mcmc_steps, streams, recorder, **options).run()

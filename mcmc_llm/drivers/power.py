@@ -6,13 +6,23 @@
         repeat N_MCMC times: one MH step targeting pi_k ∝ target on S_{n_k}
     return x
 
-The MH step is `MetropolisHastings(stage target, SuffixResampling(cut rule))`, so any cut rule
-(uniform, within-block, restart, priority, entropy) and any sequence target (power, product,
-reward-tilted) plug in.  With `alpha = inf` the kernel uses the max-swap rule.
+The MH step is `MetropolisHastings(stage target, proposal)`.  The proposal is any two-phase
+`SuffixProposal` (`mcmc_llm.core.protocols`): by default `SuffixResampling` with the config's cut
+rule (a registry name or any `CutRule` object) and sampling rule; `power_sample(proposal=...)`
+takes a function `Stage -> SuffixProposal` for anything else (another LM, top-k, a mixture, a
+temperature schedule).  Any sequence target (power, product, reward-tilted) plugs in.  With
+`alpha = inf` the kernel uses the max-swap rule.
 
 `config.batching` says how the chains share the batch: "continuous" (default) runs every chain
-asynchronously on one continuously refilled batch (`mcmc_llm.drivers.asynchronous`), "lockstep" runs
-the loop above with every chain taking each step together.  Same kernels, same law.
+asynchronously on one continuously refilled batch (`mcmc_llm.drivers.asynchronous`), "lockstep"
+runs the loop above with every chain taking each step together.
+
+Random streams.  Chain c of prompt i draws only from its own stream, keyed by (seed, i, c):
+stage k's extension from `stream.split(k).split("extend")`, its MH step j (0-based) from
+`stream.split(k).split(j)` (labels inside a step: `mcmc_llm.core.protocols`).  So a chain's
+draws do not depend on the number of chains or prompts, on the batching or on pre-fetching:
+on an LM whose log-probabilities do not depend on the batch (the toy LMs) the chains are
+identical, which also gives common random numbers across kernels for mixing studies.
 
 Laws reached as N_MCMC -> inf (see docs/method.md): uniform / restart / priority / entropy
 cuts: the target on S_{T_max}; within-block cuts: the nested law prod_k pi(block_k | earlier).
@@ -22,20 +32,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from mcmc_llm.drivers.chains import run_chains
-from mcmc_llm.kernels.mh import MetropolisHastings
-from mcmc_llm.core.random import make_generator
+from mcmc_llm.core.random import Streams
+from mcmc_llm.core.recorder import TraceRecorder
+from mcmc_llm.core.protocols import TOKENS, SuffixProposal
 from mcmc_llm.core.trace import Trace
+from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
-from mcmc_llm.proposals.cut_rules import CUT_RULES, CutRule
-from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
 from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
+from mcmc_llm.proposals.cut_rules import CutRule, cut_rule_name, resolve_cut_rule
+from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
 from mcmc_llm.proposals.suffix import SuffixResampling, extend
 from mcmc_llm.targets.sequence import PowerTarget, check_alpha
 
@@ -43,28 +56,36 @@ from mcmc_llm.targets.sequence import PowerTarget, check_alpha
 BATCHING = ("continuous", "lockstep")
 
 
+class Stage(NamedTuple):
+    """Stage k of Algorithm 1 (0-based `index`): its length cap n_k and first position (k * B)."""
+
+    index: int
+    cap: int
+    block_start: int
+
+
 @dataclasses.dataclass(frozen=True)
 class PowerSamplerConfig:
     """Settings of Algorithm 1 (defaults: the paper's).
 
+    cut_rule: a registry name ("uniform", "within-block", "restart", "priority", "entropy") or any
+        `CutRule` object (`mcmc_llm.proposals.cut_rules`).  `kernel` is its old name, still accepted.
     proposal_temperature: None means 1/alpha (0.25 when alpha is inf).
-    cut_sharpness: beta of the priority and entropy cut rules.
+    cut_sharpness: beta of the priority and entropy cut rules given by name.
     ratio: "exact", or "published" for the reference code's biased ratio (comparisons only).
     batching: "continuous" (chains step asynchronously and share one continuously refilled batch,
         `mcmc_llm.drivers.asynchronous`) or "lockstep" (all chains take each step together, as the
-        algorithm is written).  Both run the same kernels and reach the same law; they consume the
-        random stream in different orders, so a seed gives different (equally valid) chains.
+        algorithm is written).  Same kernels, same random streams: the same chains.
     prefetch: with continuous batching, rows no chain's current request needs pre-fetch each
         chain's next proposal for both outcomes of its MH step in flight
-        (`mcmc_llm.drivers.asynchronous`); same law, different draws for a seed.  Lock-step chains
-        do not use it.
+        (`mcmc_llm.drivers.asynchronous`); same law and same chains.  Lock-step chains do not use it.
     """
 
     alpha: float = 4.0
     block_size: int = 192
     max_new_tokens: int = 3072
     mcmc_steps: int = 10
-    kernel: str = "uniform"
+    cut_rule: Any = "uniform"
     proposal_temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
@@ -72,8 +93,13 @@ class PowerSamplerConfig:
     ratio: str = "exact"
     batching: str = "continuous"
     prefetch: bool = True
+    kernel: dataclasses.InitVar[str | None] = None  # the old name of `cut_rule` (init-only: read `cut_rule`)
 
-    def __post_init__(self):
+    def __post_init__(self, kernel):
+        if kernel is not None:
+            if self.cut_rule != "uniform" and self.cut_rule != kernel:
+                raise ValueError(f"got cut_rule={self.cut_rule!r} and its old name kernel={kernel!r}; give one")
+            object.__setattr__(self, "cut_rule", kernel)
         check_alpha(self.alpha)
         for name in ("block_size", "max_new_tokens"):
             value = getattr(self, name)
@@ -86,8 +112,7 @@ class PowerSamplerConfig:
                 f"block_size {self.block_size} is larger than max_new_tokens {self.max_new_tokens}; "
                 "a block must fit within the length cap"
             )
-        if self.kernel not in CUT_RULES:
-            raise ValueError(f"unknown kernel {self.kernel!r}; allowed: {', '.join(CUT_RULES)}")
+        self.cut_rule_object()  # validates the name or the object
         if self.ratio not in ("exact", "published"):
             raise ValueError(f"unknown ratio {self.ratio!r}; allowed: exact, published (the reference code's biased ratio)")
         if self.batching not in BATCHING:
@@ -95,7 +120,14 @@ class PowerSamplerConfig:
         if not isinstance(self.prefetch, bool):
             raise ValueError(f"prefetch must be true or false, got {self.prefetch!r}")
         self.sampling_rule()  # validates temperature / top-k / top-p
-        CutRule(self.kernel, self.cut_sharpness)
+
+    def cut_rule_object(self) -> CutRule:
+        """The cut rule as an object (`resolve_cut_rule`)."""
+        return resolve_cut_rule(self.cut_rule, self.cut_sharpness)
+
+    @property
+    def cut_rule_name(self) -> str:
+        return self.cut_rule if isinstance(self.cut_rule, str) else cut_rule_name(self.cut_rule)
 
     @property
     def temperature(self) -> float:
@@ -113,6 +145,41 @@ class PowerSamplerConfig:
     def stage_cap(self, stage: int) -> int:
         """Length cap n_k of 0-based stage k."""
         return min((stage + 1) * self.block_size, self.max_new_tokens)
+
+    def stages(self) -> list[Stage]:
+        return [Stage(k, self.stage_cap(k), k * self.block_size) for k in range(self.num_stages)]
+
+
+def power_token_budget(config: PowerSamplerConfig, length: float | None = None) -> float:
+    """Expected tokens sampled by one chain of Algorithm 1 whose sequences have `length` tokens
+    (default: the cap `config.max_new_tokens`) and draw no early EOS (METHOD §4):
+
+        T + N_MCMC * sum_{k=1}^{K} E[tokens resampled at stage k],   K = ceil(T / B),
+
+    E from the cut rule (`CutRule.expected_resampled` at length min(kB, T)): (L + 1) / 2 for
+    uniform cuts (≈ N T^2 / (4B) + T), (block length + 1) / 2 within the block (≈ N T / 2 + T),
+    L for restarts; the uniform estimate for rules that read more than lengths.  The one place
+    this formula lives (compute-matched baselines and the accounting experiment use it)."""
+    cap = config.max_new_tokens
+    length = float(cap if length is None else min(length, cap))
+    if length <= 0:
+        raise ValueError(f"expected length must be positive, got {length}")
+    rule = config.cut_rule_object()
+    block = config.block_size
+    resampled = 0.0
+    for stage in range(1, math.ceil(length / block) + 1):
+        current = min(stage * block, length)
+        resampled += _expected_at(rule, current, (stage - 1) * block)
+    return length + config.mcmc_steps * resampled
+
+
+def _expected_at(rule: CutRule, length: float, block_start: int) -> float:
+    """`rule.expected_resampled` at a possibly fractional length (linear between integers)."""
+    low = int(math.floor(length))
+    if low == length or low < 1:
+        return rule.expected_resampled(max(int(round(length)), 1), block_start)
+    share = length - low
+    return (1 - share) * rule.expected_resampled(low, block_start) + share * rule.expected_resampled(low + 1, block_start)
 
 
 @dataclasses.dataclass
@@ -146,22 +213,27 @@ def _functionals() -> dict[str, Any]:
     }
 
 
-def _concatenate(traces: Sequence[Trace]) -> Trace | None:
-    if not traces:
-        return None
-    join = lambda key, group: np.concatenate([getattr(t, group)[key] for t in traces], axis=1)  # noqa: E731
-    return Trace(
-        samples={key: join(key, "samples") for key in traces[0].samples},
-        stats={key: join(key, "stats") for key in traces[0].stats},
-    )
+ProposalFactory = Callable[[Stage], SuffixProposal]
 
 
-def _proposal(config, proposer, rule, cut_rule, cap, block_start, reference_lm) -> SuffixResampling:
-    if config.ratio == "published":
-        return PublishedRatioSuffix(
-            proposer, rule, cut_rule, cap, block_start=block_start, reference_lm=reference_lm, alpha=config.alpha
-        )
-    return SuffixResampling(proposer, rule, cut_rule, cap, block_start=block_start, reference_lm=reference_lm)
+def default_proposal(config: PowerSamplerConfig, proposer: LanguageModel, reference_lm: LanguageModel) -> ProposalFactory:
+    """The config's proposal at every stage: suffix resampling by `proposer` with the config's
+    sampling rule and cut rule (with the published ratio when `config.ratio` says so)."""
+    rule, cut_rule = config.sampling_rule(), config.cut_rule_object()
+
+    def at(stage: Stage) -> SuffixProposal:
+        options = dict(block_start=stage.block_start, reference_lm=reference_lm)
+        if config.ratio == "published":
+            return PublishedRatioSuffix(proposer, rule, cut_rule, stage.cap, alpha=config.alpha, **options)
+        return SuffixResampling(proposer, rule, cut_rule, stage.cap, **options)
+
+    return at
+
+
+def chain_streams(seed: int, prompts: int, chains_per_prompt: int) -> Streams:
+    """The root stream of every chain, rows i*C .. i*C + C - 1 for prompt i, keyed by (seed, i, c)."""
+    rows = torch.arange(prompts * chains_per_prompt)
+    return Streams.for_chains(seed, rows // chains_per_prompt, rows % chains_per_prompt)
 
 
 def power_sample(
@@ -173,12 +245,17 @@ def power_sample(
     seed: int = 0,
     target=None,
     proposal_lm: LanguageModel | None = None,
+    proposal: ProposalFactory | None = None,
     progress: bool = False,
 ) -> PowerSampleResult:
     """Run Algorithm 1 for every prompt with `chains_per_prompt` independent chains, all batched.
 
     target: a sequence target with `with_cap(n)` (default `PowerTarget(config.alpha, T_max)`);
-    proposal_lm: the LM that proposes (default `lm`, the reference model of the target).
+    proposal_lm: the LM that extends and, by default, proposes (default `lm`, the reference model
+        of the target);
+    proposal: `Stage -> SuffixProposal`, the MH proposal of each stage (default: `default_proposal`).
+        Any two-phase suffix proposal works in both batchings, e.g. `MixtureProposal`, a proposal
+        from a second LM, or one whose temperature depends on `stage.index`.
     """
     if isinstance(chains_per_prompt, bool) or not isinstance(chains_per_prompt, int) or chains_per_prompt < 1:
         raise ValueError(f"chains_per_prompt must be a positive integer, got {chains_per_prompt!r}")
@@ -186,8 +263,7 @@ def power_sample(
         raise ValueError("power_sample needs at least one prompt, got none")
     proposer = proposal_lm if proposal_lm is not None else lm
     target = target if target is not None else PowerTarget(config.alpha, config.max_new_tokens)
-    rule = config.sampling_rule()
-    cut_rule = CutRule(config.kernel, config.cut_sharpness)
+    make_proposal = proposal if proposal is not None else default_proposal(config, proposer, lm)
     register = getattr(proposer, "register_prefix", None)
     if callable(register):
         for prompt in prompts:
@@ -195,46 +271,51 @@ def power_sample(
     repeated = [list(prompt) for prompt in prompts for _ in range(chains_per_prompt)]
     prompt_batch = TokenBatch.from_lists(repeated, device=proposer.device)
     position = SequenceBatch.empty(prompt_batch, config.max_new_tokens)
-    generator = make_generator(seed)
+    streams = chain_streams(seed, len(prompts), chains_per_prompt)
     start_compute = proposer.counter.snapshot()
-    kernels = [
-        MetropolisHastings(
-            target.with_cap(config.stage_cap(stage)),
-            _proposal(config, proposer, rule, cut_rule, config.stage_cap(stage), stage * config.block_size, lm),
-            rule="max_swap" if getattr(target, "max_swap", False) else "metropolis",
-        )
-        for stage in range(config.num_stages)
-    ]
+    rule_name = "max_swap" if getattr(target, "max_swap", False) else "metropolis"
+    kernels = []
+    for stage in config.stages():
+        stage_proposal = make_proposal(stage)
+        if not isinstance(stage_proposal, SuffixProposal):
+            raise TypeError(
+                f"the proposal for stage {stage.index} is a {type(stage_proposal).__name__}, not a two-phase suffix "
+                "proposal (it needs plan(source, position), complete(position, plan, continuation) and reads_lengths_only)"
+            )
+        kernels.append(MetropolisHastings(target.with_cap(stage.cap), stage_proposal, rule=rule_name))
+    recorder = TraceRecorder(len(repeated), config.num_stages * config.mcmc_steps, _functionals())
     if config.batching == "continuous":
-        caps = [config.stage_cap(stage) for stage in range(config.num_stages)]
         position, trace = run_asynchronous_chains(
-            proposer, rule, position, kernels, caps, config.mcmc_steps, generator,
-            reference_lm=lm, functionals=_functionals(), prefetch=config.prefetch, progress=progress,
+            proposer, config.sampling_rule(), position, kernels, [stage.cap for stage in config.stages()], config.mcmc_steps,
+            streams, recorder, reference_lm=lm, prefetch=config.prefetch, progress=progress,
         )
     else:
-        position, trace = _lockstep(config, proposer, lm, rule, kernels, position, generator, progress)
+        position, trace = _lockstep(config, proposer, lm, kernels, position, streams, recorder, progress)
     end_compute = proposer.counter.snapshot()
     spent = {key: end_compute[key] - start_compute[key] for key in end_compute}
     return PowerSampleResult(position, trace, chains_per_prompt, spent)
 
 
-def _lockstep(config, proposer, lm, rule, kernels, position, generator, progress):
+def _lockstep(config, proposer, lm, kernels, position, streams, recorder, progress):
     """Algorithm 1 as written: every chain extends, then every chain takes each MH step, together."""
-    traces = []
-    for stage, kernel in enumerate(kernels):
+    chains, steps = position.num_chains, config.mcmc_steps
+    stage_of_draw = np.repeat(np.arange(config.num_stages), steps)[None].repeat(chains, 0)
+    extension_tokens = np.zeros((chains, config.num_stages * steps), dtype=np.int64)
+    bar = tqdm(total=config.num_stages * (steps + 1), desc="blocks (lock-step)", disable=not progress, leave=False)
+    for stage, kernel in zip(config.stages(), kernels):
+        stage_streams = streams.split(stage.index)
         length_before = position.lengths
-        position = extend(proposer, rule, position, config.stage_cap(stage), generator, reference_lm=lm)
-        if config.mcmc_steps == 0:
+        position = extend(proposer, config.sampling_rule(), position, stage.cap, stage_streams.split("extend").split(TOKENS), reference_lm=lm)
+        bar.update(1)
+        if steps == 0:
             continue
-        stage_trace = run_chains(
-            kernel, position, config.mcmc_steps, functionals=_functionals(), generator=generator,
-            progress=progress, description=f"block {stage + 1}/{config.num_stages}",
-        )
-        stage_trace.stats["stage"] = np.full_like(stage_trace.stats["accepted"], stage, dtype=np.int64)
-        extension = np.zeros_like(stage_trace.stats["stage"])
-        extension[:, 0] = (position.lengths - length_before).cpu().numpy()
-        stage_trace.stats["extension_tokens"] = extension  # tokens the stage's extension sampled, at its first step
-        stage_trace.stats["prefetched"] = np.zeros_like(stage_trace.stats["accepted"], dtype=bool)  # never, in lock-step
-        traces.append(stage_trace)
-        position = stage_trace.final_state.position
-    return position, _concatenate(traces)
+        extension_tokens[:, stage.index * steps] = (position.lengths - length_before).cpu().numpy()  # at the stage's first step
+        state = kernel.init(position)
+        for step in range(steps):
+            state, info = kernel.step(stage_streams.split(step), state)
+            recorder.record(slice(None), stage.index * steps + step, state, info)
+            recorder.stat("prefetched", slice(None), stage.index * steps + step, torch.zeros(chains, dtype=torch.bool))  # never, in lock-step
+            bar.update(1)
+        position = state.position
+    bar.close()
+    return position, recorder.trace(stage=stage_of_draw, extension_tokens=extension_tokens)

@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 from mcmc_llm.evaluation.config import ConfigError, ExperimentConfig
+from mcmc_llm.evaluation.executor import UnitExecutor, WorkUnit, build_task
 from mcmc_llm.evaluation.results import (
     MethodSummary, RecordKey, ResultsWriter, format_summary, read_records, record_key, summarize, summary_path,
     write_summary,
 )
+from mcmc_llm.evaluation.scaleout import run_units
 
 #: Record fields that measure time; everything else in a record is deterministic given the config.
 VOLATILE_FIELDS = ("wall_time_s", "grade_time_s")
@@ -48,36 +49,6 @@ def unit_seed(config_seed: int, task_id: str, method: str, first_index: int) -> 
     """A seed in [0, 2^63) derived from the key of a unit's first record (stable across Python runs)."""
     text = "\x1f".join([str(config_seed), task_id, method, str(first_index)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkUnit:
-    """One generate call: `sample_indices` of `method` on each of `problems` (consecutive problems
-    of the task, `problems_per_call` of them), of which the record keys in `missing` are to be
-    recorded."""
-
-    problems: tuple[Any, ...]
-    method: str
-    sample_indices: tuple[int, ...]
-    missing: frozenset[RecordKey]
-    seed: int
-
-
-def build_task(name: str, options: dict[str, Any]):
-    """A task by registry name (`mcmc_llm.tasks.get_task`) or by import path `package.module:factory`."""
-    if ":" in name:
-        module_name, _, attribute = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError([f"task.name: cannot import {name!r}: {error}"]) from None
-        return factory(**options)
-    from mcmc_llm.tasks import get_task
-
-    try:
-        return get_task(name, **options)
-    except (KeyError, ValueError, TypeError) as error:
-        raise ConfigError([f"task.name / task.options: {error}"]) from None
 
 
 def load_problems(task, config: ExperimentConfig) -> list:
@@ -105,111 +76,6 @@ def plan_units(config: ExperimentConfig, problems: Sequence, done: set[RecordKey
                     seed = unit_seed(config.sampling.seed, chunk[0].task_id, entry.name, first)
                     units.append(WorkUnit(chunk, entry.name, group, frozenset(keys - done), seed))
     return units
-
-
-def answer_extractor(task) -> Callable[[str], str | None] | None:
-    """The grade-free answer extraction majority vote uses: the task's `extract_answer(completion)`
-    if it has one; else, for the built-in tasks, their own extraction helpers (arithmetic: the
-    graded integer; math500: the last \\boxed{} content; gpqa: the choice letter); else None
-    (the decoded text is the answer)."""
-    extract = getattr(task, "extract_answer", None)
-    if callable(extract):
-        return extract
-    name = getattr(task, "name", None)
-    if name == "arithmetic":
-        from mcmc_llm.tasks.arithmetic import extract_integer
-
-        fallback = getattr(task, "fallback_last_number", True)
-        return lambda text: (lambda value: None if value is None else str(value))(extract_integer(text, fallback)[0])
-    if name == "math500":
-        from mcmc_llm.tasks.math500 import last_boxed
-
-        return lambda text: (lambda boxed: None if boxed is None else " ".join(boxed.split()))(last_boxed(text))
-    if name == "gpqa":
-        from mcmc_llm.tasks.gpqa import extract_choice
-
-        return extract_choice
-    return None
-
-
-def _strip_eos(tokens: Sequence[int], eos: Iterable[int]) -> list[int]:
-    tokens = list(tokens)
-    return tokens[:-1] if tokens and tokens[-1] in set(eos) else tokens
-
-
-class UnitExecutor:
-    """Holds a model, a task and the methods, and turns work units into graded records.  Used
-    in-process by `run_experiment` and inside every Ray worker by `scaleout`."""
-
-    def __init__(self, config: ExperimentConfig, task=None, lm=None):
-        from mcmc_llm.lm.registry import load_model
-
-        self.config = config
-        if config.model.threads is not None:
-            import torch
-
-            torch.set_num_threads(config.model.threads)
-        self.task = task if task is not None else build_task(config.task.name, config.task.options)
-        self._extract = answer_extractor(self.task)
-        self.lm = lm if lm is not None else load_model(
-            config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.model.chat_template
-        )
-        self._prompts: dict[str, list[int]] = {}
-        self._fingerprints = {m.name: config.fingerprint(m.name) for m in config.methods}
-
-    def prompt_ids(self, problem) -> list[int]:
-        from mcmc_llm.commands.sample import encode_prompt
-
-        if problem.task_id not in self._prompts:
-            self._prompts[problem.task_id] = encode_prompt(self.lm, problem.prompt)
-        return self._prompts[problem.task_id]
-
-    def completion_text(self, tokens: Sequence[int]) -> str:
-        from mcmc_llm.commands.sample import decode
-
-        return decode(self.lm, _strip_eos(tokens, self.lm.eos_token_ids))
-
-    def answer_of(self, tokens: Sequence[int]) -> str | None:
-        text = self.completion_text(tokens)
-        return self._extract(text) if self._extract is not None else text
-
-    def _grade(self, problem, completion: str):
-        from mcmc_llm.tasks import GradeResult
-
-        try:
-            return self.task.grade(problem, completion)
-        except Exception as error:  # a grader bug must not lose the sample
-            return GradeResult(False, "error", f"grader raised {type(error).__name__}: {error}")
-
-    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
-        """Generate the unit's group for each of its problems and return the missing records."""
-        entry = self.config.method(unit.method)
-        clear = getattr(self.lm, "clear_prefixes", None)
-        if callable(clear):
-            clear()  # a unit's numerics must not depend on prompts cached by earlier units
-        prompts = [self.prompt_ids(problem) for problem in unit.problems]
-        started = time.perf_counter()
-        per_problem = entry.method.generate(self.lm, prompts, len(unit.sample_indices), unit.seed, answer_of=self.answer_of)
-        wall = (time.perf_counter() - started) / (len(unit.sample_indices) * len(prompts))
-        records = []
-        for problem, prompt, samples in zip(unit.problems, prompts, per_problem):
-            for index, sample in zip(unit.sample_indices, samples):
-                if (problem.task_id, entry.name, index) not in unit.missing:
-                    continue
-                completion = self.completion_text(sample.tokens)
-                graded_at = time.perf_counter()
-                grade = self._grade(problem, completion)
-                records.append({
-                    "task": self.config.task.name, "task_id": problem.task_id, "method": entry.name,
-                    "kind": entry.kind, "sample_index": index, "seed": unit.seed, "group": list(unit.sample_indices),
-                    "fingerprint": self._fingerprints[entry.name], "model": self.config.model.spec,
-                    "prompt_tokens": len(prompt), "completion": completion, "tokens": list(sample.tokens),
-                    "length": sample.length, "ended": sample.ended, "log_p": sample.log_p, "entropy": sample.entropy,
-                    "passed": bool(grade.passed), "status": grade.status, "detail": grade.detail, "extracted": grade.extracted,
-                    "diagnostics": sample.diagnostics, "compute": sample.compute,
-                    "wall_time_s": wall, "grade_time_s": time.perf_counter() - graded_at,
-                })
-        return records
 
 
 @dataclasses.dataclass
@@ -246,7 +112,8 @@ def run_experiment(
     """Run (or resume) `config`; returns the records of its problems and methods and their summary.
 
     task / lm: pre-built objects (otherwise built from the config; Ray workers always build their
-    own).  With `[scaleout] workers > 1`, units are spread over Ray actors (`scaleout.run_units`).
+    own).  Units run on a `UnitExecutor` (`mcmc_llm.evaluation.executor`); with `[scaleout]
+    workers > 1`, they are spread over Ray actors (`scaleout.run_units`).
     """
     from tqdm.auto import tqdm
 
@@ -277,8 +144,6 @@ def run_experiment(
                     bar.set_postfix_str(f"{records[-1]['method']} {records[-1]['task_id']}", refresh=False)
 
             if config.scaleout.workers > 1:
-                from mcmc_llm.evaluation.scaleout import run_units
-
                 run_units(config, units, write)
             else:
                 for unit in units:

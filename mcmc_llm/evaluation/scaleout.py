@@ -19,7 +19,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from mcmc_llm.evaluation.config import ExperimentConfig
-from mcmc_llm.evaluation.runner import UnitExecutor, WorkUnit
+from mcmc_llm.evaluation.executor import UnitExecutor, WorkUnit
 
 INSTALL_HINT = "[scaleout] workers > 1 needs Ray: pip install 'mcmc_llm[ray]' (or set workers = 1)"
 

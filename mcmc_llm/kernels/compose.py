@@ -5,6 +5,10 @@
 * `Mixture([k1, k2, ...], weights)`: each chain independently picks kernel i with probability
   `w_i` at every step (a random scan).  A mixture of `pi`-invariant kernels is `pi`-invariant.
   Each component is run only on the chains that picked it.
+
+With per-chain `Streams`, kernel i of a cycle draws from `source.split(i)`; a mixture draws its
+choice from `source.split("component")` and runs kernel i from `source.split(i)` on the chains
+that chose it, so every chain's draws are its own.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from mcmc_llm.core.protocols import Kernel
-from mcmc_llm.core.random import categorical
+from mcmc_llm.core.random import Source, categorical, gather, split
 from mcmc_llm.core.tree import flatten_info, gather_chains, num_chains, scatter_chains
 
 
@@ -50,10 +54,10 @@ class Cycle:
     def init(self, position: Any) -> Any:
         return self.kernels[0].init(position)
 
-    def step(self, generator: torch.Generator, state: Any) -> tuple[Any, CycleInfo]:
+    def step(self, source: Source, state: Any) -> tuple[Any, CycleInfo]:
         infos = []
-        for kernel in self.kernels:
-            state, info = kernel.step(generator, state)
+        for index, kernel in enumerate(self.kernels):
+            state, info = kernel.step(split(source, index), state)
             infos.append(info)
         return state, CycleInfo(tuple(infos))
 
@@ -75,15 +79,15 @@ class Mixture:
     def init(self, position: Any) -> Any:
         return self.kernels[0].init(position)
 
-    def step(self, generator: torch.Generator, state: Any) -> tuple[Any, MixtureInfo]:
+    def step(self, source: Source, state: Any) -> tuple[Any, MixtureInfo]:
         chains = num_chains(state)
-        choice = categorical(generator, self.log_weights.expand(chains, -1))
+        choice = categorical(split(source, "component"), self.log_weights.expand(chains, -1))
         merged_info = None
         for index, kernel in enumerate(self.kernels):
             rows = (choice == index).nonzero().squeeze(-1)
             if rows.numel() == 0:
                 continue
-            sub_state, sub_info = kernel.step(generator, gather_chains(state, rows))
+            sub_state, sub_info = kernel.step(gather(split(source, index), rows), gather_chains(state, rows))
             state = scatter_chains(state, rows, sub_state)
             merged_info = _merge_info(merged_info, rows, sub_info, chains)
         return state, MixtureInfo(choice, merged_info)

@@ -16,8 +16,8 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from mcmc_llm.core.protocols import Move, Proposal, Target
-from mcmc_llm.core.random import uniform
+from mcmc_llm.core.protocols import ACCEPT, PROPOSE, Move, Proposal, Target
+from mcmc_llm.core.random import Source, split, uniform
 from mcmc_llm.core.tree import num_chains, select
 
 ACCEPTANCE_RULES = ("metropolis", "max_swap")
@@ -78,7 +78,9 @@ class MetropolisHastings:
 
     >>> kernel = MetropolisHastings(target, proposal)
     >>> state = kernel.init(position)
-    >>> state, info = kernel.step(generator, state)
+    >>> state, info = kernel.step(source, state)   # per-chain Streams or a torch.Generator
+
+    A step proposes from `source.split(PROPOSE)` and draws its uniforms from `source.split(ACCEPT)`.
     """
 
     def __init__(
@@ -113,12 +115,14 @@ class MetropolisHastings:
             )
         return MHState(position, log_target)
 
-    def step(self, generator: torch.Generator, state: MHState) -> tuple[MHState, MHInfo]:
-        return self.decide(generator, state, self.proposal.propose(generator, state.position))
+    def step(self, source: Source, state: MHState) -> tuple[MHState, MHInfo]:
+        move = self.proposal.propose(split(source, PROPOSE), state.position)
+        return self.decide(split(source, ACCEPT), state, move)
 
-    def decide(self, generator: torch.Generator, state: MHState, move: Move) -> tuple[MHState, MHInfo]:
-        """Accept or reject a proposed `move` from `state`, chain by chain (the second half of `step`;
-        a scheduler that generates proposals itself calls it when a chain's move is ready)."""
+    def decide(self, source: Source, state: MHState, move: Move) -> tuple[MHState, MHInfo]:
+        """Accept or reject a proposed `move` from `state`, chain by chain, with uniforms from
+        `source` (the second half of `step`, which passes `source.split(ACCEPT)`; a driver that
+        generates proposals itself calls it when a chain's move is ready)."""
         log_target_proposed = move.target_log_prob
         if log_target_proposed is None:
             log_target_proposed = self.target.log_prob(move.position)
@@ -140,7 +144,7 @@ class MetropolisHastings:
             acceptance_probability = accepted.to(log_ratio.dtype)
         else:
             acceptance_probability = torch.exp(torch.clamp(log_ratio, max=0.0))
-            accepted = torch.log(uniform(generator, log_ratio)) < log_ratio
+            accepted = torch.log(uniform(source, log_ratio)) < log_ratio
         new_state = MHState(
             select(accepted, move.position, state.position),
             torch.where(accepted, log_target_proposed, state.log_target),

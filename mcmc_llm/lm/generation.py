@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
+from typing import Sequence
 
 import torch
 
-from mcmc_llm.core.random import categorical
+from mcmc_llm.core.random import Source, Streams, categorical, random_keys
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 
 
@@ -69,15 +71,38 @@ class SamplingRule:
         return torch.log_softmax(scores, dim=-1)
 
 
+_LAWS: list[tuple[weakref.ref, SamplingRule]] = []  # law id - 1 -> (the LM, the rule)
+
+
+def sampling_law(lm: LanguageModel, rule: SamplingRule) -> int:
+    """A small positive integer naming the token law `rule` applied to `lm` (the same pair always
+    gets the same id in a process).  Sequences record, per token, the law its `log_q` is under, so a
+    proposal with another law knows to re-score them (`SuffixResampling.complete`)."""
+    for index, (ref, known) in enumerate(_LAWS):
+        if ref() is lm and known == rule:
+            return index + 1
+    _LAWS.append((weakref.ref(lm), rule))
+    return len(_LAWS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Continuation:
-    """Continuations of B contexts: tokens (right-padded) and per-token statistics [B, W]."""
+    """Continuations of B contexts: tokens (right-padded) and per-token statistics [B, W].
+
+    law: [B], the `sampling_law` id that row's `log_q` is under (0: unknown)."""
 
     tokens: TokenBatch
     log_p: torch.Tensor
     log_q: torch.Tensor
     entropy: torch.Tensor
     ended: torch.Tensor
+    law: torch.Tensor | None = None
+
+    def laws(self) -> torch.Tensor:
+        """`law` as a [B] tensor (zeros when unknown)."""
+        if self.law is not None:
+            return self.law
+        return torch.zeros(len(self.tokens), dtype=torch.long, device=self.tokens.ids.device)
 
 
 def _token_statistics(
@@ -104,14 +129,17 @@ def _is_eos(tokens: torch.Tensor, eos_token_ids: tuple[int, ...]) -> torch.Tenso
 class ContinuousBatch:
     """Generation requests served from one decoding batch that is refilled as rows finish.
 
-    `submit(keys, contexts, caps)` queues one request per row: continue `contexts[i]` from `rule`
-    until EOS or `caps[i]` new tokens.  Every `step()` is one decoding step:
+    `submit(keys, contexts, caps, rules=..., streams=...)` queues one request per row: continue
+    `contexts[i]` with `rules[i]` (default: the engine's `rule`) until EOS or `caps[i]` new tokens.
+    Row i's t-th token is drawn by inverse CDF from its own stream, `streams[i].split(t)`
+    (`mcmc_llm.core.random.Streams`), so what a request draws does not depend on which other
+    requests share the batch; without `streams`, keys are drawn from the engine's `generator`.
+    Every `step()` is one decoding step:
 
     1. one forward pass appends the tokens drawn at the previous step to the rows still running
        and, in the same call, admits the queued requests (`lm.admit`);
-    2. a token is drawn for every live row (one `categorical` over the live rows, in the order
-       they were admitted); rows that drew EOS or reached their cap are finished (handed to
-       `lm.retire`) and dropped.
+    2. a token is drawn for every live row; rows that drew EOS or reached their cap are finished
+       (handed to `lm.retire`) and dropped.
 
     It returns the requests that finished as `(keys, Continuation)`; requests with cap 0 finish at
     the next step with an empty continuation.  Because the forward pass is deferred to the next
@@ -121,21 +149,27 @@ class ContinuousBatch:
     """
 
     _FIELDS = ("tokens", "log_p", "log_q", "entropy")  # what is recorded per generated token
+    _ROW_FIELDS = ("caps", "rule_index", "streams")  # per live row, beside the records
 
-    def __init__(self, lm: LanguageModel, rule: SamplingRule, generator: torch.Generator):
-        self.lm, self.rule, self.generator = lm, rule, generator
+    def __init__(self, lm: LanguageModel, rule: SamplingRule | None = None, generator: torch.Generator | None = None):
+        self.lm, self.rule, self.generator = lm, rule if rule is not None else SamplingRule(), generator
         device = lm.device
+        self._rules: list[SamplingRule] = []  # the distinct rules requests asked for; rows hold an index
+        self._rule_laws = torch.zeros(0, dtype=torch.long)
         self._state = None  # decoding state of the live rows, before their `_pending` tokens
         self._pending: torch.Tensor | None = None  # tokens drawn for the live rows, not yet pushed through the model
-        # Live rows, in batch order: keys, caps, tokens drawn so far, and per-token records [R, W].
+        # Live rows, in batch order: keys, per-row settings, tokens drawn so far, per-token records [R, W].
         self._keys: list = []
         self._rows_by_key: dict | None = None  # key -> live row, rebuilt after the rows change
-        self._caps = torch.zeros(0, dtype=torch.long, device=device)
+        self._row = {
+            "caps": torch.zeros(0, dtype=torch.long, device=device),
+            "rule_index": torch.zeros(0, dtype=torch.long),
+            "streams": torch.zeros(0, dtype=torch.int64),
+        }
         self._counts = torch.zeros(0, dtype=torch.long, device=device)
         self._records = {name: torch.zeros(0, 1, dtype=self._dtype(name), device=device) for name in self._FIELDS}
         self._queue_keys: list = []
-        self._queue_caps: list[torch.Tensor] = []
-        self._queue_contexts: list[TokenBatch] = []
+        self._queue: list[tuple[TokenBatch, dict[str, torch.Tensor]]] = []  # (contexts, per-row settings)
         self._empty: list = []  # keys of cap-0 requests, finished at the next step
 
     @staticmethod
@@ -158,73 +192,112 @@ class ContinuousBatch:
         row = self._rows_by_key.get(key)
         return None if row is None else self._records["tokens"][row, : int(self._counts[row])]
 
+    def _rule_id(self, rule: SamplingRule) -> int:
+        if rule not in self._rules:
+            self._rules.append(rule)
+            self._rule_laws = torch.cat([self._rule_laws, torch.as_tensor([sampling_law(self.lm, rule)])])
+        return self._rules.index(rule)
+
+    def _keep_live(self, kept: torch.Tensor) -> None:
+        """Keep only live rows `kept` (an index tensor) in the per-row bookkeeping."""
+        self._keys = [self._keys[i] for i in kept.tolist()]
+        self._rows_by_key = None
+        self._row = {name: value[kept.to(value.device)] for name, value in self._row.items()}
+        self._counts = self._counts[kept]
+        self._records = {name: record[kept] for name, record in self._records.items()}
+
     def cancel(self, keys) -> None:
         """Withdraw unfinished requests (queued or live): their rows leave the batch at once, without
         `lm.retire`, and the tokens they drew count as discarded (`ComputeCounter.discard`)."""
         drop = set(keys)
         if drop.intersection(self._queue_keys):
-            contexts, caps = self._merge_queue()
+            contexts, settings = self._merge_queue()
             keep = torch.as_tensor([key not in drop for key in self._queue_keys])
             self._queue_keys = [key for key in self._queue_keys if key not in drop]
-            self._queue_caps, self._queue_contexts = [], []
+            self._queue = []
             if self._queue_keys:
-                self._queue_caps.append(caps[keep.to(caps.device)])
                 rows = keep.to(contexts.ids.device)
-                self._queue_contexts.append(TokenBatch(contexts.ids[rows], contexts.lengths[rows]))
+                self._queue.append((
+                    TokenBatch(contexts.ids[rows], contexts.lengths[rows]),
+                    {name: value[keep.to(value.device)] for name, value in settings.items()},
+                ))
         self._empty = [key for key in self._empty if key not in drop]
         gone = [key in drop for key in self._keys]
         if not any(gone):
             return
-        kept = torch.as_tensor([i for i, g in enumerate(gone) if not g], dtype=torch.long, device=self._caps.device)
-        self.lm.counter.discard(int(self._counts[torch.as_tensor(gone, device=self._caps.device)].sum()))
+        device = self._counts.device
+        kept = torch.as_tensor([i for i, g in enumerate(gone) if not g], dtype=torch.long, device=device)
+        self.lm.counter.discard(int(self._counts[torch.as_tensor(gone, device=device)].sum()))
         if len(kept) == 0:
             self._state = self._pending = None
         else:
             self._state, self._pending = self.lm.select_rows(self._state, kept), self._pending[kept]
-        self._keys = [key for key, g in zip(self._keys, gone) if not g]
-        self._rows_by_key = None
-        self._caps, self._counts = self._caps[kept], self._counts[kept]
-        self._records = {name: record[kept] for name, record in self._records.items()}
+        self._keep_live(kept)
 
-    def submit(self, keys, contexts: TokenBatch, caps: torch.Tensor | int) -> None:
+    def submit(
+        self,
+        keys,
+        contexts: TokenBatch,
+        caps: torch.Tensor | int,
+        *,
+        rules: SamplingRule | Sequence[SamplingRule] | None = None,
+        streams: Streams | None = None,
+    ) -> None:
+        """Queue one request per context (see the class docstring); `rules` one rule for all or one
+        per row; `streams` one stream per row (required unless the engine has a generator)."""
         keys = list(keys)
-        if len(keys) != len(contexts):
-            raise ValueError(f"got {len(keys)} keys for {len(contexts)} contexts; they must match")
-        caps = torch.as_tensor(caps, dtype=torch.long).to(self._caps.device).expand(len(contexts))
+        count = len(contexts)
+        if len(keys) != count:
+            raise ValueError(f"got {len(keys)} keys for {count} contexts; they must match")
+        caps = torch.as_tensor(caps, dtype=torch.long).to(self._row["caps"].device).expand(count)
         if bool((caps < 0).any()):
             raise ValueError(f"max_new_tokens must be >= 0, got {int(caps.min())}")
+        if rules is None or isinstance(rules, SamplingRule):
+            rules = [rules if rules is not None else self.rule] * count
+        if len(rules) != count:
+            raise ValueError(f"got {len(rules)} sampling rules for {count} contexts; they must match")
+        if streams is None:
+            if self.generator is None:
+                raise ValueError("submit needs one random stream per request (`streams`) when the engine has no generator")
+            streams = random_keys(self.generator, count)
+        if len(streams) != count:
+            raise ValueError(f"got {len(streams)} random streams for {count} contexts; they must match")
+        settings = {"caps": caps, "rule_index": torch.as_tensor([self._rule_id(rule) for rule in rules], dtype=torch.long),
+                    "streams": streams.keys}
         positive = caps > 0
         self._empty += [key for key, keep in zip(keys, positive.tolist()) if not keep]
         if bool(positive.any()):
             rows = positive.nonzero().squeeze(-1)
             self._queue_keys += [keys[i] for i in rows.tolist()]
-            self._queue_caps.append(caps[rows])
             index = rows.to(contexts.ids.device)
-            self._queue_contexts.append(TokenBatch(contexts.ids[index], contexts.lengths[index]))
+            self._queue.append((
+                TokenBatch(contexts.ids[index], contexts.lengths[index]),
+                {name: value[rows.to(value.device)] for name, value in settings.items()},
+            ))
 
-    def _merge_queue(self) -> tuple[TokenBatch, torch.Tensor]:
-        """The queued contexts and caps, each as one batch."""
-        parts = self._queue_contexts
-        width = max(part.ids.shape[1] for part in parts)
+    def _merge_queue(self) -> tuple[TokenBatch, dict[str, torch.Tensor]]:
+        """The queued contexts and their per-row settings, each as one batch."""
+        width = max(part.ids.shape[1] for part, _ in self._queue)
         contexts = TokenBatch(
-            torch.cat([torch.nn.functional.pad(part.ids, (0, width - part.ids.shape[1])) for part in parts]),
-            torch.cat([part.lengths for part in parts]),
+            torch.cat([torch.nn.functional.pad(part.ids, (0, width - part.ids.shape[1])) for part, _ in self._queue]),
+            torch.cat([part.lengths for part, _ in self._queue]),
         )
-        return contexts, torch.cat(self._queue_caps)
+        return contexts, {name: torch.cat([settings[name] for _, settings in self._queue]) for name in self._ROW_FIELDS}
 
     def _take_queue(self) -> TokenBatch:
         """The queued contexts as one batch; their requests become live rows after the current ones."""
-        contexts, caps = self._merge_queue()
-        self._queue_contexts = []
+        contexts, settings = self._merge_queue()
+        self._queue = []
         self._keys += self._queue_keys
         self._rows_by_key = None
-        self._queue_keys, self._queue_caps = [], []
-        self._caps = torch.cat([self._caps, caps])
-        self._counts = torch.cat([self._counts, torch.zeros_like(caps)])
-        columns = max(int(caps.max()), self._records["tokens"].shape[1])
+        self._queue_keys = []
+        self._row = {name: torch.cat([self._row[name], settings[name]]) for name in self._ROW_FIELDS}
+        added = len(settings["caps"])
+        self._counts = torch.cat([self._counts, torch.zeros_like(settings["caps"])])
+        columns = max(int(settings["caps"].max()), self._records["tokens"].shape[1])
         for name, record in self._records.items():
             grown = torch.nn.functional.pad(record, (0, columns - record.shape[1]))
-            self._records[name] = torch.cat([grown, grown.new_zeros(len(caps), columns)])
+            self._records[name] = torch.cat([grown, grown.new_zeros(added, columns)])
         return contexts
 
     def step(self) -> tuple[list, Continuation]:
@@ -238,13 +311,25 @@ class ContinuousBatch:
         empty, self._empty = self._empty, []
         return self._collect(finished, empty)
 
-    def _draw(self) -> tuple[list, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def _proposal_logprobs(self, logprobs: torch.Tensor) -> torch.Tensor:
+        """log p_prop of every live row under its own rule ([R, V], float64)."""
+        rule_index = self._row["rule_index"]
+        used = torch.unique(rule_index).tolist()
+        if len(used) == 1:
+            return self._rules[used[0]].proposal_logprobs(logprobs)
+        proposal = torch.empty_like(logprobs)
+        for index in used:
+            rows = (rule_index == index).nonzero().squeeze(-1).to(logprobs.device)
+            proposal[rows] = self._rules[index].proposal_logprobs(logprobs[rows])
+        return proposal
+
+    def _draw(self) -> tuple[list, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw a token for every live row; finish and drop the rows that are done.  Returns the
-        finished rows' keys, records, token counts and EOS flags."""
+        finished rows' keys, records, token counts, EOS flags and laws."""
         lm, state = self.lm, self._state
         logprobs = state.logprobs.to(torch.float64)
-        proposal = self.rule.proposal_logprobs(logprobs)
-        drawn = categorical(self.generator, proposal)
+        proposal = self._proposal_logprobs(logprobs)
+        drawn = categorical(Streams(self._row["streams"]).split(self._counts.cpu()), proposal)
         rows = torch.arange(len(self._keys), device=drawn.device)
         values = {"tokens": drawn, **_token_statistics(logprobs, drawn, self.rule, proposal)}
         for name, record in self._records.items():
@@ -252,13 +337,14 @@ class ContinuousBatch:
         self._counts = self._counts + 1
         lm.counter.tokens_sampled += len(self._keys)
         stop = _is_eos(drawn, lm.eos_token_ids)
-        done_mask = stop | (self._counts >= self._caps)
+        done_mask = stop | (self._counts >= self._row["caps"])
         done = done_mask.nonzero().squeeze(-1)
         finished = (
             [self._keys[i] for i in done.tolist()],
             {name: record[done] for name, record in self._records.items()},
             self._counts[done],
             stop[done],
+            self._rule_laws[self._row["rule_index"][done.cpu()]],
         )
         if len(done) == 0:
             self._pending = drawn
@@ -269,16 +355,13 @@ class ContinuousBatch:
             self._state = None
         else:
             self._state, self._pending = lm.select_rows(state, kept), drawn[kept]
-        self._keys = [self._keys[i] for i in kept.tolist()]
-        self._rows_by_key = None
-        self._caps, self._counts = self._caps[kept], self._counts[kept]
-        self._records = {name: record[kept] for name, record in self._records.items()}
+        self._keep_live(kept)
         return finished
 
     def _collect(self, finished, empty: list) -> tuple[list, Continuation]:
         """Finished live rows, then finished cap-0 requests, as keys and one right-padded `Continuation`."""
-        device = self._caps.device
-        keys, records, counts, ended = finished if finished is not None else ([], {}, None, None)
+        device = self._counts.device
+        keys, records, counts, ended, laws = finished if finished is not None else ([], {}, None, None, None)
         width = max(int(counts.max()) if keys else 0, 1)
         parts = {}
         for name in self._FIELDS:
@@ -288,7 +371,8 @@ class ContinuousBatch:
         no_tokens = torch.zeros(len(empty), dtype=torch.long, device=device)
         lengths = torch.cat([counts if keys else no_tokens[:0], no_tokens])
         ended = torch.cat([ended if keys else no_tokens[:0].bool(), no_tokens.bool()])
-        continuation = Continuation(TokenBatch(parts["tokens"], lengths), parts["log_p"], parts["log_q"], parts["entropy"], ended)
+        law = torch.cat([laws.to(device) if keys else no_tokens[:0], no_tokens])
+        continuation = Continuation(TokenBatch(parts["tokens"], lengths), parts["log_p"], parts["log_q"], parts["entropy"], ended, law)
         return keys + empty, continuation
 
 
@@ -296,10 +380,12 @@ def sample_continuations(
     lm: LanguageModel,
     contexts: TokenBatch,
     max_new_tokens: torch.Tensor | int,
-    rule: SamplingRule,
-    generator: torch.Generator,
+    rule: SamplingRule | Sequence[SamplingRule],
+    source: Source,
 ) -> Continuation:
-    """Draw one continuation per context from `rule` applied to `lm`, until EOS or the row's cap.
+    """Draw one continuation per context from `rule` (one for all rows, or one per row) applied to
+    `lm`, until EOS or the row's cap.  `source`: per-row `Streams` (row i's t-th token from
+    `source[i].split(t)`), or a shared generator that keys the rows.
 
     Rows whose cap is 0 get an empty continuation.  Finished rows are handed to `lm.retire` (a
     backend may keep their encoding for later contexts that extend them, such as the prefix `x_<m`
@@ -308,14 +394,16 @@ def sample_continuations(
     """
     batch = len(contexts)
     caps = torch.as_tensor(max_new_tokens, dtype=torch.long).expand(batch)
-    engine = ContinuousBatch(lm, rule, generator)
-    engine.submit(range(batch), contexts, caps)  # validates the caps
+    streams = source if isinstance(source, Streams) else random_keys(source, batch)
+    engine = ContinuousBatch(lm)
+    engine.submit(range(batch), contexts, caps, rules=rule, streams=streams)  # validates the caps
     width = max(int(caps.max()) if batch else 0, 1)
     device = contexts.ids.device
     tokens = torch.zeros(batch, width, dtype=torch.long, device=device)
     stats = {name: torch.zeros(batch, width, dtype=torch.float64, device=device) for name in ("log_p", "log_q", "entropy")}
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     ended = torch.zeros(batch, dtype=torch.bool, device=device)
+    law = torch.zeros(batch, dtype=torch.long, device=device)
     while engine.busy:
         keys, done = engine.step()
         if not keys:
@@ -325,8 +413,8 @@ def sample_continuations(
         tokens[rows, :span] = done.tokens.ids.to(device)
         for name, values in stats.items():
             values[rows, :span] = getattr(done, name).to(device)
-        lengths[rows], ended[rows] = done.tokens.lengths.to(device), done.ended.to(device)
-    return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended)
+        lengths[rows], ended[rows], law[rows] = done.tokens.lengths.to(device), done.ended.to(device), done.laws().to(device)
+    return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended, law)
 
 
 def score_continuations(
@@ -337,4 +425,5 @@ def score_continuations(
     lengths = continuations.lengths
     last = continuations.ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
     ended = (lengths > 0) & _is_eos(last, lm.eos_token_ids)
-    return Continuation(continuations, stats["log_p"], stats["log_q"], stats["entropy"], ended)
+    law = torch.full_like(lengths, sampling_law(lm, rule))
+    return Continuation(continuations, stats["log_p"], stats["log_q"], stats["entropy"], ended, law)

@@ -1,30 +1,18 @@
 """A transformers causal LM as a `LanguageModel`: batched, KV-cached, with prompt-prefix reuse.
 
-Layout of a batch.  Row b of the KV cache holds `S` slots; a boolean `mask[b, s]` says which slots
-hold real tokens of row b.  Masked slots ("holes") may sit anywhere: left of a reused prompt that is
-shorter than the longest one in the batch, and after the new tokens of rows with fewer new tokens
-than the longest.  Every forward pass gets the 2-D mask over all `S + Q` slots and explicit
-`position_ids`: the i-th real token of a row has position i whatever slot it occupies, so holes
-change nothing but cost (rotary embeddings are applied before keys are cached, and masked keys get
-zero attention).  New tokens are left-aligned in each forward block (padding after them), so no
-query slot is ever fully masked; the next-token log-probs are gathered at each row's last token.
+Layout of a batch (`mcmc_llm.lm.hf_layout`).  Row b of the KV cache holds `S` slots, of which a
+boolean mask marks the real tokens; masked slots ("holes") may sit anywhere, and every forward pass
+gets the 2-D mask and explicit `position_ids` (the i-th real token of a row has position i), so
+holes change nothing but cost.
 
-Prefix reuse.  `register_prefix(ids)` declares a prompt; `start`/`positionwise` find, for each row,
-the longest registered prefix its context begins with, encode that prefix once (batch 1, kept in an
-LRU of `prefix_cache_size` entries together with its next-token log-probs) and copy its keys and
-values into the row; only the remainder is pushed through the model.  `counter.record_encoding` is
-called with the true absolute start position of what is encoded, so reuse shows as fewer
-`tokens_encoded`.
-
-Sequence reuse.  `retire(state, rows)` (called by the generation path for every row that finishes)
-keeps those rows' keys and values, their tokens and their next-token log-probs in a second LRU, the
-stash, of at least `sequence_cache_size` entries and at least `STASH_PER_ROW` (4) per row of the
-largest batch started.  A
-later context that shares a prefix with a stashed sequence copies the shared part (all but the
-context's last token when the context is a strict prefix, whose next-token log-probs the stash does
-not hold).  This is what makes a suffix-resampling proposal cut at `m` cost only its new tokens:
-the current sequence `x` was retired when it was generated, and `x_<m` is a prefix of it.  Whether
-the previous proposal was accepted or rejected does not matter: both sequences were retired.
+Prefix and sequence reuse (`mcmc_llm.lm.hf_reuse`).  `register_prefix(ids)` declares a prompt;
+`start`/`positionwise` find, for each row, the longest registered prefix its context begins with,
+encode that prefix once (kept in an LRU of `prefix_cache_size` entries together with its next-token
+log-probs) and copy its keys and values into the row; only the remainder is pushed through the
+model.  `retire(state, rows)` keeps finished rows in a second LRU, the stash, so a later context
+sharing a prefix with one of them (a suffix-resampling proposal cut inside the current sequence)
+copies the shared part too.  `counter.record_encoding` is called with the true absolute start
+position of what is encoded, so reuse shows as fewer `tokens_encoded`.
 
 States are immutable: `advance` and `select_rows` return new states and leave the old one valid
 (the cache tensors are never written in place), so a caller may branch from any state.
@@ -38,94 +26,19 @@ rejected, because their caches are not addressed by slot masks.
 
 from __future__ import annotations
 
-import collections
 import collections.abc
-import dataclasses
 import inspect
 from typing import Callable, Sequence
 
 import torch
 
+from mcmc_llm.lm.devices import resolve_device, resolve_dtype
+from mcmc_llm.lm.hf_layout import (
+    HFState, cache_from_kv, kv_from_cache, query_block, reused_slots, select_slots, stack_slots,
+)
+from mcmc_llm.lm.hf_reuse import Encoded, PrefixCache, Reuse, SequenceStash
 from mcmc_llm.lm.protocol import ComputeCounter, LanguageModel, TokenBatch
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-_END = -1  # trie key marking the end of a registered prefix
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` -> cuda when available, else cpu; anything else is passed to `torch.device`."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """`"auto"` -> bfloat16 on a GPU that supports it, float32 otherwise (CPU bf16 is slow)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[dtype]
-
-
-def _cache_from_kv(kv: Sequence[tuple[torch.Tensor, torch.Tensor]]):
-    """A transformers `DynamicCache` holding `kv` (per layer [B, H, S, D]) without copying it."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    if not kv:
-        return cache
-    if hasattr(cache, "layers"):  # transformers >= 4.56: a list of cache layers
-        from transformers.cache_utils import DynamicLayer
-
-        for keys, values in kv:
-            layer = DynamicLayer()
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values = keys, values
-            cache.layers.append(layer)
-        return cache
-    return DynamicCache.from_legacy_cache(tuple(kv))  # older transformers
-
-
-def _kv_from_cache(cache) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    if hasattr(cache, "layers"):
-        return tuple((layer.keys, layer.values) for layer in cache.layers)
-    return tuple(zip(cache.key_cache, cache.value_cache))
-
-
-@dataclasses.dataclass(frozen=True)
-class HFState:
-    """Decoding state: next-token `logprobs` [B, V]; per-layer keys/values `kv` ([B, H, S, D]);
-    `mask` [B, S] (True where a slot holds a real token); `ids` [B, S] the token in each slot (0 in
-    holes); `lengths` [B] real tokens per row."""
-
-    logprobs: torch.Tensor
-    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    mask: torch.Tensor
-    ids: torch.Tensor
-    lengths: torch.Tensor
-
-
-@dataclasses.dataclass(frozen=True)
-class _Encoded:
-    """An encoded token sequence kept for reuse: a registered prefix or a retired row."""
-
-    tokens: torch.Tensor  # [n] on the CPU
-    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer [1, H, n, D]
-    logprobs: torch.Tensor  # [V]: log p(. | tokens)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Reuse:
-    """Row plan: copy the first `length` slots of `entry` (None: encode the whole context)."""
-
-    entry: _Encoded | None
-    length: int
-
+from mcmc_llm.lm.text import ids_from_text, text_from_ids
 
 class HFLanguageModel(LanguageModel):
     """Wrap a transformers `AutoModelForCausalLM` (and optionally its tokenizer).
@@ -183,10 +96,8 @@ class HFLanguageModel(LanguageModel):
         self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
         self.vocab_size = int(getattr(self._head, "out_features", None) or config.vocab_size)
         self.eos_token_ids = self._eos_ids(eos_token_ids)
-        self._trie: dict = {}
-        self._prefixes: collections.OrderedDict[tuple[int, ...], _Encoded] = collections.OrderedDict()
-        self._stash: collections.OrderedDict[tuple[int, ...], _Encoded] = collections.OrderedDict()
-        self._stash_index: tuple[list, torch.Tensor, torch.Tensor] | None = None  # keys, tokens [E, W] (-1 pad), lengths
+        self._prefixes = PrefixCache()
+        self._stash = SequenceStash()
         self._largest_batch = 0
         self._check_head()
 
@@ -249,10 +160,13 @@ class HFLanguageModel(LanguageModel):
         return next(self.model.parameters()).device
 
     # --------------------------------------------------------------- prompts
-    def encode_prompt(self, text: str | Sequence[int]) -> list[int]:
+    def encode_prompt(self, text: str | Sequence[int] | None) -> list[int]:
         """Token ids of a prompt (chat template applied when enabled and available).
 
-        Without a tokenizer, `text` is a list of ids or a whitespace-separated string of ids."""
+        Without a tokenizer, `text` is token ids (`mcmc_llm.lm.text`).  The model needs at least
+        one context token, so an empty prompt is an error."""
+        if text is None:
+            raise ValueError(f"a prompt is required for {self.name} (it needs at least one context token)")
         ids = self._encode(text)
         bad = [t for t in ids if not 0 <= t < self.vocab_size]
         if bad:
@@ -262,13 +176,8 @@ class HFLanguageModel(LanguageModel):
         return ids
 
     def _encode(self, text: str | Sequence[int]) -> list[int]:
-        if not isinstance(text, str):
-            return [int(t) for t in text]
-        if self.tokenizer is None:
-            try:
-                return [int(t) for t in text.split()]
-            except ValueError:
-                raise ValueError(f"{self.name} has no tokenizer: give a prompt as token ids, e.g. '3 1 4', got {text!r}") from None
+        if not isinstance(text, str) or self.tokenizer is None:
+            return ids_from_text(text, self.vocab_size, self.name)
         if self.chat_template and getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=False
@@ -278,10 +187,9 @@ class HFLanguageModel(LanguageModel):
         return [int(t) for t in self.tokenizer(text).input_ids]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         if self.tokenizer is None:
-            return " ".join(str(int(t)) for t in ids)
-        return self.tokenizer.decode(ids)
+            return text_from_ids(ids)
+        return self.tokenizer.decode(ids.tolist() if isinstance(ids, torch.Tensor) else list(ids))
 
     # --------------------------------------------------------------- prefixes
     def register_prefix(self, token_ids: Sequence[int]) -> None:
@@ -289,74 +197,40 @@ class HFLanguageModel(LanguageModel):
         ids = tuple(int(t) for t in token_ids)
         if not ids:
             return
-        node = self._trie
-        for token in ids:
-            node = node.setdefault(token, {})
-        node[_END] = ids
+        self._prefixes.register(ids)
 
     def clear_prefixes(self) -> None:
         """Forget registered prefixes and retired sequences (frees their keys and values)."""
-        self._trie.clear()
         self._prefixes.clear()
         self._stash.clear()
-        self._stash_index = None
         self._largest_batch = 0
 
-    def _longest_prefix(self, row: Sequence[int]) -> tuple[int, ...] | None:
-        node, found = self._trie, None
-        for token in row:
-            node = node.get(token)
-            if node is None:
-                break
-            found = node.get(_END, found)
-        return found
-
     @torch.no_grad()
-    def _prefix(self, ids: tuple[int, ...]) -> _Encoded:
+    def _prefix(self, ids: tuple[int, ...]) -> Encoded:
+        """The encoding of registered prefix `ids`, made on first use."""
         entry = self._prefixes.get(ids)
         if entry is None:
             tokens = torch.as_tensor([ids], dtype=torch.long, device=self.device)
             hidden, kv = self._forward(tokens, torch.ones_like(tokens, dtype=torch.bool), None, ())
             self.counter.record_encoding(torch.zeros(1), torch.tensor([len(ids)]))
-            entry = self._prefixes[ids] = _Encoded(tokens[0].cpu(), kv, self._logprobs(hidden[0, -1]))
-        self._prefixes.move_to_end(ids)
+            entry = Encoded(tokens[0].cpu(), kv, self._logprobs(hidden[0, -1]))
+            self._prefixes.put(ids, entry)
         return entry
 
-    def _stashed(self, row: torch.Tensor) -> _Reuse:
-        """The retired sequence sharing the longest prefix with context `row` (at most all but its
-        last token, unless the whole stashed sequence equals the context)."""
-        if self._stash_index is None:  # one padded matrix of every stashed sequence, rebuilt after changes
-            keys = list(self._stash)
-            lengths = torch.as_tensor([len(key) for key in keys], dtype=torch.long)
-            tokens = torch.full((len(keys), int(lengths.max())), -1, dtype=torch.long)
-            for i, key in enumerate(keys):
-                tokens[i, : len(key)] = self._stash[key].tokens
-            self._stash_index = (keys, tokens, lengths)
-        keys, tokens, lengths = self._stash_index
-        n = min(tokens.shape[1], len(row))
-        shared = (tokens[:, :n] == row[None, :n]).cumprod(dim=1).sum(dim=1)  # padding (-1) never matches
-        shared = shared - ((shared == len(row)) & (lengths != len(row))).long()  # no log p(. | row) stashed
-        best = int(shared.argmax())
-        if int(shared[best]) <= 0:
-            return _Reuse(None, 0)
-        self._stash.move_to_end(keys[best])
-        return _Reuse(self._stash[keys[best]], int(shared[best]))
-
-    def _plan(self, rows: list[list[int]]) -> list[_Reuse]:
+    def _plan(self, rows: list[list[int]]) -> list[Reuse]:
         """Per row: which encoded sequence to copy and how much of it (the longer of the longest
         registered prefix and the best stashed sequence).  The prefix LRU keeps at least every
         prefix this batch uses, so a batch of more prompts than `prefix_cache_size` does not thrash."""
         if any(len(row) == 0 for row in rows):
             raise ValueError("HFLanguageModel needs at least one context token per row (start prompts with BOS)")
         self._largest_batch = max(self._largest_batch, len(rows))
-        found = [self._longest_prefix(row) if self._trie else None for row in rows]
+        found = [self._prefixes.longest(row) if self._prefixes.registered else None for row in rows]
         entries = {ids: self._prefix(ids) for ids in dict.fromkeys(found) if ids}
-        while len(self._prefixes) > max(self.prefix_cache_size, len(entries)):
-            self._prefixes.popitem(last=False)
-        plans = [_Reuse(entries[ids], len(ids)) if ids else _Reuse(None, 0) for ids in found]
+        self._prefixes.trim(max(self.prefix_cache_size, len(entries)))
+        plans = [Reuse(entries[ids], len(ids)) if ids else Reuse(None, 0) for ids in found]
         if self._stash:
             for b, row in enumerate(rows):
-                stashed = self._stashed(torch.as_tensor(row, dtype=torch.long))
+                stashed = self._stash.best(torch.as_tensor(row, dtype=torch.long))
                 if stashed.length > plans[b].length:
                     plans[b] = stashed
         return plans
@@ -369,67 +243,20 @@ class HFLanguageModel(LanguageModel):
         for b in torch.as_tensor(rows).reshape(-1).tolist():
             slots = state.mask[b].nonzero().squeeze(-1)
             tokens = state.ids[b].index_select(0, slots).cpu()
-            key = tuple(tokens.tolist())
             kv = tuple((k[b : b + 1].index_select(2, slots), v[b : b + 1].index_select(2, slots)) for k, v in state.kv)
-            self._stash[key] = _Encoded(tokens, kv, state.logprobs[b].clone())
-            self._stash.move_to_end(key)
-            self._stash_index = None
-        while len(self._stash) > max(self.sequence_cache_size, self.STASH_PER_ROW * self._largest_batch):
-            self._stash.popitem(last=False)
-
-    def _prefix_batch(self, plans: list[_Reuse]):
-        """Right-aligned reused keys/values for a batch ([B, H, P, D] per layer), their mask [B, P]
-        and token ids [B, P]."""
-        lengths = [plan.length for plan in plans]
-        width, batch = max(lengths), len(lengths)
-        mask = torch.zeros(batch, width, dtype=torch.bool, device=self.device)
-        ids = torch.zeros(batch, width, dtype=torch.long, device=self.device)
-        if width == 0:
-            return (), mask, ids
-        used = [b for b in range(batch) if lengths[b] > 0]
-        template = plans[used[0]].entry.kv
-        kv = []
-        for layer, (keys0, values0) in enumerate(template):
-            keys = keys0.new_zeros(batch, keys0.shape[1], width, keys0.shape[3])
-            values = values0.new_zeros(batch, values0.shape[1], width, values0.shape[3])
-            for b in used:
-                k, v = plans[b].entry.kv[layer]
-                keys[b, :, width - lengths[b] :] = k[0, :, : lengths[b]]
-                values[b, :, width - lengths[b] :] = v[0, :, : lengths[b]]
-            kv.append((keys, values))
-        for b in used:
-            mask[b, width - lengths[b] :] = True
-            ids[b, width - lengths[b] :] = plans[b].entry.tokens[: lengths[b]].to(self.device)
-        return tuple(kv), mask, ids
+            self._stash.add(Encoded(tokens, kv, state.logprobs[b].clone()))
+        self._stash.trim(max(self.sequence_cache_size, self.STASH_PER_ROW * self._largest_batch))
 
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
     def _forward(self, ids, query_mask, positions, kv, past_mask=None):
         """Run the decoder on `ids` [B, Q] after cached `kv`; returns hidden [B, Q, H] and the new kv."""
         mask = query_mask if past_mask is None else torch.cat([past_mask, query_mask], dim=1)
-        cache = _cache_from_kv(kv)
+        cache = cache_from_kv(kv)
         out = self._decoder(
             input_ids=ids, attention_mask=mask.long(), position_ids=positions, use_cache=True, **{self._cache_keyword: cache}
         )
-        return out.last_hidden_state, _kv_from_cache(cache)
-
-    @staticmethod
-    def _block(rows: list[list[int]], offsets: list[int], width: int, device):
-        """Row b's new tokens at columns 0..len-1 (padding after them); positions from `offsets[b]`.
-
-        Padding goes after a row's tokens, never before, so every padding slot has a real slot
-        (its own tokens or its prefix) to attend to: no query is fully masked, which some attention
-        kernels (eager, several GPU kernels) turn into NaN that would then leak through 0 * NaN."""
-        batch = len(rows)
-        ids = torch.zeros(batch, width, dtype=torch.long)
-        mask = torch.zeros(batch, width, dtype=torch.bool)
-        positions = torch.zeros(batch, width, dtype=torch.long)
-        for b, row in enumerate(rows):
-            if row:
-                ids[b, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-                mask[b, : len(row)] = True
-                positions[b, : len(row)] = torch.arange(offsets[b], offsets[b] + len(row))
-        return ids.to(device), mask.to(device), positions.to(device)
+        return out.last_hidden_state, kv_from_cache(cache)
 
     # ---------------------------------------------------------------- protocol
     @torch.no_grad()
@@ -437,9 +264,9 @@ class HFLanguageModel(LanguageModel):
         rows = contexts.to_lists()
         return self._start_planned(rows, self._plan(rows))
 
-    def _start_planned(self, rows: list[list[int]], plans: list[_Reuse]) -> HFState:
+    def _start_planned(self, rows: list[list[int]], plans: list[Reuse]) -> HFState:
         prefix_lengths = [plan.length for plan in plans]
-        kv, past_mask, past_ids = self._prefix_batch(plans)
+        kv, past_mask, past_ids = reused_slots(plans, self.device)
         rests = [row[p:] for row, p in zip(rows, prefix_lengths)]
         rest_lengths = [len(r) for r in rests]
         lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long, device=self.device)
@@ -448,7 +275,7 @@ class HFLanguageModel(LanguageModel):
         if width == 0:
             logprobs = torch.stack([plans[b].entry.logprobs for b in range(len(rows))])
             return HFState(logprobs, kv, past_mask, past_ids, lengths)
-        ids, query_mask, positions = self._block(rests, prefix_lengths, width, self.device)
+        ids, query_mask, positions = query_block(rests, prefix_lengths, width, self.device)
         hidden, kv = self._forward(ids, query_mask, positions, kv, past_mask)
         self.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor(rest_lengths))
         last = (torch.as_tensor(rest_lengths, device=self.device) - 1).clamp(min=0)
@@ -473,48 +300,13 @@ class HFLanguageModel(LanguageModel):
 
     @torch.no_grad()
     def select_rows(self, state: HFState, rows: torch.Tensor) -> HFState:
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        mask, ids = state.mask.index_select(0, rows), state.ids.index_select(0, rows)
-        used = mask.any(0).nonzero().squeeze(-1)
-        first = int(used[0]) if len(used) else mask.shape[1]
-        if len(used) == mask.shape[1] - first:  # the used columns are a suffix (rows are right-aligned): slice, one copy
-            trim = lambda t, dim: t.narrow(dim, first, t.shape[dim] - first)  # noqa: E731
-        else:
-            trim = lambda t, dim: t.index_select(dim, used)  # noqa: E731
-        kv = tuple((trim(keys, 2).index_select(0, rows), trim(values, 2).index_select(0, rows)) for keys, values in state.kv)
-        mask, ids = trim(mask, 1), trim(ids, 1)
-        return HFState(state.logprobs.index_select(0, rows), kv, mask, ids, state.lengths.index_select(0, rows))
-
-    @staticmethod
-    def _stack_slots(first: tuple, second: tuple) -> tuple:
-        """Rows of two (kv, mask, ids) slot layouts in one, each right-aligned to the wider one: the
-        narrower gets holes on the left.  Every key/value tensor is copied once, into its place; an
-        empty `kv` (rows that reuse nothing) contributes holes only."""
-        width = max(first[1].shape[1], second[1].shape[1])
-        rows = [first[1].shape[0], second[1].shape[0]]
-        like = first[0] or second[0]
-
-        def stacked(parts: list[torch.Tensor | None], template: torch.Tensor) -> torch.Tensor:
-            out = template.new_zeros(sum(rows), template.shape[1], width, template.shape[3])
-            start = 0
-            for part, count in zip(parts, rows):
-                if part is not None:
-                    out[start : start + count, :, width - part.shape[2] :] = part
-                start += count
-            return out
-
-        kv = []
-        for layer, (keys, values) in enumerate(like):
-            (keys1, values1), (keys2, values2) = (part[layer] if part else (None, None) for part in (first[0], second[0]))
-            kv.append((stacked([keys1, keys2], keys), stacked([values1, values2], values)))
-        left_pad = lambda t: torch.nn.functional.pad(t, (width - t.shape[1], 0))  # noqa: E731
-        return tuple(kv), torch.cat([left_pad(first[1]), left_pad(second[1])]), torch.cat([left_pad(first[2]), left_pad(second[2])])
+        return select_slots(state, torch.as_tensor(rows, dtype=torch.long, device=self.device))
 
     @torch.no_grad()
     def concat_rows(self, first: HFState, second: HFState) -> HFState:
         """Rows of `first` then of `second`; each state's slots are right-aligned (holes on the left),
         which keeps rows that decode side by side sharing their newest columns."""
-        kv, mask, ids = self._stack_slots((first.kv, first.mask, first.ids), (second.kv, second.mask, second.ids))
+        kv, mask, ids = stack_slots((first.kv, first.mask, first.ids), (second.kv, second.mask, second.ids))
         return HFState(torch.cat([first.logprobs, second.logprobs]), kv, mask, ids, torch.cat([first.lengths, second.lengths]))
 
     @torch.no_grad()
@@ -529,7 +321,7 @@ class HFLanguageModel(LanguageModel):
         if any(len(row) - plan.length != 1 for row, plan in zip(rows, plans)):
             return self.concat_rows(self.advance(state, tokens), self._start_planned(rows, plans))
         prefix_lengths = torch.as_tensor([plan.length for plan in plans], dtype=torch.long, device=self.device)
-        kv, past_mask, past_ids = self._stack_slots((state.kv, state.mask, state.ids), self._prefix_batch(plans))
+        kv, past_mask, past_ids = stack_slots((state.kv, state.mask, state.ids), reused_slots(plans, self.device))
         last_tokens = torch.as_tensor([row[-1] for row in rows], dtype=torch.long, device=self.device)
         tokens = torch.cat([tokens.to(self.device, torch.long), last_tokens])
         return self._one_token_step(kv, past_mask, past_ids, tokens, torch.cat([state.lengths, prefix_lengths]))
@@ -555,14 +347,14 @@ class HFLanguageModel(LanguageModel):
         cont_rows = [cont_rows[b] for b in active]
         plans = self._plan(context_rows)
         prefix_lengths = [plan.length for plan in plans]
-        kv, past_mask, _ = self._prefix_batch(plans)
+        kv, past_mask, _ = reused_slots(plans, self.device)
         rests = [row[p:] for row, p in zip(context_rows, prefix_lengths)]
         blocks = [rest + cont[:-1] for rest, cont in zip(rests, cont_rows)]
         span = max(len(c) for c in cont_rows)
         hidden = None
         if any(blocks):
             block_width = max(len(b) for b in blocks)
-            ids, query_mask, positions = self._block(blocks, prefix_lengths, block_width, self.device)
+            ids, query_mask, positions = query_block(blocks, prefix_lengths, block_width, self.device)
             hidden, _ = self._forward(ids, query_mask, positions, kv, past_mask)
             self.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor([len(b) for b in blocks]))
             first = torch.as_tensor([len(r) - 1 for r in rests], device=self.device)

@@ -17,6 +17,10 @@ next-token log-probabilities at every position of given continuations (scoring).
 implementation steps through `start`/`advance`; backends that can do it in one forward pass
 (transformers) override it.
 
+Prompts and completions as text: `lm.encode_prompt(text) -> ids` and `lm.decode(ids) -> text`
+(default: the tokenizer-free convention of `mcmc_llm.lm.text`; the transformers backend uses its
+tokenizer).
+
 `StatelessLM` turns any function `next_token_logprobs(TokenBatch) -> [B, V]` into a backend,
 and `CallableLM` wraps a plain Python callable mapping a list of prefixes (lists of ints) to
 next-token log-probabilities (or logits: rows are renormalised with log_softmax).
@@ -29,6 +33,8 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
 import torch
+
+from mcmc_llm.lm.text import ids_from_text, text_from_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +127,15 @@ class LanguageModel(ABC):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    def encode_prompt(self, text: str | Sequence[int] | None) -> list[int]:
+        """Token ids of a prompt.  Default, for models without a tokenizer (`mcmc_llm.lm.text`): the
+        prompt is token ids, as a sequence or a string of whitespace-separated ids; None is empty."""
+        return ids_from_text(text, self.vocab_size, getattr(self, "name", type(self).__name__))
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """The text of generated tokens.  Default, for models without a tokenizer: ids joined by spaces."""
+        return text_from_ids(ids)
 
     @abstractmethod
     def start(self, contexts: TokenBatch) -> Any:

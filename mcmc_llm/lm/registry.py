@@ -138,7 +138,8 @@ def _dtype_keyword() -> str:
 def _load_pretrained(source: str, spec: str, *, device, dtype, chat_template, name, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mcmc_llm.lm.hf import HFLanguageModel, resolve_device, resolve_dtype
+    from mcmc_llm.lm.devices import resolve_device, resolve_dtype
+    from mcmc_llm.lm.hf import HFLanguageModel
 
     target = resolve_device(device)
     options = {_dtype_keyword(): resolve_dtype(dtype, target)}
@@ -159,7 +160,8 @@ def random_model(preset: str, *, device="auto", dtype="auto", seed: int = 0, **o
     """A seeded random-weight model of architecture `RANDOM_PRESETS[preset]` (no tokenizer)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from mcmc_llm.lm.hf import HFLanguageModel, resolve_device, resolve_dtype
+    from mcmc_llm.lm.devices import resolve_device, resolve_dtype
+    from mcmc_llm.lm.hf import HFLanguageModel
 
     if preset not in RANDOM_PRESETS:
         raise ValueError(f"unknown random preset {preset!r}; available: {', '.join(RANDOM_PRESETS)}")

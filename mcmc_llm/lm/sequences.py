@@ -7,6 +7,7 @@ kernel can select per chain.  Beside the tokens it caches, per token `x_t`:
 * `log_p[t] = log p(x_t | prompt, x_<t)` under the reference (target) model,
 * `log_q[t] = log p_prop(x_t | prompt, x_<t)` under the proposal's sampling rule,
 * `entropy[t] = H(p(. | prompt, x_<t))`,
+* `log_q_law[t]`: the `sampling_law` id of the proposal law `log_q[t]` is under (0: unknown),
 
 which are exactly what the generation path reports, so no sequence is ever re-scored.
 `ended[c]` says whether chain c's sequence ends with an EOS token.
@@ -32,6 +33,11 @@ class SequenceBatch:
     log_q: torch.Tensor
     entropy: torch.Tensor
     ended: torch.Tensor
+    log_q_law: torch.Tensor | None = None  # None: unknown laws (zeros)
+
+    def __post_init__(self):
+        if self.log_q_law is None:
+            object.__setattr__(self, "log_q_law", torch.zeros_like(self.tokens))
 
     @property
     def capacity(self) -> int:
@@ -54,6 +60,7 @@ class SequenceBatch:
             log_q=zeros.clone(),
             entropy=zeros.clone(),
             ended=torch.zeros(chains, dtype=torch.bool, device=device),
+            log_q_law=torch.zeros(chains, capacity, dtype=torch.long, device=device),
         )
 
     @staticmethod
@@ -81,6 +88,13 @@ class SequenceBatch:
         """Prompt followed by the first `cut_index[c]` generated tokens, for every chain."""
         return self.prompts.concat(TokenBatch(self.tokens, cut_index))
 
+    def suffixes(self, cut_index: torch.Tensor) -> TokenBatch:
+        """The generated tokens from `cut_index[c]` to the end of every chain's sequence."""
+        lengths = (self.lengths - cut_index).clamp(min=0)
+        source = (torch.arange(self.capacity, device=self.tokens.device)[None] + cut_index[:, None]).clamp(max=self.capacity - 1)
+        ids = self.tokens.gather(1, source)
+        return TokenBatch(torch.where(torch.arange(self.capacity, device=ids.device)[None] < lengths[:, None], ids, 0), lengths)
+
     def splice(self, cut_index: torch.Tensor, continuation: Continuation) -> "SequenceBatch":
         """Keep tokens before `cut_index[c]` and write `continuation[c]` from there on."""
         new_lengths = cut_index + continuation.tokens.lengths
@@ -105,6 +119,7 @@ class SequenceBatch:
             log_q=merge(self.log_q, continuation.log_q),
             entropy=merge(self.entropy, continuation.entropy),
             ended=torch.where(has_new, continuation.ended, self.ended & (cut_index >= self.lengths)),
+            log_q_law=merge(self.log_q_law, continuation.laws().to(self.tokens.device)[:, None].expand_as(continuation.log_q)),
         )
 
     def suffix_sum(self, values: torch.Tensor, cut_index: torch.Tensor) -> torch.Tensor:

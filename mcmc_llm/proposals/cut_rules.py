@@ -1,10 +1,23 @@
-"""Cut rules: the distribution `P(m | x)` of the index from which a suffix is resampled.
+"""Cut rules: the law `P(m | x)` of the index from which a suffix is resampled.
 
-A rule maps every chain's current sequence (length L) to log-probabilities over cut positions
-`m in {lo, ..., L-1}` (0-based generated positions; `lo` is 0, or the current block's first
-position for the within-block window).  Because `P(m | x)` is a function of `x` alone, the
-reverse move's `P(m | x')` is the same function evaluated at the proposal, and the MH ratio
-keeps the term `log P(m | x') - log P(m | x)`.
+A cut rule maps every chain's current sequence (length L) to log-probabilities over the cut
+positions `m in {lo, ..., L-1}` (0-based generated positions; `lo` is 0, or the current block's
+first position for the within-block window).  Because `P(m | x)` is a function of `x` alone, the
+reverse move's `P(m | x')` is the same function evaluated at the proposal, and the MH ratio keeps
+the term `log P(m | x') - log P(m | x)`.
+
+The protocol (`CutRule`) has four parts:
+
+* `log_probs(position, block_start)`: the law, [C, capacity], -inf where m is not allowed;
+* `sample(streams, position, block_start)`: one cut per chain from it;
+* `reads_lengths_only`: True when `P(m | x)` depends on x only through its length.  The
+  asynchronous driver then draws the next step's cut before the accepted sequence is known
+  (pre-fetching on acceptance); a rule that reads tokens or their statistics must say False;
+* `expected_resampled(length, block_start)`: E[L - m] for a sequence of `length` tokens, the
+  tokens one MH step resamples when no EOS is drawn (it feeds `power_token_budget`).
+
+`CutRuleBase` implements `sample` and `expected_resampled` from `log_probs`, so a new rule writes
+only `log_probs` (and says whether it reads only lengths).  The built-ins:
 
 * `uniform`      P(m|x) = 1/L                                       (the paper)
 * `within-block` P(m|x) = 1/(L - lo) on the current block          (the author's note)
@@ -13,57 +26,194 @@ keeps the term `log P(m | x') - log P(m | x)`.
 * `entropy`      P(m|x) ∝ exp(beta * max(0, H_m - H_{m-1})),  H_t = H(p(. | x_<t)), H_{-1} = H_0
 
 Priority and entropy rules put positive mass on every position (a softmax of finite scores),
-so the kernels stay irreducible.
+so the kernels stay irreducible.  Names are only a registry (`CUT_RULES`, `resolve_cut_rule`)
+for the CLI and configs; everything else takes rule objects.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 
+from mcmc_llm.core.random import Source, categorical
+from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 
-CUT_RULES = ("uniform", "within-block", "restart", "priority", "entropy")
+
+@runtime_checkable
+class CutRule(Protocol):
+    """The law of the cut index given a sequence (module docstring)."""
+
+    reads_lengths_only: bool
+
+    def log_probs(self, position: SequenceBatch, block_start: int) -> torch.Tensor:
+        """`log P(m | x)` for every chain and position, [C, capacity]; -inf where m is not allowed."""
+        ...
+
+    def sample(self, source: Source, position: SequenceBatch, block_start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cut index [C], `log_probs` [C, capacity]); a chain with no allowed cut gets its length."""
+        ...
+
+    def expected_resampled(self, length: int, block_start: int) -> float:
+        """E[L - m] for a sequence of `length` tokens."""
+        ...
 
 
-@dataclasses.dataclass(frozen=True)
-class CutRule:
-    """One of `CUT_RULES`; `sharpness` is beta for the priority and entropy rules."""
+def positions_allowed(position: SequenceBatch, lowest: int = 0) -> torch.Tensor:
+    """[C, capacity]: `lowest <= m < L`, the generated positions a cut may take."""
+    positions = torch.arange(position.capacity, device=position.tokens.device)[None]
+    return (positions >= lowest) & (positions < position.lengths[:, None])
 
-    name: str = "uniform"
+
+def normalised(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """`log softmax(scores)` over the allowed positions of every row, -inf elsewhere (all -inf
+    for a row with none allowed)."""
+    scores = torch.where(allowed, scores, torch.full_like(scores, -math.inf))
+    normaliser = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return torch.where(allowed, scores - normaliser, scores)
+
+
+class CutRuleBase:
+    """Base class for cut rules: write `log_probs`; `sample` and `expected_resampled` follow.
+
+    `reads_lengths_only` defaults to False (always safe; True enables pre-fetching on acceptance
+    and must hold exactly).  `expected_resampled` evaluates `log_probs` on a sequence of the given
+    length when the rule reads only lengths; otherwise it returns the uniform rule's (L + 1) / 2,
+    an estimate (content-dependent rules have no length-only expectation)."""
+
+    name = "custom"
+    reads_lengths_only = False
+
+    def log_probs(self, position: SequenceBatch, block_start: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define log_probs(position, block_start)")
+
+    def sample(self, source: Source, position: SequenceBatch, block_start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        log_cut = self.log_probs(position, block_start)
+        movable = torch.isfinite(log_cut).any(-1)
+        cut = categorical(source, torch.where(movable[:, None], log_cut, torch.zeros_like(log_cut)))
+        return torch.where(movable, cut, position.lengths), log_cut
+
+    def expected_resampled(self, length: int, block_start: int) -> float:
+        if length < 1:
+            raise ValueError(f"length must be a positive integer, got {length!r}")
+        if not self.reads_lengths_only:
+            return (length + 1) / 2
+        probe = _probe(length)
+        law = torch.exp(self.log_probs(probe, block_start)[0])
+        return float((law * (length - torch.arange(length, dtype=torch.float64))).sum())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)) if dataclasses.is_dataclass(self) else ""
+        return f"{type(self).__name__}({fields})"
+
+
+def _probe(length: int) -> SequenceBatch:
+    """One chain of `length` generated tokens with neutral statistics (for length-only rules)."""
+    empty = SequenceBatch.empty(TokenBatch.from_lists([[]]), length)
+    return dataclasses.replace(empty, lengths=torch.as_tensor([length]))
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class UniformCut(CutRuleBase):
+    """P(m | x) = 1/L over all generated positions (the paper)."""
+
+    name = "uniform"
+    reads_lengths_only = True
+
+    def log_probs(self, position, block_start):
+        return normalised(torch.zeros_like(position.log_q), positions_allowed(position))
+
+    def expected_resampled(self, length, block_start):
+        return (length + 1) / 2
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class WithinBlockCut(CutRuleBase):
+    """P(m | x) = 1/(L - lo) on the current block, lo = `block_start` (the author's note)."""
+
+    name = "within-block"
+    reads_lengths_only = True
+
+    def log_probs(self, position, block_start):
+        return normalised(torch.zeros_like(position.log_q), positions_allowed(position, block_start))
+
+    def expected_resampled(self, length, block_start):
+        return (length - block_start + 1) / 2 if length > block_start else 0.0
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class RestartCut(CutRuleBase):
+    """P(0 | x) = 1: regenerate the whole answer (an independence sampler)."""
+
+    name = "restart"
+    reads_lengths_only = True
+
+    def log_probs(self, position, block_start):
+        allowed = positions_allowed(position) & (torch.arange(position.capacity, device=position.tokens.device)[None] == 0)
+        return normalised(torch.zeros_like(position.log_q), allowed)
+
+    def expected_resampled(self, length, block_start):
+        return float(length)
+
+
+def _check_sharpness(value) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"cut sharpness must be a finite number >= 0, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class PriorityCut(CutRuleBase):
+    """P(m | x) ∝ exp(sharpness * s_m), s_m = -log p_prop(x_m | x_<m): cut where the proposal was surprised."""
+
     sharpness: float = 1.0
+    name = "priority"
 
     def __post_init__(self):
-        if self.name not in CUT_RULES:
-            raise ValueError(f"unknown cut rule {self.name!r}; allowed: {', '.join(CUT_RULES)}")
-        if not (isinstance(self.sharpness, (int, float)) and math.isfinite(self.sharpness) and self.sharpness >= 0):
-            raise ValueError(f"cut sharpness must be a finite number >= 0, got {self.sharpness!r}")
+        _check_sharpness(self.sharpness)
 
-    @property
-    def reads_lengths_only(self) -> bool:
-        """True when `P(m | x)` depends on `x` only through its length (uniform, within-block,
-        restart), so it can be drawn before `x` is known, given its length."""
-        return self.name in ("uniform", "within-block", "restart")
+    def log_probs(self, position, block_start):
+        return normalised(self.sharpness * torch.clamp(-position.log_q, max=1e4), positions_allowed(position))
 
-    def log_probs(self, batch: SequenceBatch, block_start: int) -> torch.Tensor:
-        """`log P(m | x)` for every chain and position, [C, capacity]; -inf where m is not allowed.
 
-        A row with no allowed position (within-block, when the sequence ended before the block)
-        is all -inf: its proposal is the identity move.
-        """
-        positions = torch.arange(batch.capacity, device=batch.tokens.device)[None]
-        lowest = block_start if self.name == "within-block" else 0
-        allowed = (positions >= lowest) & (positions < batch.lengths[:, None])
-        if self.name == "restart":
-            allowed = allowed & (positions == 0)
-        scores = torch.zeros_like(batch.log_q)
-        if self.name == "priority":
-            scores = self.sharpness * torch.clamp(-batch.log_q, max=1e4)
-        elif self.name == "entropy":
-            previous = torch.cat([batch.entropy[:, :1], batch.entropy[:, :-1]], dim=1)
-            scores = self.sharpness * torch.clamp(batch.entropy - previous, min=0.0)
-        scores = torch.where(allowed, scores, torch.full_like(scores, -math.inf))
-        normaliser = torch.logsumexp(scores, dim=-1, keepdim=True)
-        return torch.where(allowed, scores - normaliser, scores)
+@dataclasses.dataclass(frozen=True, repr=False)
+class EntropyCut(CutRuleBase):
+    """P(m | x) ∝ exp(sharpness * max(0, H_m - H_{m-1})): cut where the next-token entropy jumps."""
+
+    sharpness: float = 1.0
+    name = "entropy"
+
+    def __post_init__(self):
+        _check_sharpness(self.sharpness)
+
+    def log_probs(self, position, block_start):
+        previous = torch.cat([position.entropy[:, :1], position.entropy[:, :-1]], dim=1)
+        scores = self.sharpness * torch.clamp(position.entropy - previous, min=0.0)
+        return normalised(scores, positions_allowed(position))
+
+
+_REGISTRY = {rule.name: rule for rule in (UniformCut, WithinBlockCut, RestartCut, PriorityCut, EntropyCut)}
+CUT_RULES = tuple(_REGISTRY)  # the names the CLI and configs accept
+SHARPENED = ("priority", "entropy")  # the named rules that take a sharpness
+
+
+def resolve_cut_rule(spec: "str | CutRule", sharpness: float = 1.0) -> CutRule:
+    """A cut rule object from a registry name (with `sharpness` for priority and entropy cuts), or
+    `spec` itself when it already implements the protocol."""
+    if isinstance(spec, str):
+        if spec not in _REGISTRY:
+            raise ValueError(f"unknown cut rule {spec!r}; allowed: {', '.join(CUT_RULES)}, or a CutRule object")
+        _check_sharpness(sharpness)
+        return _REGISTRY[spec](sharpness) if spec in SHARPENED else _REGISTRY[spec]()
+    missing = [name for name in ("log_probs", "sample", "expected_resampled") if not callable(getattr(spec, name, None))]
+    if missing or not isinstance(getattr(spec, "reads_lengths_only", None), bool):
+        what = ", ".join(missing) + (" and a bool reads_lengths_only" if not isinstance(getattr(spec, "reads_lengths_only", None), bool) else "")
+        raise TypeError(f"{type(spec).__name__} is not a cut rule: it lacks {what.strip(', ')} (subclass mcmc_llm.proposals.cut_rules.CutRuleBase)")
+    return spec
+
+
+def cut_rule_name(rule: CutRule) -> str:
+    """The rule's registry name, or its class name for a user's rule."""
+    return getattr(rule, "name", None) or type(rule).__name__

@@ -21,6 +21,6 @@ class Independence:
                                 f"{type(distribution).__name__} has none")
         self.distribution = distribution
 
-    def propose(self, generator: torch.Generator, position) -> Move:
-        proposed = self.distribution.sample(generator, num_chains(position))
+    def propose(self, source, position) -> Move:
+        proposed = self.distribution.sample(source, num_chains(position))
         return Move(proposed, self.distribution.log_prob(proposed), self.distribution.log_prob(position))

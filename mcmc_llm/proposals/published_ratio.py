@@ -24,7 +24,7 @@ import torch
 from mcmc_llm.core.protocols import Move
 from mcmc_llm.lm.generation import Continuation
 from mcmc_llm.lm.sequences import SequenceBatch
-from mcmc_llm.proposals.suffix import SuffixPlan, SuffixResampling
+from mcmc_llm.proposals.suffix import CutPlan, SuffixResampling
 
 
 def _window_sum(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,7 @@ class PublishedRatioSuffix(SuffixResampling):
         super().__init__(*args, **kwargs)
         self.alpha = alpha
 
-    def complete(self, position: SequenceBatch, plan: SuffixPlan, continuation: Continuation) -> Move:
+    def complete(self, position: SequenceBatch, plan: CutPlan, continuation: Continuation) -> Move:
         move = super().complete(position, plan, continuation)
         proposed: SequenceBatch = move.position
         cut = move.details["cut_index"]

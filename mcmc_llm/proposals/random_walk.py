@@ -18,7 +18,7 @@ class RandomWalk:
             raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         self.scale = float(scale)
 
-    def propose(self, generator: torch.Generator, position: torch.Tensor) -> Move:
-        step = self.scale * normal(generator, position)
+    def propose(self, source, position: torch.Tensor) -> Move:
+        step = self.scale * normal(source, position)
         log_q = -0.5 * (step / self.scale).pow(2).sum(-1)
         return Move(position + step, log_q, log_q)

@@ -28,7 +28,7 @@ class RingWalk:
         self.num_states = num_states
         self.up_probability = float(up_probability)
 
-    def propose(self, generator: torch.Generator, position: torch.Tensor) -> Move:
+    def propose(self, source, position: torch.Tensor) -> Move:
         if position.dim() != 1 or position.dtype not in (torch.int64, torch.int32):
             raise ValueError(
                 "positions must be a 1-D integer tensor (one state per chain), "
@@ -36,7 +36,7 @@ class RingWalk:
             )
         log_up = torch.full(position.shape, math.log(self.up_probability), dtype=torch.float64, device=position.device)
         log_down = torch.full_like(log_up, math.log1p(-self.up_probability))
-        up = uniform(generator, log_up) < self.up_probability
+        up = uniform(source, log_up) < self.up_probability
         proposed = torch.remainder(position + torch.where(up, 1, -1).to(position.dtype), self.num_states)
         log_q_forward = torch.where(up, log_up, log_down)
         log_q_backward = torch.where(up, log_down, log_up)

@@ -1,8 +1,9 @@
 """The suffix-resampling proposal (METHOD §2) with a pluggable cut rule.
 
 Draw a cut `m ~ P(m | x)`, keep `x_<m`, and resample `x'_m, x'_{m+1}, ...` from the proposal
-LM `p_prop` until EOS or the length cap n.  The exact forward and backward log-probabilities,
-with the cut as an auxiliary variable whose reverse move uses the same `m`, are
+law `p_prop` (an LM and a sampling rule) until EOS or the length cap n.  The exact forward and
+backward log-probabilities, with the cut as an auxiliary variable whose reverse move uses the
+same `m`, are
 
     log q(x' | x) = log P(m | x)  + sum_{t=m}^{L'-1} log p_prop(x'_t | x'_<t)
     log q(x | x') = log P(m | x') + sum_{t=m}^{L-1}  log p_prop(x_t  | x_<t)
@@ -12,9 +13,17 @@ With the power target the MH log-ratio is then
 
     alpha [sum_{t>=m} log p(x'_t) - sum_{t>=m} log p(x_t)] + log q(x | x') - log q(x' | x).
 
-The per-token `log p` and `log p_prop` of the new suffix come from the same forward pass that
-sampled it; those of the current suffix are cached in the position.  If the target's reference
-model differs from the proposal LM (`reference_lm`), the new suffix is scored under it too.
+`log p_prop(x_t | x_<t)` in the backward term must be *this* proposal's law.  The position caches
+every token's `log_q` together with the law it is under (`SequenceBatch.log_q_law`); where a
+token of the current suffix was drawn by another law (another kernel of a mixture or cycle, an
+extension at another temperature, a sequence given from outside), the suffix is re-scored under
+this proposal's law.  The new suffix's `log p` and `log p_prop` come from the same forward pass
+that sampled it.  If the target's reference model differs from the proposal LM (`reference_lm`),
+the new suffix is scored under it too.
+
+`SuffixResampling` is a two-phase `SuffixProposal` (`mcmc_llm.core.protocols`): `plan` draws the
+cut, a driver generates the suffixes, `complete` builds the `Move`.  `propose` runs the three
+phases in one call, for lock-step kernels.
 """
 
 from __future__ import annotations
@@ -23,29 +32,29 @@ import dataclasses
 
 import torch
 
-from mcmc_llm.core.protocols import Move
-from mcmc_llm.core.random import categorical
-from mcmc_llm.lm.generation import Continuation, SamplingRule, sample_continuations, score_continuations
+from mcmc_llm.core.protocols import PLAN, TOKENS, Move, Sampler, SuffixPlan, SuffixProposal
+from mcmc_llm.core.random import Source, gather, split
+from mcmc_llm.core.tree import concat_chains, gather_chains, map_tensors
+from mcmc_llm.lm.generation import Continuation, SamplingRule, sample_continuations, sampling_law, score_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.proposals.cut_rules import CutRule
 from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
 
 
 @dataclasses.dataclass(frozen=True)
-class SuffixPlan:
-    """The cut drawn for every chain before its suffix is generated (batched over chains).
+class CutPlan:
+    """`SuffixResampling`'s plan (a `SuffixPlan`), batched over chains.
 
-    cut_index [C]; log_cut [C, capacity] = log P(m | x); movable [C] (False: no allowed cut, the
-    identity move); budget [C]: the most tokens the new suffix may have."""
+    cut_index [C]; max_new_tokens [C]: the most tokens the new suffix may have; sampler_index [C]
+    (all 0) and samplers: the one `Sampler`; log_cut [C, capacity] = log P(m | x); movable [C]
+    (False: no allowed cut, the identity move)."""
 
     cut_index: torch.Tensor
+    max_new_tokens: torch.Tensor
+    sampler_index: torch.Tensor
+    samplers: tuple
     log_cut: torch.Tensor
     movable: torch.Tensor
-    budget: torch.Tensor
-
-    def contexts(self, position: SequenceBatch) -> TokenBatch:
-        """Prompt + x_<m of every chain: what the new suffix continues."""
-        return position.contexts(self.cut_index)
 
 
 def _under_reference(lm, reference_lm, rule, contexts: TokenBatch, continuation: Continuation) -> Continuation:
@@ -53,17 +62,69 @@ def _under_reference(lm, reference_lm, rule, contexts: TokenBatch, continuation:
     if reference_lm is None or reference_lm is lm:
         return continuation
     rescored = score_continuations(reference_lm, contexts, continuation.tokens, rule)
-    return Continuation(continuation.tokens, rescored.log_p, continuation.log_q, rescored.entropy, continuation.ended)
+    return dataclasses.replace(continuation, log_p=rescored.log_p, entropy=rescored.entropy)
 
 
 def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.gather(1, index[:, None]).squeeze(1)
 
 
+def suffix_log_q(position: SequenceBatch, cut_index: torch.Tensor, sampler: Sampler) -> torch.Tensor:
+    """`sum_{t=m}^{L-1} log p_prop(x_t | x_<t)` under `sampler` for every chain: the cached `log_q`
+    where every token of the suffix is under the sampler's law, a re-scoring of the other rows."""
+    law = sampling_law(sampler.lm, sampler.rule)
+    positions = torch.arange(position.capacity, device=position.tokens.device)[None]
+    inside = (positions >= cut_index[:, None]) & (positions < position.lengths[:, None])
+    total = position.suffix_sum(position.log_q, cut_index)
+    stale = (inside & (position.log_q_law != law)).any(-1).nonzero().squeeze(-1)
+    if len(stale):
+        sub, cut = gather_chains(position, stale), cut_index[stale]
+        rescored = score_continuations(sampler.lm, sub.contexts(cut), sub.suffixes(cut), sampler.rule)
+        total = total.clone()
+        total[stale] = rescored.log_q.sum(-1).to(total)
+    return total
+
+
+def _pad_right(tree, width: int):
+    return map_tensors(lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.dim() == 2 else t, tree)
+
+
+def draw_suffixes(position: SequenceBatch, plan: SuffixPlan, source: Source) -> Continuation:
+    """Generate every chain's planned suffix: from prompt + x_<cut_index, at most `max_new_tokens`
+    tokens drawn by its sampler, row c's token t from `source[c].split(t)` (lock-step drivers)."""
+    contexts = position.contexts(plan.cut_index)
+    if len(plan.samplers) == 1:
+        sampler = plan.samplers[0]
+        return sample_continuations(sampler.lm, contexts, plan.max_new_tokens, sampler.rule, source)
+    rules = [sampler.rule for sampler in plan.samplers]
+    index = plan.sampler_index.cpu()
+    lms = {id(sampler.lm): sampler.lm for sampler in plan.samplers}
+    parts, order = [], []
+    for lm_id, lm in lms.items():
+        rows = torch.as_tensor([c for c, i in enumerate(index.tolist()) if id(plan.samplers[i].lm) == lm_id], dtype=torch.long)
+        if len(rows) == 0:
+            continue
+        sub = gather_chains(contexts, rows)
+        parts.append(sample_continuations(lm, sub, plan.max_new_tokens[rows.to(plan.max_new_tokens.device)],
+                                          [rules[i] for i in index[rows].tolist()], gather(source, rows)))
+        order.append(rows)
+    width = max(part.log_q.shape[1] for part in parts)
+    merged = concat_chains([_pad_right(part, width) for part in parts])
+    return gather_chains(merged, torch.argsort(torch.cat(order)))
+
+
+def propose_suffix(proposal: SuffixProposal, source: Source, position: SequenceBatch) -> Move:
+    """The three phases of a suffix proposal in one call: plan from `source.split(PLAN)`, generate
+    from `source.split(TOKENS)`, complete."""
+    plan = proposal.plan(split(source, PLAN), position)
+    return proposal.complete(position, plan, draw_suffixes(position, plan, split(source, TOKENS)))
+
+
 class SuffixResampling:
     """Suffix-resampling proposal on S_n (n = `max_new_tokens`), cut by `cut_rule`.
 
     lm: the proposal LM; `rule`: how it samples (temperature, optional truncation).
+    cut_rule: a `CutRule` object or a registry name ("uniform", "within-block", ...).
     block_start: first position of the current block (used by the within-block window).
     reference_lm: the model whose per-token log p the position caches (default: `lm`).
     """
@@ -72,7 +133,7 @@ class SuffixResampling:
         self,
         lm: LanguageModel,
         rule: SamplingRule,
-        cut_rule: CutRule,
+        cut_rule: CutRule | str,
         max_new_tokens: int,
         *,
         block_start: int = 0,
@@ -82,31 +143,30 @@ class SuffixResampling:
             raise ValueError(f"block_start must be in [0, max_new_tokens={max_new_tokens}), got {block_start}")
         self.lm = lm
         self.rule = rule
-        self.cut_rule = cut_rule
+        self.cut_rule = resolve_cut_rule(cut_rule)
         self.max_new_tokens = max_new_tokens
         self.block_start = block_start
         self.reference_lm = reference_lm if reference_lm is not None else lm
+        self.sampler = Sampler(lm, rule)
 
-    def plan(self, generator: torch.Generator, position: SequenceBatch) -> SuffixPlan:
-        """Draw the cut of every chain: the first half of `propose`, before any token is generated."""
-        log_cut = self.cut_rule.log_probs(position, self.block_start)
+    @property
+    def reads_lengths_only(self) -> bool:
+        """The plan reads the position only through its lengths when the cut rule does."""
+        return bool(self.cut_rule.reads_lengths_only)
+
+    def plan(self, source: Source, position: SequenceBatch) -> CutPlan:
+        """Draw the cut of every chain: the first phase, before any token is generated."""
+        cut_index, log_cut = self.cut_rule.sample(source, position, self.block_start)
         movable = torch.isfinite(log_cut).any(-1)
-        # Rows with no allowed cut take the identity move: cut at their end, resample nothing.
-        fallback = torch.where(
-            torch.arange(position.capacity, device=log_cut.device)[None] == position.lengths[:, None].clamp(max=position.capacity - 1),
-            0.0,
-            -torch.inf,
-        ).to(log_cut)
-        cut_index = categorical(generator, torch.where(movable[:, None], log_cut, fallback))
-        cut_index = torch.where(movable, cut_index, position.lengths)
+        cut_index = torch.where(movable, cut_index, position.lengths)  # no allowed cut: the identity move
         budget = torch.where(movable, self.max_new_tokens - cut_index, torch.zeros_like(cut_index))
-        return SuffixPlan(cut_index, log_cut, movable, budget)
+        return CutPlan(cut_index, budget, torch.zeros_like(cut_index), (self.sampler,), log_cut, movable)
 
-    def complete(self, position: SequenceBatch, plan: SuffixPlan, continuation: Continuation) -> Move:
-        """The move once the new suffixes `continuation` (drawn from `plan.contexts(position)` with at
-        most `plan.budget` tokens) are known: the second half of `propose`."""
+    def complete(self, position: SequenceBatch, plan: CutPlan, continuation: Continuation) -> Move:
+        """The move once the new suffixes `continuation` (drawn from prompt + x_<m with at most
+        `plan.max_new_tokens` tokens) are known: the last phase."""
         cut_index, log_cut, movable = plan.cut_index, plan.log_cut, plan.movable
-        continuation = _under_reference(self.lm, self.reference_lm, self.rule, plan.contexts(position), continuation)
+        continuation = _under_reference(self.lm, self.reference_lm, self.rule, position.contexts(cut_index), continuation)
         proposed = position.splice(cut_index, continuation)
         log_cut_reverse = self.cut_rule.log_probs(proposed, self.block_start)
         safe_index = cut_index.clamp(max=position.capacity - 1)
@@ -115,23 +175,25 @@ class SuffixResampling:
             movable, _at(log_cut, safe_index) + proposed.suffix_sum(proposed.log_q, cut_index), zero
         )
         log_q_backward = torch.where(
-            movable, _at(log_cut_reverse, safe_index) + position.suffix_sum(position.log_q, cut_index), zero
+            movable, _at(log_cut_reverse, safe_index) + suffix_log_q(position, cut_index, self.sampler), zero
         )
-        current_length = position.lengths.clamp(min=1).to(torch.float64)
-        details = {
-            "cut_index": cut_index,
-            "relative_cut": cut_index.to(torch.float64) / current_length,
-            "tokens_resampled": continuation.tokens.lengths,
-            "proposed_length": proposed.lengths,
-            # Whether x' differs from x: an accepted move that regenerated the same suffix leaves the chain where it was.
-            "proposal_differs": (proposed.lengths != position.lengths) | (proposed.tokens != position.tokens).any(-1),
-        }
-        return Move(proposed, log_q_forward, log_q_backward, details)
+        return Move(proposed, log_q_forward, log_q_backward, move_details(position, proposed, cut_index, continuation))
 
-    def propose(self, generator: torch.Generator, position: SequenceBatch) -> Move:
-        plan = self.plan(generator, position)
-        continuation = sample_continuations(self.lm, plan.contexts(position), plan.budget, self.rule, generator)
-        return self.complete(position, plan, continuation)
+    def propose(self, source: Source, position: SequenceBatch) -> Move:
+        return propose_suffix(self, source, position)
+
+
+def move_details(position: SequenceBatch, proposed: SequenceBatch, cut_index: torch.Tensor, continuation: Continuation) -> dict:
+    """Per-chain diagnostics of a suffix move."""
+    current_length = position.lengths.clamp(min=1).to(torch.float64)
+    return {
+        "cut_index": cut_index,
+        "relative_cut": cut_index.to(torch.float64) / current_length,
+        "tokens_resampled": continuation.tokens.lengths,
+        "proposed_length": proposed.lengths,
+        # Whether x' differs from x: an accepted move that regenerated the same suffix leaves the chain where it was.
+        "proposal_differs": (proposed.lengths != position.lengths) | (proposed.tokens != position.tokens).any(-1),
+    }
 
 
 def extension_request(position: SequenceBatch, max_new_tokens: int) -> tuple[TokenBatch, torch.Tensor]:
@@ -154,11 +216,11 @@ def extend(
     rule: SamplingRule,
     position: SequenceBatch,
     max_new_tokens: int,
-    generator: torch.Generator,
+    source: Source,
     reference_lm: LanguageModel | None = None,
 ) -> SequenceBatch:
     """Algorithm 1's extension step: continue every unfinished chain from `p_prop` up to
-    `max_new_tokens` generated tokens (no correction)."""
+    `max_new_tokens` generated tokens (no correction); row c's token t from `source[c].split(t)`."""
     contexts, budget = extension_request(position, max_new_tokens)
-    continuation = sample_continuations(lm, contexts, budget, rule, generator)
+    continuation = sample_continuations(lm, contexts, budget, rule, source)
     return complete_extension(lm, rule, position, continuation, reference_lm)

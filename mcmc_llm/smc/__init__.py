@@ -6,7 +6,8 @@
   returns weighted particles and an unbiased estimate of Z = sum_{x in S_n} p(x)^alpha.
 * `rollout`:    the rollout sampler (after Ji et al.): next token from p^alpha(v) * zeta_hat(v) over
   the top-K candidates, zeta estimated by importance-weighted rollouts (biased; see docs/smc.md).
-* `cli`:        `mcmc-llm sample --sampler smc|rollout`.
+* `outputs`:    one sequence per chain with its diagnostics, shared by the command `mcmc-llm sample
+  --sampler smc|rollout` and the evaluation methods `smc` / `rollout`.
 """
 
 from mcmc_llm.smc.power_smc import SMCConfig, SMCResult, power_smc

@@ -1,7 +1,7 @@
 """One sequence per chain from the SMC and rollout samplers, with per-chain diagnostics.
 
-Shared by `mcmc-llm sample --sampler smc|rollout` (`mcmc_llm.smc.cli`) and the evaluation methods
-`smc` / `rollout` (`mcmc_llm.evaluation.methods`), so both report the same draws and diagnostics.
+Shared by the command `mcmc-llm sample --sampler smc|rollout` and the evaluation methods `smc` /
+`rollout` (`mcmc_llm.evaluation.methods.smc`), so both report the same draws and diagnostics.
 
 * `smc_chains`: each chain is one independent Power-SMC run; its sequence is one
   sampling-importance-resampling draw from the run's final weighted particles (generator

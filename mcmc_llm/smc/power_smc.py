@@ -53,7 +53,7 @@ from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.lm.generation import SamplingRule, _is_eos, _token_statistics
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.proposals.cut_rules import CUT_RULES, CutRule
+from mcmc_llm.proposals.cut_rules import CUT_RULES, resolve_cut_rule
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.suffix import SuffixResampling
 from mcmc_llm.targets.sequence import PowerTarget
@@ -185,7 +185,7 @@ def _take(batch: SequenceBatch, rows: torch.Tensor) -> SequenceBatch:
     return SequenceBatch(
         prompts=TokenBatch(batch.prompts.ids[rows], batch.prompts.lengths[rows]),
         tokens=batch.tokens[rows], lengths=batch.lengths[rows], log_p=batch.log_p[rows],
-        log_q=batch.log_q[rows], entropy=batch.entropy[rows], ended=batch.ended[rows],
+        log_q=batch.log_q[rows], entropy=batch.entropy[rows], ended=batch.ended[rows], log_q_law=batch.log_q_law[rows],
     )
 
 
@@ -234,7 +234,7 @@ class _Decoder:
 def _rejuvenate(particles, config, exponent, cap, proposer, lm, rule, generator):
     """`rejuvenation_steps` MH steps targeting p^exponent on S_cap; returns (particles, trace)."""
     target = PowerTarget(exponent, cap)
-    proposal = SuffixResampling(proposer, rule, CutRule(config.rejuvenation_kernel), cap, reference_lm=lm)
+    proposal = SuffixResampling(proposer, rule, resolve_cut_rule(config.rejuvenation_kernel), cap, reference_lm=lm)
     kernel = MetropolisHastings(target, proposal)
     trace = run_chains(kernel, particles, config.rejuvenation_steps, generator=generator,
                        functionals={"log_p": lambda batch: batch.total_log_p()}, description="rejuvenation")

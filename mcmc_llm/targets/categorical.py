@@ -32,5 +32,5 @@ class Categorical:
     def pmf(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)
 
-    def sample(self, generator: torch.Generator, num: int) -> torch.Tensor:
-        return categorical(generator, self.logits.expand(num, -1))
+    def sample(self, source, num: int) -> torch.Tensor:
+        return categorical(source, self.logits.expand(num, -1))

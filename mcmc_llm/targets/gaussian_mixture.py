@@ -55,8 +55,8 @@ class GaussianMixture:
         second = (self.weights[:, None] * (self.scales**2 + self.means**2)).sum(0)
         return second - self.mean() ** 2
 
-    def sample(self, generator: torch.Generator, num: int) -> torch.Tensor:
+    def sample(self, source, num: int) -> torch.Tensor:
         """Exact draws, shape [num, d]."""
-        component = categorical(generator, torch.log(self.weights).expand(num, -1))
-        noise = normal(generator, torch.empty(num, self.dim, dtype=torch.float64))
+        component = categorical(source, torch.log(self.weights).expand(num, -1))
+        noise = normal(source, torch.empty(num, self.dim, dtype=torch.float64))
         return self.means[component] + self.scales[component] * noise

@@ -5,6 +5,9 @@ ended_with_eos, log_p, seed, config) plus each sampler's diagnostics.  For `smc`
 independent Power-SMC run with `--particles` particles; its record holds one draw from the run's
 weighted particles (sampling-importance-resampling) and the run's log Z_hat, final ESS and number
 of resampling events.  For `rollout`, each chain is one independent draw.
+
+Every field of `SMCConfig` / `RolloutConfig` is read from the flag of the same name (`CLI_NAMES`
+lists the exceptions), so the command and the configs cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import argparse
 import dataclasses
 import json
 import time
+
+#: Config fields whose `sample` flag has another name (field -> argparse dest).
+CLI_NAMES = {"num_particles": "particles"}
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -28,33 +34,33 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--sampler {args.sampler} needs a finite --alpha")
 
 
-def run_sampler(args: argparse.Namespace) -> int:
-    from mcmc_llm.commands.sample import decode, encode_prompt
-    from mcmc_llm.lm.registry import load_model
+def sampler_config(args: argparse.Namespace):
+    """The `SMCConfig` or `RolloutConfig` of `args.sampler`, every field from its flag."""
     from mcmc_llm.smc import RolloutConfig, SMCConfig
+
+    config_class = SMCConfig if args.sampler == "smc" else RolloutConfig
+    return config_class(**{
+        field.name: getattr(args, CLI_NAMES.get(field.name, field.name)) for field in dataclasses.fields(config_class)
+    })
+
+
+def run_sampler(args: argparse.Namespace) -> int:
+    from mcmc_llm.lm.registry import load_model
     from mcmc_llm.smc.outputs import rollout_chains, smc_chains
 
     _check_flags(args)
+    config = sampler_config(args)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     texts = args.prompt or [None]
-    prompts = [encode_prompt(lm, text) for text in texts]
+    prompts = [lm.encode_prompt(text) for text in texts]
     started = time.perf_counter()
     if args.sampler == "smc":
-        config = SMCConfig(
-            alpha=args.alpha, max_new_tokens=args.max_new_tokens, num_particles=args.particles,
-            resampling=args.resampling, ess_threshold=args.ess_threshold, proposal_temperature=args.proposal_temperature,
-        )
         final, extras, result = smc_chains(lm, prompts, config, args.chains, args.seed)
-        compute = result.compute
         summary = f"mean log Z_hat {float(result.log_normalizer.mean()):.3f}"
     else:
-        config = RolloutConfig(
-            alpha=args.alpha, max_new_tokens=args.max_new_tokens, top_candidates=args.top_candidates,
-            rollouts=args.rollouts, proposal_temperature=args.proposal_temperature,
-        )
         final, extras, result = rollout_chains(lm, prompts, config, args.chains, args.seed)
-        compute = result.compute
         summary = f"rollout tokens {result.diagnostics['rollout_tokens']}"
+    compute = result.compute
     wall = time.perf_counter() - started
     log_p = final.total_log_p().tolist()
     records = []
@@ -62,7 +68,7 @@ def run_sampler(args: argparse.Namespace) -> int:
         prompt_index, chain = divmod(row, args.chains)
         records.append({
             "prompt_index": prompt_index, "prompt": texts[prompt_index], "chain": chain, "tokens": tokens,
-            "text": decode(lm, tokens), "length": len(tokens), "ended_with_eos": bool(final.ended[row]),
+            "text": lm.decode(tokens), "length": len(tokens), "ended_with_eos": bool(final.ended[row]),
             "log_p": log_p[row], "seed": args.seed, "sampler": args.sampler, "config": dataclasses.asdict(config),
             **extras[row],
         })
@@ -82,4 +88,4 @@ def run_sampler(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["run_sampler"]
+__all__ = ["CLI_NAMES", "run_sampler", "sampler_config"]

@@ -1,0 +1,112 @@
+"""Checks of TOML values, and a reader for one table that collects every problem.
+
+A `Check` maps a value to a problem description, or None when the value is fine.  `Table` reads
+the keys of one table with their checks, records each problem as `key.path: problem, got VALUE`
+and, at `done()`, reports unknown keys with a "did you mean" hint and the allowed keys.  Used by
+`mcmc_llm.evaluation.config` for every section and by `mcmc_llm.evaluation.method_config` for the
+`[[methods]]` tables.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Callable, Mapping
+
+Check = Callable[[Any], str | None]  # returns a problem description, or None if the value is fine
+
+
+def integer(minimum: int) -> Check:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return f"must be an integer >= {minimum}"
+    return check
+
+
+def number(minimum: float | None = None, *, strict: bool = False, allow_inf: bool = False) -> Check:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return "must be a number"
+        if math.isinf(value) and not allow_inf:
+            return "must be finite"
+        if minimum is not None and (value <= minimum if strict else value < minimum):
+            return f"must be {'>' if strict else '>='} {minimum}"
+    return check
+
+
+def string(value):
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+
+
+def boolean(value):
+    if not isinstance(value, bool):
+        return "must be true or false"
+
+
+def choice(allowed) -> Check:
+    def check(value):
+        if value not in allowed:
+            return f"must be one of {', '.join(map(str, allowed))}"
+    return check
+
+
+def table(value):
+    if not isinstance(value, dict):
+        return "must be a table"
+
+
+def alpha(value):
+    if value in ("inf", "infinity"):
+        return None
+    return number(0.0, strict=True, allow_inf=True)(value)
+
+
+def finite_alpha(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        return "must be a finite number > 0 (smc and rollout need a finite alpha)"
+
+
+def fraction(value):
+    return number(0.0)(value) or (None if value <= 1 else "must be in [0, 1]")
+
+
+def top_p(value):
+    return number(0.0, strict=True)(value) or (None if value <= 1 else "must be in (0, 1]")
+
+
+class Table:
+    """Reads keys of one table, records problems under `path`, and reports unknown keys at `done()`."""
+
+    def __init__(self, table: Mapping[str, Any], path: str, problems: list[str]):
+        self.table, self.path, self.problems = dict(table), path, problems
+        self.known: list[str] = []
+
+    def key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, check: Check, default: Any = None, *, required: bool = False) -> Any:
+        self.known.append(key)
+        if key not in self.table:
+            if required:
+                self.problems.append(f"{self.key(key)}: required key is missing")
+            return default
+        value = self.table[key]
+        problem = check(value)
+        if problem:
+            self.problems.append(f"{self.key(key)}: {problem}, got {value!r}")
+            return default
+        if check is alpha and isinstance(value, str):
+            return math.inf
+        return value
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def done(self, allowed: list[str] | None = None) -> None:
+        allowed = allowed if allowed is not None else self.known
+        for key in self.table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.problems.append(f"{self.key(key)}: unknown key{hint}; allowed: {', '.join(allowed)}")

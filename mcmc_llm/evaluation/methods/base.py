@@ -1,0 +1,201 @@
+"""The `Method` interface of the evaluation runner and what every method shares.
+
+    method.generate(lm, prompts, samples_per_prompt, seed, *, answer_of=None)
+        -> list (per prompt) of list (per sample) of MethodSample
+
+`generate` validates the request, runs the method's `_generate` with a generator seeded by
+`seed`, and fills in every sample's `compute`: the LM's `ComputeCounter` spent by the call,
+divided by the number of samples returned.  `draw` is the one batched call to
+`sample_continuations` that the ancestral and best-of-N methods share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+
+from mcmc_llm.core.random import make_generator
+from mcmc_llm.lm.generation import SamplingRule, sample_continuations
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+
+AnswerFn = Callable[[Sequence[int]], "str | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSample:
+    """One output of a method: generated `tokens` (EOS included when emitted), `log_p` = sum of the
+    base model's log p over them, `length`, `ended` (with EOS), method `diagnostics`, `compute`:
+    the LM counters spent by the generate call, divided by the number of samples it returned, and
+    `entropy` = sum over the tokens of the entropy H(p(. | prefix)) of the base model's next-token
+    distribution (its mean per token is the confidence measure of the results figures)."""
+
+    tokens: list[int]
+    log_p: float
+    length: int
+    ended: bool
+    diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compute: dict[str, float] = dataclasses.field(default_factory=dict)
+    entropy: float = math.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """One continuation from `draw`: its tokens, sum of log p, whether it ended with EOS, and its
+    summed next-token entropy."""
+
+    tokens: list[int]
+    log_p: float
+    ended: bool
+    entropy: float
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    def sample(self, **diagnostics) -> MethodSample:
+        """This draw as a method's output, with `diagnostics`."""
+        return MethodSample(self.tokens, self.log_p, self.length, self.ended, diagnostics, entropy=self.entropy)
+
+
+def _check_request(prompts: Sequence[Sequence[int]], samples_per_prompt: int, seed: int) -> None:
+    if len(prompts) == 0:
+        raise ValueError("generate needs at least one prompt, got none")
+    if isinstance(samples_per_prompt, bool) or not isinstance(samples_per_prompt, int) or samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}")
+    make_generator(seed)  # validates the seed
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def draw(
+    lm: LanguageModel,
+    prompts: Sequence[Sequence[int]],
+    count: int,
+    max_new_tokens: int,
+    rule: SamplingRule,
+    generator: torch.Generator,
+) -> list[list[Draw]]:
+    """`count` continuations of every prompt from one batched `sample_continuations` call."""
+    rows = [list(prompt) for prompt in prompts for _ in range(count)]
+    contexts = TokenBatch.from_lists(rows, device=lm.device)
+    continuation = sample_continuations(lm, contexts, max_new_tokens, rule, generator)
+    tokens = continuation.tokens.to_lists()
+    inside = torch.arange(continuation.log_p.shape[1], device=continuation.log_p.device)[None] < continuation.tokens.lengths[:, None]
+    log_p = torch.where(inside, continuation.log_p, 0.0).sum(-1).tolist()
+    entropy = torch.where(inside, continuation.entropy, 0.0).sum(-1).tolist()
+    ended = continuation.ended.tolist()
+    flat = [Draw(tokens[r], float(log_p[r]), bool(ended[r]), float(entropy[r])) for r in range(len(rows))]
+    return [flat[i * count : (i + 1) * count] for i in range(len(prompts))]
+
+
+def _share(spent: dict[str, int], parts: int) -> dict[str, float]:
+    """Counters split evenly over the samples of one call (exact when the call made one sample)."""
+    return {key: value // parts if value % parts == 0 else value / parts for key, value in spent.items()}
+
+
+class Method(ABC):
+    """A way of producing samples for prompts.  Subclasses are frozen dataclasses whose fields are
+    the method's settings (the config keys of its kind)."""
+
+    kind: ClassVar[str]
+    max_new_tokens: int
+
+    def generate(
+        self,
+        lm: LanguageModel,
+        prompts: Sequence[Sequence[int]],
+        samples_per_prompt: int,
+        seed: int,
+        *,
+        answer_of: AnswerFn | None = None,
+    ) -> list[list[MethodSample]]:
+        """`samples_per_prompt` samples for every prompt, a deterministic function of `seed`.
+
+        answer_of(tokens) -> str | None: the answer a completion gives (majority vote only); the
+        runner builds it from the task's `extract_answer` (else the decoded text).
+        """
+        _check_request(prompts, samples_per_prompt, seed)
+        before = lm.counter.snapshot()
+        samples = self._generate(lm, prompts, samples_per_prompt, make_generator(seed), seed, answer_of)
+        after = lm.counter.snapshot()
+        compute = _share({key: after[key] - before[key] for key in after}, len(prompts) * samples_per_prompt)
+        return [[dataclasses.replace(s, compute=dict(compute)) for s in row] for row in samples]
+
+    @abstractmethod
+    def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of) -> list[list[MethodSample]]:
+        """The samples, without `compute` (filled in by `generate`)."""
+
+    @classmethod
+    def from_keys(cls, max_new_tokens: int, **keys: Any) -> "Method":
+        """The method with `max_new_tokens` and the other config keys of its kind (a `[[methods]]` table)."""
+        return cls(max_new_tokens=max_new_tokens, **keys)
+
+    def settings(self) -> dict[str, Any]:
+        """The method's settings as a plain dict (for records and fingerprints)."""
+        return {"kind": self.kind, **plain(dataclasses.asdict(self))}
+
+
+def plain(value: Any) -> Any:
+    """`value` with non-finite floats as strings (JSON-safe settings)."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class ConfiguredMethod(Method):
+    """A method that runs one sampler configured by a frozen dataclass, held as `config` (one
+    definition of the settings: the sampler's own config class).
+
+    Its config keys are the fields of `config_class` but `max_new_tokens` (a key common to every
+    method), renamed by `renamed` (field -> key), so a field added to the config class is a config
+    key at once.  `settings()` (records, fingerprints) holds the keys in `recorded` always and any
+    other key only when its value is not the field's default: adding a field to the config class
+    keeps the fingerprints of results made before it existed, so they still resume."""
+
+    config_class: ClassVar[type]
+    renamed: ClassVar[dict[str, str]] = {}
+    recorded: ClassVar[tuple[str, ...]] = ()
+    config: Any
+
+    def __post_init__(self):
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{self.kind}: config must be a {self.config_class.__name__}, got {type(self.config).__name__}")
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.max_new_tokens
+
+    @classmethod
+    def keys(cls) -> dict[str, str]:
+        """Config key -> field of `config_class`, for every field but `max_new_tokens`."""
+        return {
+            cls.renamed.get(field.name, field.name): field.name
+            for field in dataclasses.fields(cls.config_class) if field.name != "max_new_tokens"
+        }
+
+    @classmethod
+    def from_keys(cls, max_new_tokens: int, **keys: Any) -> "ConfiguredMethod":
+        """The method whose config has `max_new_tokens` and the fields named by the config `keys`."""
+        fields = cls.keys()
+        unknown = sorted(set(keys) - set(fields))
+        if unknown:
+            raise TypeError(f"unknown {cls.kind} keys {', '.join(unknown)}; allowed: {', '.join(fields)}")
+        return cls(cls.config_class(max_new_tokens=max_new_tokens, **{fields[key]: value for key, value in keys.items()}))
+
+    def key_values(self) -> dict[str, Any]:
+        """Every config key (`max_new_tokens` included) with its value in `config`."""
+        return {key: getattr(self.config, name) for key, name in {"max_new_tokens": "max_new_tokens", **self.keys()}.items()}
+
+    def settings(self) -> dict[str, Any]:
+        defaults = {self.renamed.get(f.name, f.name): f.default for f in dataclasses.fields(self.config_class)}
+        values = {key: value for key, value in self.key_values().items() if key in self.recorded or value != defaults[key]}
+        return {"kind": self.kind, **plain(values)}
