@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from mcmc_llm.core.random import make_generator
+from mcmc_llm.core.random import Streams, categorical, make_generator
 from mcmc_llm.lm.generation import sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model
@@ -124,6 +124,20 @@ def reference_power_sample(lm, prompt: list[int], config: PowerSamplerConfig, se
     return {"tokens_sampled": sampled, "length": len(tokens)}
 
 
+def stream_draw_cost(vocab: int, rows: int, repeats: int = 200) -> dict:
+    """Seconds per token draw for `rows` rows over `vocab` tokens: inverse CDF from a shared
+    generator against the per-row counter-based streams every run now uses (side by side)."""
+    logits = torch.log_softmax(torch.randn(rows, vocab, dtype=torch.float64, generator=make_generator(0)), -1)
+    generator, streams = make_generator(1), Streams.for_chains(1, 0, torch.arange(rows))
+    timings = {"shared_generator": 0.0, "per_chain_streams": 0.0}
+    for step in range(repeats):
+        for name in timings:
+            started = time.perf_counter()
+            categorical(generator if name == "shared_generator" else streams.split(step), logits)
+            timings[name] += time.perf_counter() - started
+    return {name: total / repeats for name, total in timings.items()}
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -138,7 +152,7 @@ def main() -> None:
     sample_continuations(lm, TokenBatch.from_lists([prompt], device=device), 4, rule, make_generator(0))
 
     contexts = TokenBatch.from_lists([prompt] * args.chains, device=device)
-    plain = {"tokens": 0, "wall": 0.0, "runs": 0}
+    plain = {"tokens": 0, "wall": 0.0, "runs": 0, "steps": 0}
 
     def run_plain():
         """One seeded run of (a); runs are spread between the others, so a change in machine load
@@ -148,6 +162,7 @@ def main() -> None:
         drawn = sample_continuations(lm, contexts, args.max_new_tokens, rule, make_generator(args.seed + plain["runs"]))
         synchronize(device)
         plain["wall"] += time.perf_counter() - started
+        plain["steps"] += int(drawn.tokens.lengths.max())
         plain["tokens"] += int(drawn.tokens.lengths.sum())
         plain["runs"] += 1
 
@@ -185,6 +200,8 @@ def main() -> None:
     reference_tokens = sum(r["tokens_sampled"] for r in reference)
 
     plain_rate = plain_tokens / plain_wall
+    draw = stream_draw_cost(int(lm.vocab_size), args.chains)
+    plain_step = plain_wall / max(1, plain["steps"])
     sampler_rate = sampler_tokens / sampler_wall
     reference_rate = reference_tokens / reference_wall
     per_sample_sampler = sampler_wall / (args.chains * sampler_runs)
@@ -203,6 +220,10 @@ def main() -> None:
     for result, wall in zip(results, walls):
         print(f"(b) run: {result.compute['tokens_sampled'] / wall / plain_rate:.3f} of (a); compute {json.dumps(result.compute)}; "
               f"acceptance {result.trace.acceptance_rate():.3f}")
+    stream_overhead = (draw["per_chain_streams"] - draw["shared_generator"]) / plain_step
+    print(f"token draw for {args.chains} rows: shared generator {draw['shared_generator'] * 1e6:.0f} us, per-chain streams "
+          f"{draw['per_chain_streams'] * 1e6:.0f} us; difference {stream_overhead:.2%} of a plain decoding step "
+          f"({plain_step * 1e3:.1f} ms)")
     compared = {}
     if other is not None:
         compared = {
@@ -217,6 +238,8 @@ def main() -> None:
         "plain_tokens_per_s": round(plain_rate, 2), "sampler_tokens_per_s": round(sampler_rate, 2),
         "reference_tokens_per_s": round(reference_rate, 2), "sampler_s_per_sample": round(per_sample_sampler, 3),
         "reference_s_per_sample": round(per_sample_reference, 3), "chains": args.chains,
+        "stream_draw_us": round(draw["per_chain_streams"] * 1e6, 1), "generator_draw_us": round(draw["shared_generator"] * 1e6, 1),
+        "stream_overhead_per_step": round(stream_overhead, 4),
         "block_size": args.block_size, "max_new_tokens": args.max_new_tokens, "mcmc_steps": args.mcmc_steps,
     }))
 

@@ -28,18 +28,14 @@ from pathlib import Path
 import torch
 
 from mcmc_llm.lm.toy import NgramLM
-from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample, power_token_budget
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def expected_tokens(kernel: str, T: int, B: int, N: int) -> float:
-    K = -(-T // B)
-    caps = [min((k + 1) * B, T) for k in range(K)]
-    if kernel == "uniform":
-        return T + N * sum((L + 1) / 2 for L in caps)
-    starts = [k * B for k in range(K)]
-    return T + N * sum((L - s + 1) / 2 for L, s in zip(caps, starts))
+    """Exact expected tokens per chain with no EOS: the library's `power_token_budget` (one formula)."""
+    return power_token_budget(PowerSamplerConfig(alpha=4.0, block_size=B, max_new_tokens=T, mcmc_steps=N, cut_rule=kernel))
 
 
 def expected_attention(kernel: str, T: int, B: int, N: int, P: int) -> float:
@@ -76,7 +72,7 @@ def main() -> None:
           f"{'attn pos':>10} {'exact E':>10} | {'encoded':>8}")
     for kernel in ("uniform", "within-block"):
         for T, B, N in grid:
-            config = PowerSamplerConfig(alpha=4.0, block_size=B, max_new_tokens=T, mcmc_steps=N, kernel=kernel)
+            config = PowerSamplerConfig(alpha=4.0, block_size=B, max_new_tokens=T, mcmc_steps=N, cut_rule=kernel)
             lm.counter.reset()
             result = power_sample(lm, [prompt], config, chains_per_prompt=args.chains, seed=0)
             stats = result.trace.stats

@@ -17,7 +17,6 @@ import pytest
 
 import torch
 
-from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.exact import power_law
 from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder

@@ -1,13 +1,11 @@
 """Independence proposal: `x' ~ g` regardless of `x`.
 
 `log q(x'|x) = log g(x')` and `log q(x|x') = log g(x)`; MH then accepts with
-`min(1, w(x') / w(x))` where `w = pi / g`.  `g` is any object with `sample(generator, n)` and
+`min(1, w(x') / w(x))` where `w = pi / g`.  `g` is any object with `sample(source, n)` and
 `log_prob(x)` (e.g. a `GaussianMixture` or a `Categorical`).
 """
 
 from __future__ import annotations
-
-import torch
 
 from mcmc_llm.core.protocols import Move
 from mcmc_llm.core.tree import num_chains

@@ -20,6 +20,7 @@ class PowerSampling(ConfiguredMethod):
 
     kind: ClassVar[str] = "power"
     config_class: ClassVar[type] = PowerSamplerConfig
+    renamed: ClassVar[dict[str, str]] = {"cut_rule": "kernel"}  # the config key (and fingerprint key) `kernel`
     config: PowerSamplerConfig = PowerSamplerConfig()
 
     def settings(self) -> dict[str, Any]:
