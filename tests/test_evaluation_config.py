@@ -157,7 +157,7 @@ def test_smc_and_rollout_kinds():
     assert isinstance(smc, SMCSampling) and smc.max_new_tokens == 16  # from [sampling]
     assert smc.config == SMCConfig(
         alpha=2.0, max_new_tokens=16, num_particles=8, resampling="residual", ess_threshold=0.25,
-        proposal_temperature=0.7, ramp_tokens=4, rejuvenation_steps=1, rejuvenation_kernel="within-block",
+        proposal_temperature=0.7, ramp_tokens=4, rejuvenation_steps=1, rejuvenation_cut_rule="within-block",
     )
     assert parsed.method("smc-default").method == SMCSampling(SMCConfig(max_new_tokens=8))
     roll = parsed.method("roll").method
@@ -197,7 +197,7 @@ def test_every_smc_and_rollout_config_field_is_a_key_and_new_keys_keep_fingerpri
     parsed = parse_config(config({"name": "s", "kind": "smc", **smc_keys}, {"name": "plain", "kind": "smc"}))
     assert parsed.method("s").method.config == SMCConfig(
         alpha=2.0, max_new_tokens=16, num_particles=4, resampling="stratified", ess_threshold=0.3, proposal_temperature=0.9,
-        ramp_tokens=2, rejuvenation_steps=1, rejuvenation_kernel="restart", rejuvenate="resampling",
+        ramp_tokens=2, rejuvenation_steps=1, rejuvenation_cut_rule="restart", rejuvenate="resampling",
     )
     assert len(SMCSampling.keys()) == len(smc_keys)
     # `rejuvenate` was added after results were committed: left at its default, it is not in the

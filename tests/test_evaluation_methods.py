@@ -220,7 +220,7 @@ def test_smc_and_rollout_settings_are_validated():
         SMCSampling.from_keys(512, particles=0)
     with pytest.raises(ValueError, match="alpha must be a finite number"):
         RolloutSampling.from_keys(512, alpha=math.inf)
-    with pytest.raises(ValueError, match="unknown rejuvenation_kernel"):
+    with pytest.raises(ValueError, match="unknown cut rule .nope."):
         SMCSampling.from_keys(512, rejuvenation_kernel="nope")
     with pytest.raises(ValueError, match="rejuvenate must be one of end, resampling, got 'never'"):
         SMCSampling.from_keys(512, rejuvenate="never")

@@ -350,7 +350,7 @@ def test_sample_command_sets_every_smc_and_rollout_field(tmp_path, capsys):
                  "within-block", "--rejuvenate", "resampling", "--ramp-tokens", "2", "--quiet", "--out", str(out)])
     assert code == 0
     config = json.loads(out.read_text().splitlines()[0])["config"]
-    assert (config["rejuvenate"], config["rejuvenation_steps"], config["rejuvenation_kernel"], config["ramp_tokens"]) == (
+    assert (config["rejuvenate"], config["rejuvenation_steps"], config["rejuvenation_cut_rule"], config["ramp_tokens"]) == (
         "resampling", 1, "within-block", 2)
     capsys.readouterr()
     with pytest.raises(SystemExit):

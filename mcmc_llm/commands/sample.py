@@ -95,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smc: raise the exponent from 1 to alpha over this many tokens (0: alpha from the start)")
     parser.add_argument("--rejuvenation-steps", type=_integer("--rejuvenation-steps", 0), default=0,
                         help="smc: MH rejuvenation steps per rejuvenation (0: none)")
-    parser.add_argument("--rejuvenation-kernel", choices=CUT_RULES, default="uniform",
-                        help="smc: cut rule of the rejuvenation moves")
+    parser.add_argument("--rejuvenation-cut-rule", "--rejuvenation-kernel", dest="rejuvenation_cut_rule", choices=CUT_RULES,
+                        default="uniform", help="smc: cut rule of the rejuvenation moves (--rejuvenation-kernel: its old name)")
     parser.add_argument("--rejuvenate", choices=REJUVENATION_POINTS, default="end",
                         help="smc: when to rejuvenate: end (once, after a final resampling) or resampling (after "
                              "every resampling, and at the end)")

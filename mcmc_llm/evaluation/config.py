@@ -131,13 +131,15 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
     t.done()
     t = sections["task"]
     task = TaskConfig(
-        name=t.get("name", checks.string, required=True), path=t.get("path", checks.string), subset=t.get("subset", checks.integer(1)),
-        seed=t.get("seed", checks.integer(0), 0), options=dict(t.get("options", checks.table, {})),
+        name=t.get("name", checks.string, required=True), path=t.get("path", checks.string),
+        subset=t.get("subset", checks.integer(1)), seed=t.get("seed", checks.integer(0), 0),
+        options=dict(t.get("options", checks.table, {})),
     )
     t.done()
     t = sections["sampling"]
     sampling = SamplingConfig(
-        max_new_tokens=t.get("max_new_tokens", checks.integer(1), 512), samples_per_problem=t.get("samples_per_problem", checks.integer(1), 1),
+        max_new_tokens=t.get("max_new_tokens", checks.integer(1), 512),
+        samples_per_problem=t.get("samples_per_problem", checks.integer(1), 1),
         seed=t.get("seed", checks.integer(0), 0), batch_size=t.get("batch_size", checks.integer(1), 1),
         problems_per_call=t.get("problems_per_call", checks.integer(1), 1),
     )

@@ -52,7 +52,7 @@ _CANDIDATE_KEYS = {
 _CONFIG_CHECKS: dict[str, dict[str, checks.Check]] = {
     "power": {
         "alpha": checks.alpha, "block_size": checks.integer(1), "mcmc_steps": checks.integer(0),
-        "kernel": checks.choice(CUT_RULES), "proposal_temperature": checks.number(0.0, strict=True),
+        "kernel": checks.choice(CUT_RULES), "cut_rule": checks.choice(CUT_RULES), "proposal_temperature": checks.number(0.0, strict=True),
         "cut_sharpness": checks.number(0.0), "ratio": checks.choice(("exact", "published")),
         "batching": checks.choice(BATCHING), "prefetch": checks.boolean, **_RULE_KEYS,
     },
@@ -60,7 +60,7 @@ _CONFIG_CHECKS: dict[str, dict[str, checks.Check]] = {
         "alpha": checks.finite_alpha, "particles": checks.integer(1), "resampling": checks.choice(tuple(RESAMPLING_SCHEMES)),
         "ess_threshold": checks.fraction, "proposal_temperature": checks.number(0.0, strict=True),
         "ramp_tokens": checks.integer(0), "rejuvenation_steps": checks.integer(0),
-        "rejuvenation_kernel": checks.choice(CUT_RULES), "rejuvenate": checks.choice(REJUVENATION_POINTS),
+        "rejuvenation_kernel": checks.choice(CUT_RULES), "rejuvenation_cut_rule": checks.choice(CUT_RULES), "rejuvenate": checks.choice(REJUVENATION_POINTS),
     },
     "rollout": {
         "alpha": checks.finite_alpha, "top_candidates": checks.integer(1), "rollouts": checks.integer(1),
@@ -74,7 +74,7 @@ def _unchecked(value: Any) -> None:
 
 
 def _config_keys(kind: str) -> dict[str, checks.Check]:
-    return {key: _CONFIG_CHECKS[kind].get(key, _unchecked) for key in METHOD_KINDS[kind].keys()}
+    return {key: _CONFIG_CHECKS[kind].get(key, _unchecked) for key in METHOD_KINDS[kind].accepted_keys()}
 
 
 #: Keys each method kind accepts besides the common ones (name, kind, samples, max_new_tokens).

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.lm.generation import SamplingRule, _is_eos, _token_statistics
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.proposals.cut_rules import CUT_RULES, resolve_cut_rule
+from mcmc_llm.proposals.cut_rules import resolve_cut_rule
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.suffix import SuffixResampling
 from mcmc_llm.targets.sequence import PowerTarget
@@ -70,7 +70,8 @@ class SMCConfig:
         every step where the weights are not all equal).
     proposal_temperature: None means 1/alpha.  The proposal always has full support.
     ramp_tokens: R; 0 means the exponent is alpha from the first token.
-    rejuvenation_steps / rejuvenation_kernel / rejuvenate: MH moves (cut rule from CUT_RULES)
+    rejuvenation_steps / rejuvenation_cut_rule / rejuvenate: MH moves (a cut rule name from CUT_RULES
+        or a CutRule object; `rejuvenation_kernel` is the cut rule's old name, still accepted)
         at the end only, or after every resampling and at the end.
     """
 
@@ -82,10 +83,16 @@ class SMCConfig:
     proposal_temperature: float | None = None
     ramp_tokens: int = 0
     rejuvenation_steps: int = 0
-    rejuvenation_kernel: str = "uniform"
+    rejuvenation_cut_rule: Any = "uniform"
     rejuvenate: str = "end"
+    rejuvenation_kernel: dataclasses.InitVar[str | None] = None  # the old name of `rejuvenation_cut_rule`
 
-    def __post_init__(self):
+    def __post_init__(self, rejuvenation_kernel):
+        if rejuvenation_kernel is not None:
+            if self.rejuvenation_cut_rule not in ("uniform", rejuvenation_kernel):
+                raise ValueError(f"got rejuvenation_cut_rule={self.rejuvenation_cut_rule!r} and its old name "
+                                 f"rejuvenation_kernel={rejuvenation_kernel!r}; give one")
+            object.__setattr__(self, "rejuvenation_cut_rule", rejuvenation_kernel)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (0 < self.alpha < math.inf):
             raise ValueError(f"alpha must be a finite number > 0 for SMC, got {self.alpha!r}")
         for name, low in (("max_new_tokens", 1), ("num_particles", 1), ("ramp_tokens", 0), ("rejuvenation_steps", 0)):
@@ -97,8 +104,7 @@ class SMCConfig:
         if self.ramp_tokens > self.max_new_tokens:
             raise ValueError(f"ramp_tokens {self.ramp_tokens} exceeds max_new_tokens {self.max_new_tokens}")
         get_resampler(self.resampling)
-        if self.rejuvenation_kernel not in CUT_RULES:
-            raise ValueError(f"unknown rejuvenation_kernel {self.rejuvenation_kernel!r}; allowed: {', '.join(CUT_RULES)}")
+        resolve_cut_rule(self.rejuvenation_cut_rule)  # a registry name or a CutRule object
         if self.rejuvenate not in REJUVENATION_POINTS:
             raise ValueError(f"rejuvenate must be one of {', '.join(REJUVENATION_POINTS)}, got {self.rejuvenate!r}")
         if not self.sampling_rule().full_support:
@@ -234,7 +240,7 @@ class _Decoder:
 def _rejuvenate(particles, config, exponent, cap, proposer, lm, rule, generator):
     """`rejuvenation_steps` MH steps targeting p^exponent on S_cap; returns (particles, trace)."""
     target = PowerTarget(exponent, cap)
-    proposal = SuffixResampling(proposer, rule, resolve_cut_rule(config.rejuvenation_kernel), cap, reference_lm=lm)
+    proposal = SuffixResampling(proposer, rule, resolve_cut_rule(config.rejuvenation_cut_rule), cap, reference_lm=lm)
     kernel = MetropolisHastings(target, proposal)
     trace = run_chains(kernel, particles, config.rejuvenation_steps, generator=generator,
                        functionals={"log_p": lambda batch: batch.total_log_p()}, description="rejuvenation")

@@ -163,6 +163,7 @@ class ConfiguredMethod(Method):
 
     config_class: ClassVar[type]
     renamed: ClassVar[dict[str, str]] = {}
+    aliases: ClassVar[dict[str, str]] = {}  # further keys accepted for a field (key -> field); never recorded
     recorded: ClassVar[tuple[str, ...]] = ()
     config: Any
 
@@ -183,12 +184,20 @@ class ConfiguredMethod(Method):
         }
 
     @classmethod
+    def accepted_keys(cls) -> dict[str, str]:
+        """`keys()` and the `aliases`: every key a config may use, -> its field."""
+        return {**cls.keys(), **cls.aliases}
+
+    @classmethod
     def from_keys(cls, max_new_tokens: int, **keys: Any) -> "ConfiguredMethod":
         """The method whose config has `max_new_tokens` and the fields named by the config `keys`."""
-        fields = cls.keys()
+        fields = cls.accepted_keys()
         unknown = sorted(set(keys) - set(fields))
         if unknown:
             raise TypeError(f"unknown {cls.kind} keys {', '.join(unknown)}; allowed: {', '.join(fields)}")
+        doubled = sorted(key for key in keys if any(other != key and fields[other] == fields[key] for other in keys))
+        if doubled:
+            raise TypeError(f"{cls.kind}: keys {' and '.join(doubled)} name the same setting; give one")
         return cls(cls.config_class(max_new_tokens=max_new_tokens, **{fields[key]: value for key, value in keys.items()}))
 
     def key_values(self) -> dict[str, Any]:
