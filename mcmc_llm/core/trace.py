@@ -30,11 +30,14 @@ class Trace:
         return first.shape[1]
 
     def acceptance_rate(self) -> float:
-        """Fraction of accepted moves over all chains and steps (NaN if nothing was recorded)."""
-        accepted = self.stats.get("accepted")
-        if accepted is None or accepted.size == 0:
+        """Fraction of accepted moves over all chains and steps (NaN if nothing was recorded); for a
+        cycle, over every component's `k<i>.accepted` together."""
+        fields = [self.stats["accepted"]] if "accepted" in self.stats else [
+            value for name, value in self.stats.items() if name.split(".")[-1] == "accepted"
+        ]
+        if not fields or all(value.size == 0 for value in fields):
             return float("nan")
-        return float(np.nanmean(accepted.astype(np.float64)))
+        return float(np.nanmean(np.concatenate([value.astype(np.float64).ravel() for value in fields])))
 
     def to_arviz(self):
         """An ArviZ data tree / InferenceData with `posterior` and `sample_stats` groups."""

@@ -49,7 +49,7 @@ from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
 from mcmc_llm.proposals.cut_rules import CutRule, cut_rule_name, resolve_cut_rule
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
-from mcmc_llm.proposals.suffix import SuffixResampling, extend
+from mcmc_llm.proposals.suffix import SuffixResampling, WithPropose, extend
 from mcmc_llm.targets.sequence import PowerTarget, check_alpha
 
 
@@ -282,6 +282,8 @@ def power_sample(
                 f"the proposal for stage {stage.index} is a {type(stage_proposal).__name__}, not a two-phase suffix "
                 "proposal (it needs plan(source, position), complete(position, plan, continuation) and reads_lengths_only)"
             )
+        if not callable(getattr(stage_proposal, "propose", None)):
+            stage_proposal = WithPropose(stage_proposal)  # lock-step kernels call `propose`
         kernels.append(MetropolisHastings(target.with_cap(stage.cap), stage_proposal, rule=rule_name))
     recorder = TraceRecorder(len(repeated), config.num_stages * config.mcmc_steps, _functionals())
     if config.batching == "continuous":

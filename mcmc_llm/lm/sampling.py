@@ -3,7 +3,7 @@
 * `SamplingRule`: temperature, then optional top-k / top-p truncation, renormalised; its
   `proposal_logprobs` are the probabilities a token is actually drawn with (`log p_prop`).
 * `sampling_law(lm, rule)`: a small integer naming the law (lm, rule), recorded per token so a
-  proposal under another law knows to re-score (`mcmc_llm.proposals.suffix.suffix_log_q`).
+  proposal under another law knows to re-score (`mcmc_llm.proposals.suffix.under_law`).
 * `Continuation`: generated tokens with their per-token statistics (`log p`, `log p_prop`,
   entropy) and law.
 

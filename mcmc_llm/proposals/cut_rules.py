@@ -62,9 +62,12 @@ class CutRule(Protocol):
         ...
 
 
-def positions_allowed(position: SequenceBatch, lowest: int = 0) -> torch.Tensor:
-    """[C, capacity]: `lowest <= m < L`, the generated positions a cut may take."""
+def positions_allowed(position: SequenceBatch, lowest: "int | torch.Tensor" = 0) -> torch.Tensor:
+    """[C, capacity]: `lowest <= m < L`, the generated positions a cut may take (`lowest` one
+    number, or one per chain, e.g. `position.lengths // 2`)."""
     positions = torch.arange(position.capacity, device=position.tokens.device)[None]
+    lowest = torch.as_tensor(lowest, device=positions.device)
+    lowest = lowest[:, None] if lowest.dim() == 1 else lowest
     return (positions >= lowest) & (positions < position.lengths[:, None])
 
 

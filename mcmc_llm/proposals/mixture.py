@@ -8,7 +8,7 @@ same component, the move's log q terms are the component's own:
 
 and `log w_i` cancels in the ratio, so MH with this proposal leaves the target invariant whenever
 each component's terms are exact.  Each component computes its backward term under its own
-law (`suffix_log_q` re-scores tokens another component drew), which is what makes mixtures of
+law (`under_law` re-scores sequences holding tokens another component drew), which is what makes mixtures of
 kernels with different temperatures, truncations or cut rules exact.
 
 Unlike the `Mixture` kernel (`mcmc_llm.kernels.compose`), which runs whole kernels on sub-batches,

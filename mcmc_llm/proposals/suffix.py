@@ -15,9 +15,10 @@ With the power target the MH log-ratio is then
 
 `log p_prop(x_t | x_<t)` in the backward term must be *this* proposal's law.  The position caches
 every token's `log_q` together with the law it is under (`SequenceBatch.log_q_law`); where a
-token of the current suffix was drawn by another law (another kernel of a mixture or cycle, an
-extension at another temperature, a sequence given from outside), the suffix is re-scored under
-this proposal's law.  The new suffix's `log p` and `log p_prop` come from the same forward pass
+token of the current sequence was drawn by another law (another kernel of a mixture or cycle, an
+extension at another temperature, a sequence given from outside), the sequence is re-scored under
+this proposal's law (`under_law`) before the backward term and any cut law that reads `log_q`
+(priority cuts) are evaluated, so both are functions of the sequence alone.  The new suffix's `log p` and `log p_prop` come from the same forward pass
 that sampled it.  If the target's reference model differs from the proposal LM (`reference_lm`),
 the new suffix is scored under it too.
 
@@ -57,8 +58,9 @@ class CutPlan:
     movable: torch.Tensor
 
 
-def _under_reference(lm, reference_lm, rule, contexts: TokenBatch, continuation: Continuation) -> Continuation:
-    """`continuation` with its `log_p` and `entropy` from `reference_lm` when that is not the proposing `lm`."""
+def under_reference(lm, reference_lm, rule, contexts: TokenBatch, continuation: Continuation) -> Continuation:
+    """`continuation` with its `log_p` and `entropy` from `reference_lm` when that is not the proposing
+    `lm` (a proposal from a second LM: the position caches the target model's `log p`)."""
     if reference_lm is None or reference_lm is lm:
         return continuation
     rescored = score_continuations(reference_lm, contexts, continuation.tokens, rule)
@@ -69,20 +71,34 @@ def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.gather(1, index[:, None]).squeeze(1)
 
 
-def suffix_log_q(position: SequenceBatch, cut_index: torch.Tensor, sampler: Sampler) -> torch.Tensor:
-    """`sum_{t=m}^{L-1} log p_prop(x_t | x_<t)` under `sampler` for every chain: the cached `log_q`
-    where every token of the suffix is under the sampler's law, a re-scoring of the other rows."""
+def under_law(position: SequenceBatch, sampler: Sampler) -> SequenceBatch:
+    """`position` with every token's `log_q` under `sampler`'s law: the cached values where a whole
+    sequence is under that law already, a re-scoring of the other rows (one forward pass each).
+
+    What a suffix move reads of the current sequence (the backward term, and a cut law that reads
+    `log_q`, such as priority cuts) must be a function of the sequence under the proposing law, not
+    of which kernel happened to draw each token."""
     law = sampling_law(sampler.lm, sampler.rule)
     positions = torch.arange(position.capacity, device=position.tokens.device)[None]
-    inside = (positions >= cut_index[:, None]) & (positions < position.lengths[:, None])
-    total = position.suffix_sum(position.log_q, cut_index)
+    inside = positions < position.lengths[:, None]
     stale = (inside & (position.log_q_law != law)).any(-1).nonzero().squeeze(-1)
-    if len(stale):
-        sub, cut = gather_chains(position, stale), cut_index[stale]
-        rescored = score_continuations(sampler.lm, sub.contexts(cut), sub.suffixes(cut), sampler.rule)
-        total = total.clone()
-        total[stale] = rescored.log_q.sum(-1).to(total)
-    return total
+    if len(stale) == 0:
+        return position
+    sub = gather_chains(position, stale)
+    start = torch.zeros_like(sub.lengths)
+    rescored = score_continuations(sampler.lm, sub.contexts(start), sub.suffixes(start), sampler.rule)
+    log_q, laws = position.log_q.clone(), position.log_q_law.clone()
+    width = rescored.log_q.shape[1]
+    log_q[stale, :width] = torch.where(inside[stale, :width], rescored.log_q.to(log_q), log_q[stale, :width])
+    laws[stale] = torch.where(inside[stale], torch.full_like(laws[stale], law), laws[stale])
+    return dataclasses.replace(position, log_q=log_q, log_q_law=laws)
+
+
+def suffix_log_q(position: SequenceBatch, cut_index: torch.Tensor, sampler: Sampler) -> torch.Tensor:
+    """`sum_{t=m}^{L-1} log p_prop(x_t | x_<t)` under `sampler`'s law for every chain (`under_law`):
+    the backward term of a suffix move, for proposals written by users."""
+    current = under_law(position, sampler)
+    return current.suffix_sum(current.log_q, cut_index)
 
 
 def _pad_right(tree, width: int):
@@ -120,6 +136,27 @@ def propose_suffix(proposal: SuffixProposal, source: Source, position: SequenceB
     return proposal.complete(position, plan, draw_suffixes(position, plan, split(source, TOKENS)))
 
 
+class WithPropose:
+    """A two-phase suffix proposal that also has `propose` (plan, generate, complete in one call), as
+    lock-step kernels need; `power_sample` wraps user proposals that define only plan / complete."""
+
+    def __init__(self, proposal: SuffixProposal):
+        self.proposal = proposal
+
+    @property
+    def reads_lengths_only(self) -> bool:
+        return bool(self.proposal.reads_lengths_only)
+
+    def plan(self, source: Source, position: SequenceBatch):
+        return self.proposal.plan(source, position)
+
+    def complete(self, position: SequenceBatch, plan, continuation: Continuation) -> Move:
+        return self.proposal.complete(position, plan, continuation)
+
+    def propose(self, source: Source, position: SequenceBatch) -> Move:
+        return propose_suffix(self.proposal, source, position)
+
+
 class SuffixResampling:
     """Suffix-resampling proposal on S_n (n = `max_new_tokens`), cut by `cut_rule`.
 
@@ -155,8 +192,10 @@ class SuffixResampling:
         return bool(self.cut_rule.reads_lengths_only)
 
     def plan(self, source: Source, position: SequenceBatch) -> CutPlan:
-        """Draw the cut of every chain: the first phase, before any token is generated."""
-        cut_index, log_cut = self.cut_rule.sample(source, position, self.block_start)
+        """Draw the cut of every chain: the first phase, before any token is generated (a cut law
+        that reads more than lengths sees the sequence under this proposal's law)."""
+        view = position if self.cut_rule.reads_lengths_only else under_law(position, self.sampler)
+        cut_index, log_cut = self.cut_rule.sample(source, view, self.block_start)
         movable = torch.isfinite(log_cut).any(-1)
         cut_index = torch.where(movable, cut_index, position.lengths)  # no allowed cut: the identity move
         budget = torch.where(movable, self.max_new_tokens - cut_index, torch.zeros_like(cut_index))
@@ -166,7 +205,8 @@ class SuffixResampling:
         """The move once the new suffixes `continuation` (drawn from prompt + x_<m with at most
         `plan.max_new_tokens` tokens) are known: the last phase."""
         cut_index, log_cut, movable = plan.cut_index, plan.log_cut, plan.movable
-        continuation = _under_reference(self.lm, self.reference_lm, self.rule, position.contexts(cut_index), continuation)
+        continuation = under_reference(self.lm, self.reference_lm, self.rule, position.contexts(cut_index), continuation)
+        position = under_law(position, self.sampler)
         proposed = position.splice(cut_index, continuation)
         log_cut_reverse = self.cut_rule.log_probs(proposed, self.block_start)
         safe_index = cut_index.clamp(max=position.capacity - 1)
@@ -175,7 +215,7 @@ class SuffixResampling:
             movable, _at(log_cut, safe_index) + proposed.suffix_sum(proposed.log_q, cut_index), zero
         )
         log_q_backward = torch.where(
-            movable, _at(log_cut_reverse, safe_index) + suffix_log_q(position, cut_index, self.sampler), zero
+            movable, _at(log_cut_reverse, safe_index) + position.suffix_sum(position.log_q, cut_index), zero
         )
         return Move(proposed, log_q_forward, log_q_backward, move_details(position, proposed, cut_index, continuation))
 
@@ -207,7 +247,7 @@ def complete_extension(
     lm: LanguageModel, rule: SamplingRule, position: SequenceBatch, continuation: Continuation, reference_lm: LanguageModel | None = None
 ) -> SequenceBatch:
     """The extended positions, with the new tokens scored under `reference_lm` when it is not `lm`."""
-    continuation = _under_reference(lm, reference_lm, rule, position.contexts(position.lengths), continuation)
+    continuation = under_reference(lm, reference_lm, rule, position.contexts(position.lengths), continuation)
     return position.splice(position.lengths, continuation)
 
 
