@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Cycle": "kernels.compose", "Mixture": "kernels.compose", "MetropolisHastings": "kernels.mh",
     "run_chains": "drivers.chains", "power_sample": "drivers.power", "PowerSamplerConfig": "drivers.power",
-    "make_generator": "core.random", "Trace": "core.trace",
+    "make_generator": "core.random", "Streams": "core.random", "Trace": "core.trace", "Kernel": "core.protocols",
+    "Move": "core.protocols", "Proposal": "core.protocols", "SuffixProposal": "core.protocols", "Target": "core.protocols",
 }
 
 __all__ = sorted(_EXPORTS)

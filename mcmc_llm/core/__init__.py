@@ -1,19 +1,7 @@
-"""The protocols every sampler is made of, explicit random streams, chain-batched trees and traces.
+"""The protocols every sampler is made of (`protocols`), explicit random streams (`random`),
+chain-batched trees (`tree`), traces (`trace`) and the one recorder of traces (`recorder`).
 
-Names are imported lazily, so `mcmc_llm.core.trace` (numpy only) works where torch is absent.
+Import from the modules (`from mcmc_llm.core.protocols import Move`); the most used names are also
+importable from `mcmc_llm` itself.  Nothing is imported here, so `mcmc_llm.core.trace` (numpy only)
+works where torch is absent.
 """
-
-import importlib
-
-_EXPORTS = {
-    "Kernel": "protocols", "Move": "protocols", "Proposal": "protocols", "Target": "protocols",
-    "make_generator": "random", "Trace": "trace",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"mcmc_llm.core.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'mcmc_llm.core' has no attribute {name!r}")

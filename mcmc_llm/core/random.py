@@ -27,48 +27,38 @@ import math
 import zlib
 from typing import Union
 
+import numpy as np
 import torch
 
 _MASK64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_STRING_TAG = 1 << 40  # string labels never collide with small integer labels
 
 
-def _signed(value: int) -> int:
-    """A 64-bit unsigned constant as the int64 with the same bits."""
-    value &= _MASK64
-    return value - (1 << 64) if value >= 1 << 63 else value
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective, well-avalanched hash of uint64 words (arithmetic wraps)."""
+    with np.errstate(over="ignore"):
+        z = z + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
 
 
-_GOLDEN = _signed(0x9E3779B97F4A7C15)
-_MIX1 = _signed(0xBF58476D1CE4E5B9)
-_MIX2 = _signed(0x94D049BB133111EB)
-
-
-def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 bit patterns (torch's `>>` is arithmetic)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def _mix(z: torch.Tensor) -> torch.Tensor:
-    """SplitMix64: a bijective, well-avalanched hash of 64-bit words (int64 arithmetic wraps)."""
-    z = z + _GOLDEN
-    z = (z ^ _shift_right(z, 30)) * _MIX1
-    z = (z ^ _shift_right(z, 27)) * _MIX2
-    return z ^ _shift_right(z, 31)
-
-
-def _word(label: Union[int, str, torch.Tensor]) -> torch.Tensor | int:
-    """A label as a 64-bit word: ints as themselves, strings by a stable CRC (never Python's `hash`)."""
+def _word(label: Union[int, str, torch.Tensor]) -> np.ndarray:
+    """A label as 64-bit words: ints as themselves, strings by a stable CRC (never Python's `hash`)."""
     if isinstance(label, str):
-        return zlib.crc32(label.encode()) | (1 << 40)  # strings never collide with small integer labels
+        return np.asarray(zlib.crc32(label.encode()) | _STRING_TAG, dtype=np.uint64)
     if isinstance(label, torch.Tensor):
-        return label.to(device="cpu", dtype=torch.int64)
+        return label.to(device="cpu", dtype=torch.int64).numpy().view(np.uint64)
     if isinstance(label, bool) or not isinstance(label, int):
         raise TypeError(f"a stream label must be an int, a string or an integer tensor, got {label!r}")
-    return _signed(label)
+    return np.asarray(label & _MASK64, dtype=np.uint64)
 
 
-def _combine(keys: torch.Tensor, label) -> torch.Tensor:
-    return _mix(keys ^ _mix(torch.as_tensor(_word(label), dtype=torch.int64)))
+def _combine(keys: np.ndarray, label) -> np.ndarray:
+    return _mix(keys ^ _mix(_word(label)))
 
 
 class Streams:
@@ -81,12 +71,20 @@ class Streams:
     depend on the order of calls.
     """
 
-    def __init__(self, keys: torch.Tensor):
-        keys = torch.as_tensor(keys)
-        if keys.dtype != torch.int64 or keys.dim() != 1:
-            raise ValueError(f"stream keys must be a 1-D int64 tensor, got {keys.dtype} of shape {tuple(keys.shape)}")
-        self.keys = keys.to("cpu")
+    def __init__(self, keys: torch.Tensor | np.ndarray):
+        if isinstance(keys, np.ndarray) and keys.dtype == np.uint64 and keys.ndim == 1:
+            self._words = keys
+        else:
+            keys = torch.as_tensor(keys)
+            if keys.dtype != torch.int64 or keys.dim() != 1:
+                raise ValueError(f"stream keys must be a 1-D int64 tensor, got {keys.dtype} of shape {tuple(keys.shape)}")
+            self._words = keys.to("cpu").numpy().view(np.uint64).copy()
         self.draws = 0
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """The chains' keys as int64 [C] (the same 64 bits as the uint64 words the hash works on)."""
+        return torch.from_numpy(self._words.view(np.int64))
 
     @staticmethod
     def for_chains(seed: int, prompt_index, chain_index) -> "Streams":
@@ -96,37 +94,37 @@ class Streams:
         prompt_index, chain_index = torch.broadcast_tensors(
             torch.as_tensor(prompt_index, dtype=torch.int64), torch.as_tensor(chain_index, dtype=torch.int64)
         )
-        root = _mix(torch.as_tensor(_signed(seed), dtype=torch.int64))
-        return Streams(_combine(_combine(root.expand(prompt_index.shape), prompt_index), chain_index))
+        root = np.broadcast_to(_mix(_word(seed)), tuple(prompt_index.shape))
+        return Streams(_combine(_combine(root, prompt_index), chain_index))
 
     def __len__(self) -> int:
-        return self.keys.shape[0]
+        return self._words.shape[0]
 
     def split(self, label) -> "Streams":
         """Child streams keyed by (key, label); `label` an int, a string or an int tensor [C] (one
         label per chain, e.g. each chain's own step number)."""
-        return Streams(_combine(self.keys, label))
+        return Streams(_combine(self._words, label))
 
     def gather(self, rows: torch.Tensor) -> "Streams":
         """The streams of chains `rows` (their own keys: a sub-batch draws what the chains would in the full batch)."""
-        return Streams(self.keys[torch.as_tensor(rows, device="cpu")])
+        return Streams(self._words[torch.as_tensor(rows, device="cpu").numpy()])
 
-    def bits(self, shape: tuple[int, ...]) -> torch.Tensor:
+    def bits(self, shape: tuple[int, ...]) -> np.ndarray:
         """Fresh hashed 64-bit words of `shape` (first axis: the chain), advancing the draw counter."""
         if not shape or shape[0] != len(self):
             raise ValueError(f"{len(self)} streams cannot draw a tensor of shape {tuple(shape)}; its first axis must be the chain")
         counter = self.draws
         self.draws += 1
         extra = math.prod(shape[1:])
-        element = torch.arange(extra, dtype=torch.int64).reshape((1,) + tuple(shape[1:]))
-        base = _combine(self.keys, counter).reshape((-1,) + (1,) * (len(shape) - 1))
+        element = np.arange(extra, dtype=np.uint64).reshape((1,) + tuple(shape[1:]))
+        base = _combine(self._words, counter).reshape((-1,) + (1,) * (len(shape) - 1))
         if extra == 1:
             return base.reshape(shape)
         return _mix(base ^ _mix(element))
 
     def uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Uniform(0, 1) float64 draws of `shape`, never exactly 0 or 1."""
-        return (_shift_right(self.bits(shape), 11).to(torch.float64) + 0.5) * 2.0**-53
+        return torch.from_numpy(((self.bits(shape) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53)
 
     def __repr__(self) -> str:
         return f"Streams({len(self)} chains, {self.draws} draws made)"

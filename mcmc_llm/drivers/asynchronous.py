@@ -279,25 +279,26 @@ class AsynchronousChains(Prefetching):
 
     def _serve(self, keys: list, continuation: Continuation) -> None:
         """Take the actions of the chains whose requests just finished, then submit their next requests."""
-        if keys:
-            keys = torch.as_tensor(keys, dtype=torch.long)
-            chains, _ = self._decode(keys)
-            is_current = keys == self.current_key[chains]
-            current = is_current.nonzero().squeeze(-1)
-            for i in (~is_current).nonzero().squeeze(-1).tolist():
-                self.held[int(keys[i])] = (continuation, i)  # a pre-fetch done before the step it waits on
-            ready, results, needy = chains[current], gather_chains(continuation, current.to(self.device)), []
-            while len(ready):
-                ready, more = self._finish(ready, results)
-                needy.append(more)
-                if len(ready):
-                    results = _rows([self.held.pop(int(self.current_key[c])) for c in ready])
-            needy = torch.cat(needy) if needy else torch.zeros(0, dtype=torch.long)
-            if len(needy):
-                self._submit(needy, self.action[needy], prefetched=False)
-            if self.prefetch:
-                self._submit_acceptances()
-                self._fill_idle_rows()
+        if not keys:
+            return
+        keys = torch.as_tensor(keys, dtype=torch.long)
+        chains, _ = self._decode(keys)
+        is_current = keys == self.current_key[chains]
+        current = is_current.nonzero().squeeze(-1)
+        for i in (~is_current).nonzero().squeeze(-1).tolist():
+            self.held[int(keys[i])] = (continuation, i)  # a pre-fetch done before the step it waits on
+        ready, results, needy = chains[current], gather_chains(continuation, current.to(self.device)), []
+        while len(ready):
+            ready, more = self._finish(ready, results)
+            needy.append(more)
+            if len(ready):
+                results = _rows([self.held.pop(int(self.current_key[c])) for c in ready])
+        needy = torch.cat(needy) if needy else torch.zeros(0, dtype=torch.long)
+        if len(needy):
+            self._submit(needy, self.action[needy], prefetched=False)
+        if self.prefetch:
+            self._submit_acceptances()
+            self._fill_idle_rows()
 
 
 def run_asynchronous_chains(proposer, rule, start, kernels, stage_caps, mcmc_steps, streams, recorder, **options):

@@ -168,33 +168,40 @@ def _check_sharpness(value) -> None:
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class PriorityCut(CutRuleBase):
-    """P(m | x) ∝ exp(sharpness * s_m), s_m = -log p_prop(x_m | x_<m): cut where the proposal was surprised."""
+class SharpenedCut(CutRuleBase):
+    """P(m | x) ∝ exp(sharpness * score_m(x)) over all generated positions, for a subclass's `scores`."""
 
     sharpness: float = 1.0
-    name = "priority"
 
     def __post_init__(self):
         _check_sharpness(self.sharpness)
 
+    def scores(self, position: SequenceBatch) -> torch.Tensor:
+        raise NotImplementedError
+
     def log_probs(self, position, block_start):
-        return normalised(self.sharpness * torch.clamp(-position.log_q, max=1e4), positions_allowed(position))
+        return normalised(self.sharpness * self.scores(position), positions_allowed(position))
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class EntropyCut(CutRuleBase):
-    """P(m | x) ∝ exp(sharpness * max(0, H_m - H_{m-1})): cut where the next-token entropy jumps."""
+class PriorityCut(SharpenedCut):
+    """score_m = -log p_prop(x_m | x_<m), the surprisal: cut where the proposal was surprised."""
 
-    sharpness: float = 1.0
+    name = "priority"
+
+    def scores(self, position):
+        return torch.clamp(-position.log_q, max=1e4)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class EntropyCut(SharpenedCut):
+    """score_m = max(0, H_m - H_{m-1}): cut where the next-token entropy jumps."""
+
     name = "entropy"
 
-    def __post_init__(self):
-        _check_sharpness(self.sharpness)
-
-    def log_probs(self, position, block_start):
+    def scores(self, position):
         previous = torch.cat([position.entropy[:, :1], position.entropy[:, :-1]], dim=1)
-        scores = self.sharpness * torch.clamp(position.entropy - previous, min=0.0)
-        return normalised(scores, positions_allowed(position))
+        return torch.clamp(position.entropy - previous, min=0.0)
 
 
 _REGISTRY = {rule.name: rule for rule in (UniformCut, WithinBlockCut, RestartCut, PriorityCut, EntropyCut)}
