@@ -8,6 +8,7 @@ themselves are checked for uniformity with a chi-square test at false-failure ra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -26,8 +27,6 @@ CONFIG = PowerSamplerConfig(alpha=4.0, block_size=2, max_new_tokens=6, mcmc_step
 
 
 def _run(lm, prompts, chains, config=CONFIG, **changes):
-    import dataclasses
-
     return power_sample(lm, prompts, dataclasses.replace(config, **changes), chains_per_prompt=chains, seed=3)
 
 
@@ -120,3 +119,32 @@ def test_a_sub_batch_draws_what_its_chains_draw_in_the_full_batch():
         Streams.for_chains(-1, 0, 0)
     with pytest.raises(ValueError, match="4 streams cannot draw a tensor of shape \\(3,\\)"):
         uniform(streams, torch.zeros(3))
+
+
+class _TwoPhaseOnly:
+    """A user's proposal with plan / complete and nothing else (no `propose`, no `cut_rule`)."""
+
+    def __init__(self, inner):
+        self.inner, self.reads_lengths_only = inner, inner.reads_lengths_only
+
+    def plan(self, source, position):
+        return self.inner.plan(source, position)
+
+    def complete(self, position, plan, continuation):
+        return self.inner.complete(position, plan, continuation)
+
+
+def test_a_two_phase_user_proposal_runs_in_both_batchings_with_the_same_chains():
+    from mcmc_llm.lm.generation import SamplingRule
+    from mcmc_llm.proposals.suffix import SuffixResampling
+
+    lm = load_toy("trigram")
+
+    def proposal(stage):
+        return _TwoPhaseOnly(SuffixResampling(lm, SamplingRule(0.5), "uniform", stage.cap, block_start=stage.block_start))
+
+    runs = {batching: power_sample(lm, [[]], dataclasses.replace(CONFIG, batching=batching), chains_per_prompt=12, seed=3,
+                                   proposal=proposal) for batching in ("continuous", "lockstep")}
+    _same_chains(runs["lockstep"], runs["continuous"], slice(None))
+    with pytest.raises(TypeError, match="the proposal for stage 0 is a object, not a two-phase suffix proposal"):
+        power_sample(lm, [[]], CONFIG, proposal=lambda stage: object())
