@@ -98,6 +98,17 @@ def concat_chains(trees: Sequence[Any]) -> Any:
     return first
 
 
+def concat_padded(trees: Sequence[Any]) -> Any:
+    """`concat_chains` of trees whose 2-D leaves (per-token records [C, W]) may differ in width W:
+    those are right-padded with zeros to the widest first."""
+    widths = []
+    for tree in trees:
+        map_tensors(lambda leaf: widths.append(leaf.shape[1]) if leaf.dim() == 2 else None, tree)
+    width = max(widths, default=0)
+    pad = lambda leaf: torch.nn.functional.pad(leaf, (0, width - leaf.shape[1])) if leaf.dim() == 2 else leaf  # noqa: E731
+    return concat_chains([map_tensors(pad, tree) for tree in trees])
+
+
 def gather_chains(tree: Any, rows: torch.Tensor) -> Any:
     """The sub-batch of chains `rows` (a 1-D index tensor)."""
     return map_tensors(lambda leaf: leaf[rows.to(leaf.device)], tree)

@@ -63,7 +63,7 @@ from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.drivers.prefetch import Prefetching, _rows
-from mcmc_llm.proposals.suffix import complete_extension, extension_request
+from mcmc_llm.proposals.suffix import complete_extension, extension_request, rows_by_lm
 
 
 class AsynchronousChains(Prefetching):
@@ -146,12 +146,8 @@ class AsynchronousChains(Prefetching):
               streams: Streams) -> None:
         """Submit requests to the engine of each row's sampler's LM (rows of one LM share a batch)."""
         index = torch.as_tensor(sampler_index).cpu()
-        lms = {id(sampler.lm): sampler.lm for sampler in samplers}
-        for lm_id, lm in lms.items():
-            rows = torch.as_tensor([r for r, i in enumerate(index.tolist()) if id(samplers[i].lm) == lm_id], dtype=torch.long)
-            if len(rows) == 0:
-                continue
-            engine = self.engines.setdefault(lm_id, ContinuousBatch(lm, self.rule))
+        for lm, rows in rows_by_lm(samplers, index):
+            engine = self.engines.setdefault(id(lm), ContinuousBatch(lm, self.rule))
             sub = rows.to(contexts.ids.device)
             engine.submit([keys[r] for r in rows.tolist()], TokenBatch(contexts.ids[sub], contexts.lengths[sub]),
                           budget[rows.to(budget.device)], rules=[samplers[i].rule for i in index[rows].tolist()],

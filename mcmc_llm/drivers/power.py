@@ -47,7 +47,7 @@ from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
-from mcmc_llm.proposals.cut_rules import CutRule, cut_rule_name, resolve_cut_rule
+from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
 from mcmc_llm.proposals.suffix import SuffixResampling, WithPropose, extend
 from mcmc_llm.targets.sequence import PowerTarget, check_alpha
@@ -124,10 +124,6 @@ class PowerSamplerConfig:
     def cut_rule_object(self) -> CutRule:
         """The cut rule as an object (`resolve_cut_rule`)."""
         return resolve_cut_rule(self.cut_rule, self.cut_sharpness)
-
-    @property
-    def cut_rule_name(self) -> str:
-        return self.cut_rule if isinstance(self.cut_rule, str) else cut_rule_name(self.cut_rule)
 
     @property
     def temperature(self) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from mcmc_llm.core.protocols import PLAN, PROPOSE
-from mcmc_llm.core.tree import concat_chains, gather_chains, map_tensors
+from mcmc_llm.core.tree import concat_padded, gather_chains
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 
@@ -36,16 +36,7 @@ def _rows(parts: list[tuple[Any, int]]) -> Any:
         batch = parts[positions[0]][0]
         pieces.append(gather_chains(batch, torch.as_tensor([parts[i][1] for i in positions])))
         order += positions
-    width = max((leaf.shape[1] for piece in pieces for leaf in _leaves(piece) if leaf.dim() == 2), default=0)
-    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.dim() == 2 else t  # noqa: E731
-    stacked = concat_chains([map_tensors(pad, piece) for piece in pieces])
-    return gather_chains(stacked, torch.argsort(torch.as_tensor(order)))
-
-
-def _leaves(tree: Any) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    map_tensors(found.append, tree)
-    return found
+    return gather_chains(concat_padded(pieces), torch.argsort(torch.as_tensor(order)))
 
 
 class Prefetching:

@@ -222,8 +222,3 @@ def resolve_cut_rule(spec: "str | CutRule", sharpness: float = 1.0) -> CutRule:
         what = ", ".join(missing) + (" and a bool reads_lengths_only" if not isinstance(getattr(spec, "reads_lengths_only", None), bool) else "")
         raise TypeError(f"{type(spec).__name__} is not a cut rule: it lacks {what.strip(', ')} (subclass mcmc_llm.proposals.cut_rules.CutRuleBase)")
     return spec
-
-
-def cut_rule_name(rule: CutRule) -> str:
-    """The rule's registry name, or its class name for a user's rule."""
-    return getattr(rule, "name", None) or type(rule).__name__

@@ -35,7 +35,7 @@ import torch
 
 from mcmc_llm.core.protocols import PLAN, TOKENS, Move, Sampler, SuffixPlan, SuffixProposal
 from mcmc_llm.core.random import Source, gather, split
-from mcmc_llm.core.tree import concat_chains, gather_chains, map_tensors
+from mcmc_llm.core.tree import concat_padded, gather_chains
 from mcmc_llm.lm.generation import Continuation, SamplingRule, sample_continuations, sampling_law, score_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
@@ -101,8 +101,16 @@ def suffix_log_q(position: SequenceBatch, cut_index: torch.Tensor, sampler: Samp
     return current.suffix_sum(current.log_q, cut_index)
 
 
-def _pad_right(tree, width: int):
-    return map_tensors(lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.dim() == 2 else t, tree)
+def rows_by_lm(samplers: tuple, sampler_index: torch.Tensor) -> list[tuple[LanguageModel, torch.Tensor]]:
+    """The rows whose sampler uses each distinct LM: [(lm, rows)], one entry per LM that has rows
+    (requests of one LM share a batch; their rules may differ row by row)."""
+    lm_of_row = [id(samplers[i].lm) for i in torch.as_tensor(sampler_index).cpu().tolist()]
+    groups = []
+    for lm in {id(sampler.lm): sampler.lm for sampler in samplers}.values():
+        rows = torch.as_tensor([r for r, lm_id in enumerate(lm_of_row) if lm_id == id(lm)], dtype=torch.long)
+        if len(rows):
+            groups.append((lm, rows))
+    return groups
 
 
 def draw_suffixes(position: SequenceBatch, plan: SuffixPlan, source: Source) -> Continuation:
@@ -112,21 +120,14 @@ def draw_suffixes(position: SequenceBatch, plan: SuffixPlan, source: Source) -> 
     if len(plan.samplers) == 1:
         sampler = plan.samplers[0]
         return sample_continuations(sampler.lm, contexts, plan.max_new_tokens, sampler.rule, source)
-    rules = [sampler.rule for sampler in plan.samplers]
     index = plan.sampler_index.cpu()
-    lms = {id(sampler.lm): sampler.lm for sampler in plan.samplers}
     parts, order = [], []
-    for lm_id, lm in lms.items():
-        rows = torch.as_tensor([c for c, i in enumerate(index.tolist()) if id(plan.samplers[i].lm) == lm_id], dtype=torch.long)
-        if len(rows) == 0:
-            continue
-        sub = gather_chains(contexts, rows)
-        parts.append(sample_continuations(lm, sub, plan.max_new_tokens[rows.to(plan.max_new_tokens.device)],
-                                          [rules[i] for i in index[rows].tolist()], gather(source, rows)))
+    for lm, rows in rows_by_lm(plan.samplers, index):
+        rules = [plan.samplers[i].rule for i in index[rows].tolist()]
+        budget = plan.max_new_tokens[rows.to(plan.max_new_tokens.device)]
+        parts.append(sample_continuations(lm, gather_chains(contexts, rows), budget, rules, gather(source, rows)))
         order.append(rows)
-    width = max(part.log_q.shape[1] for part in parts)
-    merged = concat_chains([_pad_right(part, width) for part in parts])
-    return gather_chains(merged, torch.argsort(torch.cat(order)))
+    return gather_chains(concat_padded(parts), torch.argsort(torch.cat(order)))
 
 
 def propose_suffix(proposal: SuffixProposal, source: Source, position: SequenceBatch) -> Move:
