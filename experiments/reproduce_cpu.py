@@ -66,14 +66,13 @@ def main() -> None:
 
     wanted = [name for name in EVALUATIONS if name not in args.skip]
     if wanted:
-        import torch
-
         from mcmc_llm.lm.registry import load_model
+        from mcmc_llm.lm.threads import configure_threads
 
         from mcmc_llm.evaluation import read_document
 
         model = read_document(CONFIGS / "main.toml")["model"]
-        torch.set_num_threads(model.get("threads", torch.get_num_threads()))
+        configure_threads(model.get("threads"), model.get("device", "auto"))  # [model] threads, else the CPU default
         lm = load_model(model["spec"], device=model.get("device", "auto"), dtype=model.get("dtype", "auto"))
         for name in wanted:
             run_evaluation(name, results, args.quick, lm)

@@ -1,7 +1,7 @@
 """Mixing study on an exact toy LM: TV to p^alpha against MH steps and tokens, for every kernel.
 
-For each kernel (uniform, within-block, restart, priority, entropy, and the published code's
-biased ratio) and each N_MCMC, Algorithm 1 runs C independent chains; the empirical law of their
+For each kernel (uniform, within-block, restart, priority, entropy, the published code's
+biased ratio inside our chain, and the copy of the published code's whole chain) and each N_MCMC, Algorithm 1 runs C independent chains; the empirical law of their
 final sequences is compared with the exact p^alpha on S_{T_max} (and, for within-block cuts,
 with the exact nested law they target).  Several seeds give the spread.  Tokens are the
 proposal LM's sampled tokens per chain (extensions + resampled suffixes).
@@ -37,6 +37,7 @@ KERNELS = [
     ("priority", "priority", "exact"),
     ("entropy", "entropy", "exact"),
     ("published ratio", "uniform", "published"),
+    ("published chain", "uniform", "reference"),
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -38,14 +38,16 @@ def test_grade_math500(tmp_path, capsys):
         {"task_id": "a", "completion": "\\boxed{0.5}"}, {"task_id": "b", "completion": "\\boxed{5}"},
         {"task_id": "b", "completion": "four"}, {"task_id": "zzz", "completion": "\\boxed{1}"}, "not json"])
     code, records, summary = _run(capsys, ["grade", "--task", "math500", "--input", inputs, "--data", str(data)])
-    assert code == 0
+    assert code == 1  # two malformed records: every line is still printed, then a non-zero exit
     assert [(r["task_id"], r["passed"], r["status"]) for r in records] == [
         ("a", True, "correct"), ("b", False, "wrong"), ("b", False, "no_answer"), ("zzz", False, "error"),
         (None, False, "error")]
     assert "unknown task_id" in records[3]["detail"] and "line 5" in records[4]["detail"]
-    assert summary["records"] == 5 and summary["passed"] == 1 and summary["accuracy"] == pytest.approx(0.2)
+    # one denominator: the 3 graded records; accuracy is pass@1 (mean over task ids: a 1/1, b 0/2)
+    assert summary["records"] == 5 and summary["graded"] == 3 and summary["passed"] == 1
+    assert summary["skipped"] == 2 and summary["skipped_reasons"] == {"unknown task_id": 1, "not valid JSON": 1}
+    assert summary["accuracy"] == pytest.approx(0.5) and summary["pass@k"]["1"] == pytest.approx(0.5)
     assert summary["statuses"] == {"correct": 1, "wrong": 1, "no_answer": 1, "error": 2}
-    assert summary["pass@k"]["1"] == pytest.approx(0.5)  # a: 1/1, b: 0/2
 
 
 def test_grade_humaneval_through_sandbox(tmp_path, capsys):

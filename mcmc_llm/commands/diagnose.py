@@ -5,15 +5,25 @@ FILE.trace.npz), the .trace.npz itself, or a folder holding such files.  For eac
 chains of that prompt are summarised together (acceptance overall / by stage / by cut
 position, bulk and tail ESS and R-hat, stuck-chain flags), and plots are written next to the
 trace: a trace plot and an acceptance heatmap.
+
+Checks first: the trace must be a readable saved trace, and when the run's JSONL is there it must
+agree with the trace (one record per chain, the same prompts and chains, the same number of steps
+and the same final log p), else a one-line error.  Changes of a float functional of at most
+`NOISE_RTOL` (1e-4) relative at a step where the chain's sequence did not change are float noise,
+not movement: they are removed before the summary, the flags and the plots
+(`mcmc_llm.diagnostics.noise`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from pathlib import Path
 
 NAME = "diagnose"
 HELP = "Summarise a saved run (acceptance, ESS, R-hat, stuck chains) and write diagnostic plots next to it."
+SUFFIX = ".trace.npz"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,37 +36,100 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def find_traces(path: Path) -> list[Path]:
-    if path.is_dir():
-        traces = sorted(path.glob("*.trace.npz"))
-    elif path.name.endswith(".trace.npz"):
-        traces = [path]
-    else:
-        traces = [path.with_name(path.name + ".trace.npz")]
-    missing = [str(p) for p in traces if not p.exists()]
     if not path.exists():
         raise ValueError(f"{path} does not exist")
+    if path.is_dir():
+        traces = sorted(path.glob("*" + SUFFIX))
+    elif path.name.endswith(SUFFIX):
+        traces = [path]
+    else:
+        traces = [path.with_name(path.name + SUFFIX)]
+    missing = [str(p) for p in traces if not p.exists()]
     if not traces or missing:
         raise ValueError(
-            f"no saved trace found for {path} (looked for {', '.join(missing) or '*.trace.npz'}); "
+            f"no saved trace found for {path} (looked for {', '.join(missing) or '*' + SUFFIX}); "
             "run `mcmc-llm sample --out FILE.jsonl --save-trace` to save one"
         )
     return traces
 
 
+def read_run_records(path: Path) -> list[dict]:
+    """The records of a run's JSONL; ValueError naming the file and line of anything else."""
+    records = []
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            cut = " (truncated?)" if number == len(lines) else ""
+            raise ValueError(f"{path}:{number}: not valid JSON{cut}: {error}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt_index"), int) \
+                or not isinstance(record.get("chain"), int):
+            raise ValueError(f"{path}:{number}: not a `mcmc-llm sample` record (needs integer prompt_index and chain)")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no records")
+    return records
+
+
+def check_agreement(records: list[dict], trace, chains: int, jsonl: Path, trace_file: Path) -> None:
+    """ValueError unless the JSONL and the trace describe the same chains (see the module docstring)."""
+    import numpy as np
+
+    prompts = max(trace.num_chains // chains, 1)
+    where = f"{jsonl} and {trace_file} disagree"
+    if len(records) != trace.num_chains:
+        raise ValueError(f"{where}: {len(records)} records but {trace.num_chains} chains in the trace")
+    expected = {(p, c) for p in range(prompts) for c in range(chains)}
+    found = {(r["prompt_index"], r["chain"]) for r in records}
+    if found != expected:
+        extra = sorted(found - expected)[:3] or sorted(expected - found)[:3]
+        raise ValueError(f"{where}: (prompt_index, chain) pairs differ, e.g. {extra}")
+    final = trace.samples.get("log_p")
+    for record in records:
+        row = record["prompt_index"] * chains + record["chain"]
+        if "steps" in record and record["steps"] != trace.num_draws:
+            raise ValueError(f"{where}: record {row} has {record['steps']} steps, the trace {trace.num_draws}")
+        if final is not None and isinstance(record.get("log_p"), (int, float)):
+            values = np.asarray(final[row], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if values.size and not math.isclose(values[-1], record["log_p"], rel_tol=1e-5, abs_tol=1e-5):
+                raise ValueError(f"{where}: chain {row} ends at log p = {values[-1]:.6g} in the trace but "
+                                 f"{record['log_p']:.6g} in the JSONL")
+
+
 def run(args: argparse.Namespace) -> int:
+    from mcmc_llm.commands.common import check_output_path
     from mcmc_llm.core.trace import Trace
     from mcmc_llm.diagnostics import Thresholds, format_summary, summarize
     from mcmc_llm.diagnostics.io import load_trace, load_trace_metadata
+    from mcmc_llm.diagnostics.noise import NOISE_RTOL, snap_noise
 
     thresholds = Thresholds(rhat_max=args.rhat_max, min_ess=args.min_ess)
-    any_flag = False
-    for trace_file in find_traces(args.path):
+    traces = find_traces(args.path)
+    loaded = []
+    for trace_file in traces:  # read and check everything before printing or writing anything
         trace = load_trace(trace_file)
         metadata = load_trace_metadata(trace_file)
-        chains = int(metadata.get("chains_per_prompt", trace.num_chains))
+        chains = metadata.get("chains_per_prompt", trace.num_chains)
+        if not isinstance(chains, int) or chains < 1 or trace.num_chains % chains:
+            raise ValueError(f"{trace_file}: chains_per_prompt {chains!r} does not divide its {trace.num_chains} chains")
+        stem = trace_file.with_name(trace_file.name[: -len(SUFFIX)])
+        if stem.is_file():
+            check_agreement(read_run_records(stem), trace, chains, stem, trace_file)
+        if not args.no_plots:
+            check_output_path(f"{stem}.prompt0.trace.png", "plot")
+        loaded.append((trace_file, snap_noise(trace), chains, stem))
+    any_flag = False
+    for trace_file, trace, chains, stem in loaded:
         prompts = max(trace.num_chains // chains, 1)
-        stem = trace_file.with_name(trace_file.name[: -len(".trace.npz")])
-        print(f"== {trace_file} ({prompts} prompt(s) x {chains} chain(s), {trace.num_draws} steps)")
+        print(f"== {trace_file} ({prompts} prompt(s) x {chains} chain(s), {trace.num_draws} steps; "
+              f"float noise below {NOISE_RTOL:g} relative ignored)")
         for prompt in range(prompts):
             rows = slice(prompt * chains, (prompt + 1) * chains)
             part = Trace({k: v[rows] for k, v in trace.samples.items()}, {k: v[rows] for k, v in trace.stats.items()})
@@ -66,9 +139,11 @@ def run(args: argparse.Namespace) -> int:
             any_flag |= not summary.ok
             if not args.no_plots:
                 from mcmc_llm.diagnostics import plots
+                from mcmc_llm.diagnostics.noise import merge_close_values
 
+                shown = Trace({k: merge_close_values(v) for k, v in part.samples.items()}, part.stats)
                 written = [
-                    plots.plot_trace(part, ["log_p", "length"], f"{stem}.prompt{prompt}.trace.png",
+                    plots.plot_trace(shown, ["log_p", "length"], f"{stem}.prompt{prompt}.trace.png",
                                      title=f"prompt {prompt}: log p(x) and length per MH step"),
                     plots.plot_acceptance_heatmap(part, f"{stem}.prompt{prompt}.acceptance.png"),
                 ]

@@ -12,8 +12,9 @@ import json
 import math
 import sys
 
+from mcmc_llm.commands.common import add_threads_argument, progress_enabled, quiet_libraries
 from mcmc_llm.lm import exact, registry
-from mcmc_llm.lm.support import DEFAULT_MAX_SUPPORT, enumerate_support
+from mcmc_llm.lm.support import DEFAULT_MAX_SUPPORT, enumerate_support, support_size_bound
 from mcmc_llm.lm.toy import TOY_MODELS
 
 NAME = "exact"
@@ -69,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-support", type=int, default=DEFAULT_MAX_SUPPORT, metavar="COUNT",
         help="refuse to enumerate supports with more sequences than this.",
     )
+    add_threads_argument(parser)
 
 
 def load_model(spec: str):
@@ -125,9 +127,24 @@ def run(args: argparse.Namespace) -> int:
         temperature = _check_positive("--temperature", 1.0 / alpha if args.temperature is None else args.temperature)
     prompt = parse_prompt(args.prompt)
 
+    from mcmc_llm.lm.threads import configure_threads
+
+    configure_threads(getattr(args, "threads", None), "auto")
+    quiet_libraries(progress_enabled(args))
     lm = load_model(args.model)
     if any(token >= lm.vocab_size or token < 0 for token in prompt):
         raise ValueError(f"--prompt token ids must be in [0, {lm.vocab_size}) for {args.model}, got {prompt}")
+    if getattr(lm, "max_context", None) is not None:  # a transformers model: full support, needs a context token
+        live = lm.vocab_size - len(set(lm.eos_token_ids))
+        if (n * math.log10(max(live, 1)) > math.log10(args.max_support) + 1  # far too big: skip the exact count
+                or support_size_bound(lm.vocab_size, lm.vocab_size - live, n) > args.max_support):
+            raise ValueError(
+                f"exact enumeration needs a small vocabulary: {args.model} has {lm.vocab_size} tokens, so S_{n} holds "
+                f"about 10^{n * math.log10(max(live, 2)):.0f} sequences, more than --max-support {args.max_support}; use a toy:NAME model, "
+                "random:PRESET,vocab_size=V with a small V, or a smaller --max-new-tokens"
+            )
+        if not prompt:
+            raise ValueError(f"{args.model} needs at least one context token: pass --prompt IDS (e.g. its BOS token id)")
     support = enumerate_support(lm, n, prompt, max_support=args.max_support)
     if law == "base":
         result = exact.base_law(lm, n, prompt, support=support)

@@ -4,9 +4,13 @@ Input: JSONL records `{"task_id": ..., "completion": ...}` (`output` is accepted
 Output (stdout): for each record, in input order,
     {"task_id": ..., "passed": bool, "status": ..., "detail": ..., "extracted": ...}
 then one summary line
-    {"summary": {"task": ..., "records": N, "passed": K, "accuracy": K/N, "statuses": {...}, "pass@k": {...}}}
-A record whose task_id is not in the task's data gets status "error" with a detail.  HumanEval code
-runs only in `mcmc_llm.sandbox` (in parallel with --workers).
+    {"summary": {"task": ..., "records": N, "graded": G, "passed": K, "skipped": S, "skipped_reasons": {...},
+                 "statuses": {...}, "accuracy": K/G, "pass@k": {...}}}
+A record that cannot be graded (a truncated or non-JSON line, a missing or wrongly typed field, a
+task_id not in the task's data, a grader failure) gets status "error" with a detail naming its line,
+is left out of the summary (G = N - S - not_graded, the one denominator of accuracy and pass@k),
+and makes the command exit 1 after printing everything, with one line on stderr counting them.
+HumanEval code runs only in `mcmc_llm.sandbox` (in parallel with --workers).
 """
 
 from __future__ import annotations
@@ -58,21 +62,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_input(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        raise ValueError(f"--input {path}: file not found")
     if not os.path.isfile(path):
-        raise ValueError(f"input file not found: {path}")
+        raise ValueError(f"--input {path}: not a regular file")
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                record = {"_error": f"line {number}: not valid JSON ({error.msg})"}
-            if not isinstance(record, dict):
-                record = {"_error": f"line {number}: not a JSON object"}
-            records.append(record)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        cut = number == len(lines)  # no newline after it: possibly a truncated line
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            record = {"_error": f"line {number}: not UTF-8 text", "_reason": "not UTF-8"}
+        except json.JSONDecodeError as error:
+            reason = "truncated line" if cut else "not valid JSON"
+            record = {"_error": f"line {number}: {reason} ({error.msg})", "_reason": reason}
+        if not isinstance(record, dict):
+            record = {"_error": f"line {number}: not a JSON object", "_reason": "not a JSON object"}
+        record.setdefault("_line", number)
+        records.append(record)
     return records
+
+
+def _malformed(record: dict) -> tuple[str, str] | None:
+    """(reason, detail) if the record cannot be graded as written, else None."""
+    if "_error" in record:
+        return record["_reason"], record["_error"]
+    line = f"line {record['_line']}: "
+    completion = record.get("completion", record.get("output"))
+    if "task_id" not in record or record["task_id"] is None:
+        return "missing task_id", line + "record needs a 'task_id'"
+    if not isinstance(record["task_id"], (str, int)) or isinstance(record["task_id"], bool):
+        return "task_id of the wrong type", line + f"'task_id' must be a string or an integer, got {record['task_id']!r}"
+    if completion is None:
+        return "missing completion", line + "record needs a string 'completion' (or 'output')"
+    if not isinstance(completion, str):
+        return "completion not a string", line + f"'completion' must be a string, got {type(completion).__name__}"
+    return None
 
 
 def _grade_one(task, problems: dict, record: dict) -> dict:
@@ -80,31 +110,67 @@ def _grade_one(task, problems: dict, record: dict) -> dict:
 
     task_id = record.get("task_id")
     completion = record.get("completion", record.get("output"))
-    if "_error" in record:
-        result = GradeResult(False, "error", record["_error"])
-    elif task_id is None or not isinstance(completion, str):
-        result = GradeResult(False, "error", "record needs 'task_id' and a string 'completion'")
+    malformed = _malformed(record)
+    reason = None
+    if malformed is not None:
+        reason, detail = malformed
+        result = GradeResult(False, "error", detail)
     else:
         problem = problems.get(str(task_id))
         finder = getattr(task, "problem_from_id", None)
         if problem is None and finder is not None:
             problem = finder(str(task_id))
         if problem is None:
-            result = GradeResult(False, "error", f"unknown task_id {task_id!r} for task {task.name!r}")
+            reason = "unknown task_id"
+            result = GradeResult(False, "error", f"line {record['_line']}: unknown task_id {task_id!r} for task {task.name!r}")
         else:
             try:
                 result = task.grade(problem, completion)
             except Exception as error:  # one bad record must not stop the run
+                reason = "grader failed"
                 result = GradeResult(False, "error", f"grader failed: {error!r}")
-    return {"task_id": task_id, **result.to_dict()}
+    return {"task_id": task_id, **result.to_dict(), **({"_reason": reason} if reason else {})}
+
+
+#: Reasons a record is malformed (the command then exits 1).
+INPUT_ERRORS = ("not valid JSON", "truncated line", "not UTF-8", "not a JSON object", "missing task_id",
+                "task_id of the wrong type", "missing completion", "completion not a string", "unknown task_id")
+#: Statuses left out of the summary, and the reason given for them when no other is known.
+UNGRADED = {"error": "grader error", "not_graded": "not graded by this task"}
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    from mcmc_llm.commands.common import check_output_path
+
+    bad = [k for k in args.pass_at or [] if k < 1]
+    if bad:
+        raise ValueError(f"--pass-at must be a positive integer, got {bad[0]}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+    if args.outputs:
+        path = check_output_path(args.outputs, "--outputs")
+        if path.is_file() and path.stat().st_size and not _is_alpaca_outputs(path):
+            raise ValueError(f"--outputs {path} exists and is not an alpaca_eval outputs file written by `grade`; "
+                             "refusing to overwrite it (choose another path or remove the file)")
+
+
+def _is_alpaca_outputs(path) -> bool:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and "output" in r for r in rows)
 
 
 def run(args: argparse.Namespace) -> int:
     from mcmc_llm.tasks import get_task
     from mcmc_llm.tasks.base import mean_pass_at_k
 
+    _check_flags(args)
     task = get_task(args.task, **dict(args.option))
     records = _read_input(args.input)
+    if not records:
+        raise ValueError(f"--input {args.input} holds no records (expected JSON lines of {{\"task_id\", \"completion\"}})")
     try:
         problems = {p.task_id: p for p in task.load(path=args.data, seed=args.seed)}
     except ValueError:
@@ -116,16 +182,23 @@ def run(args: argparse.Namespace) -> int:
             results = list(pool.map(lambda r: _grade_one(task, problems, r), records))
     else:
         results = [_grade_one(task, problems, r) for r in records]
+    reasons = [r.pop("_reason", None) or UNGRADED.get(r["status"]) for r in results]
+    skipped = Counter(reason for reason in reasons if reason)
+    malformed = Counter(reason for reason in reasons if reason in INPUT_ERRORS)
     for line in results:
         print(json.dumps(line, ensure_ascii=False), flush=True)
 
-    summary: dict = {"task": task.name, "records": len(results), "passed": sum(r["passed"] for r in results),
-                     "statuses": dict(Counter(r["status"] for r in results))}
-    summary["accuracy"] = summary["passed"] / len(results) if results else None
+    # One denominator: the graded records (the rest are skipped, with their reasons).  accuracy is
+    # the mean over task ids of the fraction passed (= pass@1, as in `mcmc-llm run`).
+    graded = [r for r in results if r["status"] not in UNGRADED]
     by_id: dict = defaultdict(list)
-    for r in results:
-        if r["status"] not in ("error", "not_graded") or r["passed"]:
-            by_id[str(r["task_id"])].append(bool(r["passed"]))
+    for r in graded:
+        by_id[str(r["task_id"])].append(bool(r["passed"]))
+    summary: dict = {"task": task.name, "records": len(results), "graded": len(graded),
+                     "passed": sum(bool(r["passed"]) for r in graded),
+                     "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped),
+                     "statuses": dict(Counter(r["status"] for r in results)),
+                     "accuracy": mean_pass_at_k(by_id, 1) if by_id else None}
     pass_at = {}
     for k in args.pass_at or [1]:
         try:
@@ -136,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
     if task.name == "alpacaeval":
         summary["note"] = _alpaca_outputs(args, task, problems, records)
     print(json.dumps({"summary": summary}, ensure_ascii=False), flush=True)
+    if malformed:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in malformed.most_common())
+        print(f"mcmc-llm grade: error: {sum(malformed.values())} of {len(results)} records in {args.input} are "
+              f"malformed ({reasons}); they are marked \"status\": \"error\" above and left out of the summary",
+              file=sys.stderr)
+        return 1
     return 0
 
 

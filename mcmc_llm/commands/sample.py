@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
+import numpy as np
+
+from mcmc_llm.commands.common import (
+    add_model_arguments, add_progress_arguments, load_model_and_prompts, positive_int, prepare_sample_run,
+    print_records, write_jsonl,
+)
 from mcmc_llm.proposals.cut_rules import CUT_RULES
-from mcmc_llm.drivers.power import BATCHING
+from mcmc_llm.drivers.power import BATCHING, RATIOS
 from mcmc_llm.smc.power_smc import REJUVENATION_POINTS
 
 NAME = "sample"
@@ -28,26 +33,7 @@ def _alpha(text: str) -> float:
 
 def _integer(name: str, minimum: int):
     """argparse type: an int >= minimum, with an error naming the flag and the bad value."""
-    allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {value}")
-        return value
-
-    return parse
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from mcmc_llm.lm.registry import MODEL_SPEC_HELP
-
-    parser.add_argument("--model", default=None, metavar="SPEC", help=MODEL_SPEC_HELP)
-    parser.add_argument("--device", default="auto", help="torch device for transformers models: auto, cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto", help="weights dtype for transformers models: auto, float32, bfloat16, float16")
+    return positive_int(name, minimum)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", action="append", default=None, metavar="TEXT",
                         help="prompt text (repeat for several prompts, batched together); for toy models, "
                              "space-separated token ids (default: the empty prompt for toy models)")
+    parser.add_argument("--truncate-prompt", choices=("left",), default=None,
+                        help="a prompt longer than the model's context minus --max-new-tokens is an error; "
+                             "'left' keeps its last tokens instead (default: error)")
     parser.add_argument("--alpha", type=_alpha, default=4.0, help="power alpha > 0 of the target p^alpha; 'inf' = max-swap")
     parser.add_argument("--block-size", type=_integer("--block-size", 1), default=192, help="tokens per block B")
     parser.add_argument("--max-new-tokens", type=_integer("--max-new-tokens", 1), default=3072, help="length cap T_max")
@@ -69,19 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None, help="truncate proposals to the top k tokens (default: full support, exact)")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus truncation of proposals (default: full support, exact)")
     parser.add_argument("--cut-sharpness", type=float, default=1.0, help="beta of the priority and entropy cut rules")
-    parser.add_argument("--ratio", choices=("exact", "published"), default="exact",
-                        help="MH ratio: exact, or the published code's biased one (for comparisons only)")
+    parser.add_argument("--ratio", choices=RATIOS, default="exact",
+                        help="MH ratio: exact; published (the published code's biased ratio in our chain); or "
+                             "reference (a copy of the published code's whole chain: proposal length, top-k 50, "
+                             "ratio, early stop at EOS). The last two are for comparisons only")
     parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0],
                         help="continuous: chains step asynchronously and refill one batch (faster); lockstep: all chains "
                              "take each MH step together. Same chains for a seed (per-chain random streams)")
     parser.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                         help="continuous batching: leave idle rows idle instead of pre-fetching each chain's next "
                              "proposal for both outcomes of its MH step (same chains for a seed)")
-    parser.add_argument("--out", type=Path, default=None, help="write one JSON record per chain to this JSONL file")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write one JSON record per chain to this JSONL file (replaces an earlier `sample` "
+                             "output; any other existing file is refused)")
     parser.add_argument("--save-trace", action="store_true",
                         help="also save the per-step trace next to --out (FILE.trace.npz) for `mcmc-llm diagnose`")
-    parser.add_argument("--quiet", action="store_true", help="print only the summary, not the decoded samples")
-    parser.add_argument("--progress", action="store_true", help="show progress bars")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary: no decoded samples, no progress bars")
+    add_progress_arguments(parser)
     parser.add_argument("--sampler", choices=("mh", "smc", "rollout"), default="mh",
                         help="mh: block-wise Metropolis-Hastings (Algorithm 1); smc: Power-SMC, each chain is one "
                              "independent SMC run reporting one draw from its weighted particles; rollout: the "
@@ -98,8 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rejuvenation-cut-rule", "--rejuvenation-kernel", dest="rejuvenation_cut_rule", choices=CUT_RULES,
                         default="uniform", help="smc: cut rule of the rejuvenation moves (--rejuvenation-kernel: its old name)")
     parser.add_argument("--rejuvenate", choices=REJUVENATION_POINTS, default="end",
-                        help="smc: when to rejuvenate: end (once, after a final resampling) or resampling (after "
-                             "every resampling, and at the end)")
+                        help="smc: when to rejuvenate: end (once, after a final resampling) or resampling (also "
+                             "during the run: resample and move all of a run's particles at the steps where an "
+                             "independent pilot run without moves resampled: a schedule fixed in advance, which "
+                             "keeps Z_hat unbiased; the pilot roughly doubles the generation cost)")
+    parser.add_argument("--all-particles", action="store_true",
+                        help="smc: write every particle of every run (one record per particle: the per-run fields "
+                             "plus `particle`, its normalised `log_weight` and the run's `log_z_hat`) instead of "
+                             "one draw per run")
     parser.add_argument("--rollouts", type=_integer("--rollouts", 1), default=4, help="rollout: rollouts M per candidate")
     parser.add_argument("--top-candidates", type=_integer("--top-candidates", 1), default=8,
                         help="rollout: candidate next tokens K (by base probability)")
@@ -110,11 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "all_particles", False) and getattr(args, "sampler", "mh") != "smc":
+        raise ValueError(f"--all-particles needs --sampler smc, got --sampler {getattr(args, 'sampler', 'mh')}")
     if getattr(args, "sampler", "mh") != "mh":
         from mcmc_llm.commands.sample_smc import run_sampler
 
         return run_sampler(args)
-    from mcmc_llm.lm.registry import load_model
     from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
     config = PowerSamplerConfig(
@@ -125,32 +125,27 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.save_trace and args.out is None:
         raise ValueError("--save-trace needs --out FILE (the trace is written next to it)")
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    texts = args.prompt or [None]
-    prompts = [lm.encode_prompt(text) for text in texts]
+    progress = prepare_sample_run(args, trace_path(args.out) if args.out is not None and args.save_trace else None)
+    lm, texts, prompts = load_model_and_prompts(args)
     started = time.perf_counter()
-    result = power_sample(lm, prompts, config, chains_per_prompt=args.chains, seed=args.seed, progress=args.progress)
+    try:
+        result = power_sample(lm, prompts, config, chains_per_prompt=args.chains, seed=args.seed, progress=progress)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"nothing written to {args.out} (sample writes it when every chain has finished)"
+                                if args.out else "") from None
     wall = time.perf_counter() - started
     records = result_records(result, lm, texts, config, args.seed)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
+        write_jsonl(args.out, records)
         if args.save_trace and result.trace is not None:
-            from mcmc_llm.diagnostics.io import save_trace
-
             import dataclasses
 
-            save_trace(result.trace, trace_path(args.out), metadata={
+            write_trace(result.trace, trace_path(args.out), metadata={
                 "chains_per_prompt": args.chains, "model": args.model, "seed": args.seed,
                 "config": dataclasses.asdict(config),
             })
     if not args.quiet:
-        for record in records:
-            print(f"--- prompt {record['prompt_index']} chain {record['chain']} "
-                  f"(log p = {record['log_p']:.2f}, {record['length']} tokens)")
-            print(record["text"])
+        print_records(records, lm)
     acceptance = result.trace.acceptance_rate() if result.trace is not None else float("nan")
     compute = result.compute
     discarded = f" (+{compute['tokens_discarded']} pre-fetched and discarded)" if compute["tokens_discarded"] else ""
@@ -162,6 +157,20 @@ def run(args: argparse.Namespace) -> int:
 
 def trace_path(out: Path) -> Path:
     return out.with_name(out.name + ".trace.npz")
+
+
+def write_trace(trace, path: Path, metadata: dict) -> None:
+    """Save the trace to `path` whole or not at all (a temporary file renamed into place)."""
+    import os
+
+    from mcmc_llm.diagnostics.io import save_trace
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        save_trace(trace, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def result_records(result, lm, texts, config, seed) -> list[dict]:
@@ -188,7 +197,7 @@ def result_records(result, lm, texts, config, seed) -> list[dict]:
         }
         if trace is not None:
             record["steps"] = int(trace.stats["accepted"].shape[1])
-            record["acceptance_rate"] = float(trace.stats["accepted"][row].mean())
+            record["acceptance_rate"] = float(np.nanmean(trace.stats["accepted"][row]))  # NaN: a stopped chain's cells
             record["tokens_resampled"] = int(trace.stats["tokens_resampled"][row].sum())
         records.append(record)
     return records

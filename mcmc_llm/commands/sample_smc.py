@@ -4,7 +4,10 @@ Writes the same JSONL records as the MH path (one per chain: prompt, tokens, tex
 ended_with_eos, log_p, seed, config) plus each sampler's diagnostics.  For `smc`, each chain is one
 independent Power-SMC run with `--particles` particles; its record holds one draw from the run's
 weighted particles (sampling-importance-resampling) and the run's log Z_hat, final ESS and number
-of resampling events.  For `rollout`, each chain is one independent draw.
+of resampling events.  With `--all-particles` (smc only) it writes instead every particle of every
+run, one record each: the run's fields plus `particle`, the particle's `log_weight` (normalised
+within the run: logsumexp over its particles is 0) and the run's `log_z_hat`.  For `rollout`,
+each chain is one independent draw.
 
 Every field of `SMCConfig` / `RolloutConfig` is read from the flag of the same name (`CLI_NAMES`
 lists the exceptions), so the command and the configs cannot drift apart.
@@ -14,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
+
+from mcmc_llm.commands.common import load_model_and_prompts, prepare_sample_run, print_records, write_jsonl
 
 #: Config fields whose `sample` flag has another name (field -> argparse dest).
 CLI_NAMES = {"num_particles": "particles"}
@@ -32,6 +36,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--ess-threshold must be a fraction in [0, 1], got {args.ess_threshold}")
     if args.alpha == float("inf"):
         raise ValueError(f"--sampler {args.sampler} needs a finite --alpha")
+    if getattr(args, "all_particles", False) and args.sampler != "smc":
+        raise ValueError(f"--all-particles needs --sampler smc, got --sampler {args.sampler}")
 
 
 def sampler_config(args: argparse.Namespace):
@@ -45,43 +51,47 @@ def sampler_config(args: argparse.Namespace):
 
 
 def run_sampler(args: argparse.Namespace) -> int:
-    from mcmc_llm.lm.registry import load_model
     from mcmc_llm.smc.outputs import rollout_chains, smc_chains
 
     _check_flags(args)
     config = sampler_config(args)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    texts = args.prompt or [None]
-    prompts = [lm.encode_prompt(text) for text in texts]
+    prepare_sample_run(args)
+    lm, texts, prompts = load_model_and_prompts(args)
     started = time.perf_counter()
-    if args.sampler == "smc":
-        final, extras, result = smc_chains(lm, prompts, config, args.chains, args.seed)
-        summary = f"mean log Z_hat {float(result.log_normalizer.mean()):.3f}"
-    else:
-        final, extras, result = rollout_chains(lm, prompts, config, args.chains, args.seed)
-        summary = f"rollout tokens {result.diagnostics['rollout_tokens']}"
+    try:
+        if args.sampler == "smc":
+            final, extras, result = smc_chains(lm, prompts, config, args.chains, args.seed)
+            summary = f"mean log Z_hat {float(result.log_normalizer.mean()):.3f}"
+        else:
+            final, extras, result = rollout_chains(lm, prompts, config, args.chains, args.seed)
+            summary = f"rollout tokens {result.diagnostics['rollout_tokens']}"
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"nothing written to {args.out} (sample writes it when every run has finished)"
+                                if args.out else "") from None
     compute = result.compute
     wall = time.perf_counter() - started
+    all_particles, per_run = getattr(args, "all_particles", False), 1
+    if all_particles:  # every particle: run r's particles are rows r*P .. r*P + P - 1
+        final, per_run = result.particles, config.num_particles
+        log_weights, log_z_hat = result.log_weights.reshape(-1).tolist(), result.log_normalizer.tolist()
     log_p = final.total_log_p().tolist()
     records = []
     for row, tokens in enumerate(final.to_lists()):
-        prompt_index, chain = divmod(row, args.chains)
-        records.append({
+        run, particle = divmod(row, per_run)
+        prompt_index, chain = divmod(run, args.chains)
+        record = {
             "prompt_index": prompt_index, "prompt": texts[prompt_index], "chain": chain, "tokens": tokens,
             "text": lm.decode(tokens), "length": len(tokens), "ended_with_eos": bool(final.ended[row]),
             "log_p": log_p[row], "seed": args.seed, "sampler": args.sampler, "config": dataclasses.asdict(config),
-            **extras[row],
-        })
+            **extras[run],
+        }
+        if all_particles:
+            record.update(particle=particle, log_weight=log_weights[row], log_z_hat=log_z_hat[run])
+        records.append(record)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
+        write_jsonl(args.out, records)
     if not args.quiet:
-        for record in records:
-            print(f"--- prompt {record['prompt_index']} chain {record['chain']} "
-                  f"(log p = {record['log_p']:.2f}, {record['length']} tokens)")
-            print(record["text"])
+        print_records(records, lm)
     print(f"{args.sampler} | {summary} | tokens sampled {compute['tokens_sampled']} | tokens encoded "
           f"{compute['tokens_encoded']} | forward passes {compute['forward_passes']} | wall {wall:.1f}s"
           + (f" | wrote {args.out}" if args.out else ""))

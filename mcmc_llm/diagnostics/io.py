@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -39,17 +41,38 @@ def save_trace(trace: Any, path: str | os.PathLike, *, metadata: Mapping[str, An
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """The arrays and metadata of a saved trace; ValueError naming the file and what is wrong with
+    it (missing, empty, not an .npz archive, truncated or corrupt, not a trace)."""
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise ValueError(f"{name}: no such file" if not os.path.exists(name) else f"{name}: not a regular file")
+    if os.path.getsize(name) == 0:
+        raise ValueError(f"{name} is empty (0 bytes): not a saved trace")
+    if not zipfile.is_zipfile(name):
+        raise ValueError(f"{name} is not a saved trace: not an .npz (zip) archive, or truncated")
     groups: dict[str, dict[str, np.ndarray]] = {group: {} for group in _GROUPS}
     metadata: dict[str, Any] = {}
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        for key in data.files:
-            if key == _METADATA:
-                metadata = json.loads(str(data[key]))
-                continue
-            group, _, name = key.partition("/")
-            if group not in groups or not name:
-                raise ValueError(f"{os.fspath(path)} is not a saved trace: unexpected entry {key!r}")
-            groups[group][name] = data[key]
+    try:
+        with np.load(name, allow_pickle=False) as data:
+            for key in data.files:
+                if key == _METADATA:
+                    metadata = json.loads(str(data[key]))
+                    continue
+                group, _, entry = key.partition("/")
+                if group not in groups or not entry:
+                    raise ValueError(f"{name} is not a saved trace: unexpected entry {key!r}")
+                groups[group][entry] = data[key]
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, zlib.error) as error:
+        raise ValueError(f"{name} is truncated or corrupt ({type(error).__name__}: {error})") from None
+    except ValueError as error:
+        if str(error).startswith(name):
+            raise
+        raise ValueError(f"{name} is not a readable trace ({error})") from None
+    shapes = {array.shape[:2] for group in groups.values() for array in group.values()}
+    if not groups["stats"] and not groups["samples"]:
+        raise ValueError(f"{name} is not a saved trace: it holds no samples or stats arrays")
+    if len(shapes) != 1 or any(array.ndim < 2 for group in groups.values() for array in group.values()):
+        raise ValueError(f"{name} is corrupt: its arrays disagree on (chains, steps): {sorted(shapes)}")
     return groups, metadata
 
 

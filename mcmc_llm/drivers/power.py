@@ -47,6 +47,7 @@ from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
+from mcmc_llm.drivers.published_chain import PUBLISHED_TOP_K, published_chain
 from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
 from mcmc_llm.proposals.suffix import SuffixResampling, WithPropose, extend
@@ -54,6 +55,7 @@ from mcmc_llm.targets.sequence import PowerTarget, check_alpha
 
 
 BATCHING = ("continuous", "lockstep")
+RATIOS = ("exact", "published", "reference")
 
 
 class Stage(NamedTuple):
@@ -72,7 +74,10 @@ class PowerSamplerConfig:
         `CutRule` object (`mcmc_llm.proposals.cut_rules`).  `kernel` is its old name, still accepted.
     proposal_temperature: None means 1/alpha (0.25 when alpha is inf).
     cut_sharpness: beta of the priority and entropy cut rules given by name.
-    ratio: "exact", or "published" for the reference code's biased ratio (comparisons only).
+    ratio: "exact"; "published" for the reference code's biased ratio inside our chain; or
+        "reference" for a faithful copy of the reference code's whole chain (proposal length,
+        top-k 50 unless `top_k` is set, ratio, early stop at EOS; `drivers.published_chain`,
+        always lock-step).  The last two are for comparisons only.
     batching: "continuous" (chains step asynchronously and share one continuously refilled batch,
         `mcmc_llm.drivers.asynchronous`) or "lockstep" (all chains take each step together, as the
         algorithm is written).  Same kernels, same random streams: the same chains.
@@ -113,8 +118,11 @@ class PowerSamplerConfig:
                 "a block must fit within the length cap"
             )
         self.cut_rule_object()  # validates the name or the object
-        if self.ratio not in ("exact", "published"):
-            raise ValueError(f"unknown ratio {self.ratio!r}; allowed: exact, published (the reference code's biased ratio)")
+        if self.ratio not in RATIOS:
+            raise ValueError(f"unknown ratio {self.ratio!r}; allowed: exact, published (the reference code's biased ratio), "
+                             "reference (a copy of the reference code's whole chain)")
+        if self.ratio == "reference" and math.isinf(self.alpha):
+            raise ValueError("ratio='reference' copies the reference code's mcmc_power_samp, which needs a finite alpha")
         if self.batching not in BATCHING:
             raise ValueError(f"unknown batching {self.batching!r}; allowed: {', '.join(BATCHING)}")
         if not isinstance(self.prefetch, bool):
@@ -132,7 +140,8 @@ class PowerSamplerConfig:
         return 0.25 if math.isinf(self.alpha) else 1.0 / self.alpha
 
     def sampling_rule(self) -> SamplingRule:
-        return SamplingRule(self.temperature, self.top_k, self.top_p)
+        top_k = PUBLISHED_TOP_K if self.ratio == "reference" and self.top_k is None else self.top_k
+        return SamplingRule(self.temperature, top_k, self.top_p)
 
     @property
     def num_stages(self) -> int:
@@ -258,6 +267,8 @@ def power_sample(
     if len(prompts) == 0:
         raise ValueError("power_sample needs at least one prompt, got none")
     proposer = proposal_lm if proposal_lm is not None else lm
+    if config.ratio == "reference" and (target is not None or proposal is not None):
+        raise ValueError("ratio='reference' runs the reference code's own chain: it takes no target or proposal")
     target = target if target is not None else PowerTarget(config.alpha, config.max_new_tokens)
     make_proposal = proposal if proposal is not None else default_proposal(config, proposer, lm)
     register = getattr(proposer, "register_prefix", None)
@@ -282,7 +293,9 @@ def power_sample(
             stage_proposal = WithPropose(stage_proposal)  # lock-step kernels call `propose`
         kernels.append(MetropolisHastings(target.with_cap(stage.cap), stage_proposal, rule=rule_name))
     recorder = TraceRecorder(len(repeated), config.num_stages * config.mcmc_steps, _functionals())
-    if config.batching == "continuous":
+    if config.ratio == "reference":
+        position, trace = published_chain(config, proposer, lm, position, streams, progress)
+    elif config.batching == "continuous":
         position, trace = run_asynchronous_chains(
             proposer, config.sampling_rule(), position, kernels, [stage.cap for stage in config.stages()], config.mcmc_steps,
             streams, recorder, reference_lm=lm, prefetch=config.prefetch, progress=progress,

@@ -88,10 +88,9 @@ class UnitExecutor:
         from mcmc_llm.lm.registry import load_model
 
         self.config = config
-        if config.model.threads is not None:
-            import torch
+        from mcmc_llm.lm.threads import configure_threads
 
-            torch.set_num_threads(config.model.threads)
+        configure_threads(config.model.threads, config.model.device)  # [model] threads, else the CPU default
         self.task = task if task is not None else build_task(config.task.name, config.task.options)
         self._extract = answer_extractor(self.task)
         self.lm = lm if lm is not None else load_model(

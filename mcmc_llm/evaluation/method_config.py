@@ -15,7 +15,7 @@ import dataclasses
 import re
 from typing import Any
 
-from mcmc_llm.drivers.power import BATCHING
+from mcmc_llm.drivers.power import BATCHING, RATIOS
 from mcmc_llm.evaluation import checks
 from mcmc_llm.evaluation.methods import (
     METHOD_KINDS, SAMPLERS, SELECTIONS, Method, PowerSampling, matched_n, power_token_budget,
@@ -53,7 +53,7 @@ _CONFIG_CHECKS: dict[str, dict[str, checks.Check]] = {
     "power": {
         "alpha": checks.alpha, "block_size": checks.integer(1), "mcmc_steps": checks.integer(0),
         "kernel": checks.choice(CUT_RULES), "cut_rule": checks.choice(CUT_RULES), "proposal_temperature": checks.number(0.0, strict=True),
-        "cut_sharpness": checks.number(0.0), "ratio": checks.choice(("exact", "published")),
+        "cut_sharpness": checks.number(0.0), "ratio": checks.choice(RATIOS),
         "batching": checks.choice(BATCHING), "prefetch": checks.boolean, **_RULE_KEYS,
     },
     "smc": {

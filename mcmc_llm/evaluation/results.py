@@ -43,8 +43,10 @@ def json_safe(value: Any) -> Any:
 def read_records(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
     """The records of a results file (none if it does not exist), without duplicate keys.
 
-    An incomplete or unreadable last line is ignored; with `repair=True` it is also cut from the
-    file so that later appends start on a fresh line."""
+    An incomplete last line (no newline after it: a write cut short) that begins like a record
+    (`{`) is ignored; with `repair=True` it is also cut from the file so that later appends start
+    on a fresh line.  Any other line that is not a results record is an error (ValueError naming
+    the line): the file is not one this runner wrote, and it is left untouched."""
     path = Path(path)
     if not path.exists():
         return []
@@ -61,15 +63,16 @@ def read_records(path: str | Path, *, repair: bool = False) -> list[dict[str, An
             record = json.loads(line)
             key = record_key(record)
         except (ValueError, KeyError, TypeError) as error:
-            if number == len(complete) and not tail.strip():
-                break  # an unreadable last line: treat as incomplete
-            raise ValueError(f"{path}:{number}: not a results record ({error}); refusing to resume from this file") from None
+            raise ValueError(f"{path}:{number}: not a results record ({error}); "
+                             "refusing to write to this file (left as it is)") from None
         good_end = offset
         if key in seen:
             warnings.warn(f"{path}:{number}: duplicate record {key}; keeping the first", stacklevel=2)
             continue
         seen.add(key)
         records.append(record)
+    if tail.strip() and not tail.lstrip().startswith(b"{"):
+        raise ValueError(f"{path}:{len(complete) + 1}: not a results record; refusing to write to this file (left as it is)")
     if repair and good_end < len(data):
         with path.open("r+b") as handle:
             handle.truncate(good_end)

@@ -92,6 +92,10 @@ class RunReport:
 
 
 def _check_fingerprints(config: ExperimentConfig, records: list[dict[str, Any]], path: Path) -> None:
+    foreign = next((r for r in records if "fingerprint" not in r or "method" not in r), None)
+    if foreign is not None:
+        raise ConfigError([f"{path} holds records this runner did not write (no settings fingerprint, e.g. "
+                           f"{record_key(foreign)}); refusing to add to it: choose another [output] path"])
     expected = {m.name: config.fingerprint(m.name) for m in config.methods}
     stale = sorted({r["method"] for r in records if r["method"] in expected and r.get("fingerprint") != expected[r["method"]]})
     if stale:
@@ -134,14 +138,22 @@ def run_experiment(
         bar = tqdm(total=len(wanted), initial=len(wanted & done), unit="sample", desc="evaluating",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
         with ResultsWriter(path) as writer, bar:
+            tally = {"passed": 0, "accepted": 0.0, "chains": 0}
+
             def write(records: list[dict[str, Any]]) -> None:
                 nonlocal generated
                 for record in records:
                     writer.append(record)
                     generated += 1
                     bar.update(1)
+                    tally["passed"] += bool(record.get("passed"))
+                    rate = (record.get("diagnostics") or {}).get("acceptance_rate")
+                    if isinstance(rate, (int, float)):
+                        tally["accepted"], tally["chains"] = tally["accepted"] + rate, tally["chains"] + 1
                 if records:
-                    bar.set_postfix_str(f"{records[-1]['method']} {records[-1]['task_id']}", refresh=False)
+                    acceptance = f", acceptance {tally['accepted'] / tally['chains']:.2f}" if tally["chains"] else ""
+                    bar.set_postfix_str(f"{records[-1]['method']} {records[-1]['task_id']}: passed "
+                                        f"{tally['passed']}/{generated}{acceptance}", refresh=False)
 
             if config.scaleout.workers > 1:
                 run_units(config, units, write)

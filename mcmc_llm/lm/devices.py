@@ -13,10 +13,25 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` -> cuda when available, else cpu; anything else is passed to `torch.device`."""
+    """`"auto"` -> cuda when available, else cpu; anything else is passed to `torch.device`.
+
+    ValueError, naming the device, for a name torch does not know ("tpu") and for a cuda or mps
+    device this machine does not have (a CPU-only torch build, a GPU index out of range)."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"device {str(device)!r} is not available: {why} (torch {torch.__version__}); use cpu or auto")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} is not available: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif target.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r} is not available on this machine; use cpu or auto")
+    return target
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

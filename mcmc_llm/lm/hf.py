@@ -95,6 +95,8 @@ class HFLanguageModel(LanguageModel):
         parameters = inspect.signature(self._decoder.forward).parameters
         self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
         self.vocab_size = int(getattr(self._head, "out_features", None) or config.vocab_size)
+        longest = getattr(config, "max_position_embeddings", None)
+        self.max_context = int(longest) if isinstance(longest, int) and longest > 0 else None
         self.eos_token_ids = self._eos_ids(eos_token_ids)
         self._prefixes = PrefixCache()
         self._stash = SequenceStash()

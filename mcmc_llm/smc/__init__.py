@@ -4,6 +4,7 @@
 * `power_smc`:  Power-SMC (Azizi et al.): particles grown token by token from a tempered proposal,
   weighted by p^alpha / q, ESS-triggered resampling, optional exponent ramp and MH rejuvenation;
   returns weighted particles and an unbiased estimate of Z = sum_{x in S_n} p(x)^alpha.
+* `particles`:  Power-SMC's particle bookkeeping (row gathering, LM decoder states, MH moves).
 * `rollout`:    the rollout sampler (after Ji et al.): next token from p^alpha(v) * zeta_hat(v) over
   the top-K candidates, zeta estimated by importance-weighted rollouts (biased; see docs/smc.md).
 * `outputs`:    one sequence per chain with its diagnostics, shared by the command `mcmc-llm sample

@@ -27,11 +27,31 @@ is unbiased for Z_n for every P and every unbiased scheme; `log_normalizer` is `
 The weighted particles (X^i, W^i) estimate pi_alpha: expectations are ratio estimates (bias
 O(1/P)); `E[Z_hat sum_i W^i f(X^i)] = sum_x p(x)^alpha f(x)` holds exactly.
 
-Rejuvenation (optional): after a resampling at step t, `rejuvenation_steps` MH steps with the
-kernel `MetropolisHastings(PowerTarget(a_t, t), SuffixResampling(cut rule, cap t))`.  That kernel
-leaves gamma_t on S_t invariant, so the move is exact at every step, not only at the end; the LM
-state of the moved particles is then rebuilt with `lm.start`.  `rejuvenate="end"` applies it once,
-after a final resampling on S_n (the returned particles are then equally weighted).
+Rejuvenation (optional): `rejuvenation_steps` MH steps with the kernel
+`MetropolisHastings(PowerTarget(a_t, t), SuffixResampling(cut rule, cap t))`, which leaves gamma_t
+on S_t invariant.  Invariance alone does not make a move harmless to the estimates: for a weighted
+system, E[K h(X) | past] = Kh(X) != h(X), so a move is exact only when the decision to make it does
+not depend on the particles.  Resampling is different: it is conditionally unbiased given the past,
+so ESS-triggered resampling is exact.
+
+* `rejuvenate="end"`: once, after a final resampling on S_n (the returned particles are then
+  equally weighted); Z_hat is computed before and is unaffected.  Exact.
+* `rejuvenate="resampling"`: the steps at which prompt b is resampled and moved are fixed before
+  the run by a *pilot*: an independent run of the same config without rejuvenation (its own
+  generator, seeded from a draw of `generator`); its `diagnostics["resampled"]` is the schedule
+  (`diagnostics["scheduled_moves"]`).  At a scheduled step t < n, prompt b's particles are
+  resampled whatever their ESS and then ALL of them are moved (a prompt whose weights are all zero
+  skips it); elsewhere ESS-triggered resampling goes on without moves; then the final move as for
+  "end".  A fixed schedule inserts gamma_t-invariant kernels into a fixed Feynman-Kac model, which
+  keeps Z_hat and E[Z_hat sum_i W^i f(X^i)] exact.  The loop does not stop when every particle has
+  finished while a move is still scheduled (a move on S_{t+1} can revive a finished particle as an
+  unfinished prefix; skipping it because the particles finished would be particle-dependent).
+  The pilot's tokens count in `compute`: it roughly doubles the generation cost.
+  The old rule -- move the prompts whose own ESS fell below the threshold -- is biased (on a random
+  trigram, P = 2, threshold 1, multinomial: mean Z_hat / Z = 0.72, tests/test_smc_unbiased.py);
+  it stays reachable only through the private `power_smc(..., _adaptive_moves=True)`, for that test.
+
+The LM states of moved particles are rebuilt with `lm.start`.
 
 LM use: `lm.start` once for all prompts x particles, `lm.advance` once per token for unfinished
 particles, `lm.select_rows(state, ancestors)` on resampling (rows repeat; on the HF backend this
@@ -47,16 +67,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mcmc_llm.drivers.chains import run_chains
-from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.lm.generation import SamplingRule, _is_eos, _token_statistics
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.proposals.cut_rules import resolve_cut_rule
 from mcmc_llm.lm.sequences import SequenceBatch
-from mcmc_llm.proposals.suffix import SuffixResampling
-from mcmc_llm.targets.sequence import PowerTarget
+from mcmc_llm.proposals.cut_rules import resolve_cut_rule
+from mcmc_llm.smc.particles import (
+    Decoder, contexts_of, distinct_per_prompt, rejuvenate, repeat_rows, spent, take_rows,
+)
 from mcmc_llm.smc.resampling import effective_sample_size, get_resampler
 
 REJUVENATION_POINTS = ("end", "resampling")
@@ -72,7 +91,8 @@ class SMCConfig:
     ramp_tokens: R; 0 means the exponent is alpha from the first token.
     rejuvenation_steps / rejuvenation_cut_rule / rejuvenate: MH moves (a cut rule name from CUT_RULES
         or a CutRule object; `rejuvenation_kernel` is the cut rule's old name, still accepted)
-        at the end only, or after every resampling and at the end.
+        at the end only ("end"), or also, resampling first, at the steps where an independent pilot
+        run without moves resampled ("resampling": a schedule fixed in advance; module docstring).
     """
 
     alpha: float = 4.0
@@ -133,7 +153,8 @@ class SMCResult:
     diagnostics: per step [B, n]: `ess` (before resampling; NaN after the run stopped), `resampled`,
         `unique_ancestors` (distinct ancestors after the step), `alive` (unfinished particles
         after the step's resampling: those extended at the next step), `log_normalizer` (running
-        log Z_hat), `rejuvenation_acceptance`; and [B]:
+        log Z_hat), `rejuvenation_acceptance` (NaN where no move), `scheduled_moves` (the pilot's
+        schedule, all False unless rejuvenate="resampling"); and [B]:
         `distinct_final` (distinct final sequences), `final_ess`.
     rejuvenation: the trace of the final MH rejuvenation (None without one).
     Row order is not random (resampling returns sorted ancestors): pick particles with `draw`.
@@ -179,72 +200,7 @@ class SMCResult:
 
     def draw(self, generator: torch.Generator, num: int = 1) -> SequenceBatch:
         """`num` SIR draws per prompt (rows b*num .. b*num + num - 1): only asymptotically exact (bias O(1/P))."""
-        return _take(self.particles, self.draw_indices(generator, num).reshape(-1))
-
-
-def repeat_rows(batch: TokenBatch, times: int) -> TokenBatch:
-    """Each row `times` times in a row (rows b*times .. b*times + times - 1 are copies of row b)."""
-    return TokenBatch(batch.ids.repeat_interleave(times, 0), batch.lengths.repeat_interleave(times, 0))
-
-
-def _take(batch: SequenceBatch, rows: torch.Tensor) -> SequenceBatch:
-    return SequenceBatch(
-        prompts=TokenBatch(batch.prompts.ids[rows], batch.prompts.lengths[rows]),
-        tokens=batch.tokens[rows], lengths=batch.lengths[rows], log_p=batch.log_p[rows],
-        log_q=batch.log_q[rows], entropy=batch.entropy[rows], ended=batch.ended[rows], log_q_law=batch.log_q_law[rows],
-    )
-
-
-def _distinct_per_prompt(batch: SequenceBatch, prompts: int, particles: int) -> np.ndarray:
-    """Number of distinct sequences among each prompt's particles (two 31-bit polynomial hashes)."""
-    modulus = (1 << 31) - 1
-    positions = torch.arange(batch.capacity, device=batch.tokens.device)[None]
-    symbols = torch.where(positions < batch.lengths[:, None], batch.tokens + 1, 0)
-    key = torch.zeros(batch.num_chains, dtype=torch.long, device=batch.tokens.device)
-    for multiplier in (1_000_003, 998_244_353):
-        value = torch.zeros_like(key)
-        for column in range(batch.capacity):
-            value = (value * multiplier + symbols[:, column]) % modulus
-        key = key * modulus + value
-    ordered = key.reshape(prompts, particles).sort(-1).values
-    return (1 + (ordered.diff(dim=-1) != 0).sum(-1)).cpu().numpy()
-
-
-class _Decoder:
-    """The LM states of the unfinished particles: the proposal LM's and, if different, the
-    reference model's; `rows[k]` is the particle held by state row k."""
-
-    def __init__(self, proposer: LanguageModel, reference: LanguageModel | None, contexts: TokenBatch, rows: torch.Tensor):
-        self.proposer, self.reference, self.rows = proposer, reference, rows
-        self.states = [proposer.start(contexts)] + ([reference.start(contexts)] if reference is not None else [])
-
-    def logprobs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(proposal LM, reference LM) next-token log-probs [A, V], float64."""
-        proposal = self.states[0].logprobs.to(torch.float64)
-        return proposal, self.states[-1].logprobs.to(torch.float64)
-
-    def _models(self):
-        return [self.proposer] + ([self.reference] if self.reference is not None else [])
-
-    def select_and_advance(self, state_rows: torch.Tensor, tokens: torch.Tensor, particle_rows: torch.Tensor) -> None:
-        identity = state_rows.numel() == self.rows.numel() and bool((state_rows == torch.arange(self.rows.numel(), device=state_rows.device)).all())
-        states = self.states if identity else [lm.select_rows(s, state_rows) for lm, s in zip(self._models(), self.states)]
-        self.states = [lm.advance(s, tokens) for lm, s in zip(self._models(), states)]
-        self.rows = particle_rows
-
-    def restart(self, contexts: TokenBatch, particle_rows: torch.Tensor) -> None:
-        self.states = [lm.start(contexts) for lm in self._models()]
-        self.rows = particle_rows
-
-
-def _rejuvenate(particles, config, exponent, cap, proposer, lm, rule, generator):
-    """`rejuvenation_steps` MH steps targeting p^exponent on S_cap; returns (particles, trace)."""
-    target = PowerTarget(exponent, cap)
-    proposal = SuffixResampling(proposer, rule, resolve_cut_rule(config.rejuvenation_cut_rule), cap, reference_lm=lm)
-    kernel = MetropolisHastings(target, proposal)
-    trace = run_chains(kernel, particles, config.rejuvenation_steps, generator=generator,
-                       functionals={"log_p": lambda batch: batch.total_log_p()}, description="rejuvenation")
-    return trace.final_state.position, trace
+        return take_rows(self.particles, self.draw_indices(generator, num).reshape(-1))
 
 
 def power_smc(
@@ -255,12 +211,15 @@ def power_smc(
     seed: int = 0,
     generator: torch.Generator | None = None,
     proposal_lm: LanguageModel | None = None,
+    _adaptive_moves: bool = False,
 ) -> SMCResult:
     """Run Power-SMC for every prompt with `config.num_particles` particles, all batched.
 
     lm: the base model p of the target p^alpha; proposal_lm: the LM particles are drawn from
     (default `lm`) under temperature `config.temperature`.  Randomness comes from `generator`
-    (default `make_generator(seed)`).
+    (default `make_generator(seed)`).  `_adaptive_moves` (private, for the tests only): with
+    `rejuvenate="resampling"`, move the prompts whose ESS fell below the threshold in this run
+    instead of following a pilot's schedule -- the old rule, which BIASES Z_hat (module docstring).
     """
     if len(prompts) == 0:
         raise ValueError("power_smc needs at least one prompt, got none")
@@ -270,14 +229,19 @@ def power_smc(
     rule, resample = config.sampling_rule(), get_resampler(config.resampling)
     num_prompts, count, cap = len(prompts), config.num_particles, config.max_new_tokens
     total = num_prompts * count
+    start_proposal = proposer.counter.snapshot()  # before the pilot: its tokens are part of the cost
+    start_reference = reference.counter.snapshot() if reference is not None else None
+    intermediate_moves = bool(config.rejuvenation_steps) and config.rejuvenate == "resampling"
+    schedule = np.zeros((num_prompts, cap), dtype=bool)
+    if intermediate_moves and not _adaptive_moves:
+        schedule = _pilot_schedule(lm, prompts, config, generator, proposal_lm)
     register = getattr(proposer, "register_prefix", None)
     if callable(register):
         for prompt in prompts:
             register(list(prompt))
     prompt_batch = repeat_rows(TokenBatch.from_lists([list(p) for p in prompts], device=proposer.device), count)
     device = prompt_batch.ids.device
-    start_proposal = proposer.counter.snapshot()
-    start_reference = reference.counter.snapshot() if reference is not None else None
+    scheduled = torch.as_tensor(schedule, device=device)
 
     tokens = torch.zeros(total, cap, dtype=torch.long, device=device)
     stats = {name: torch.zeros(total, cap, dtype=torch.float64, device=device) for name in ("log_p", "log_q", "entropy")}
@@ -294,29 +258,30 @@ def power_smc(
         "ess": np.full((num_prompts, cap), np.nan), "resampled": np.zeros((num_prompts, cap), dtype=bool),
         "unique_ancestors": np.full((num_prompts, cap), count, dtype=np.int64),
         "alive": np.zeros((num_prompts, cap), dtype=np.int64), "log_normalizer": np.full((num_prompts, cap), np.nan),
-        "rejuvenation_acceptance": np.full((num_prompts, cap), np.nan),
+        "rejuvenation_acceptance": np.full((num_prompts, cap), np.nan), "scheduled_moves": schedule.copy(),
     }
-    decoder = _Decoder(proposer, reference, prompt_batch, torch.arange(total, device=device))
+    decoder = Decoder(proposer, reference, prompt_batch, torch.arange(total, device=device))
     exponent_now = config.exponent(0)
     for t in range(cap):
         rows = decoder.rows
-        proposal_logprobs, reference_logprobs = decoder.logprobs()
-        drawn = categorical(generator, rule.proposal_logprobs(proposal_logprobs))
-        step = _token_statistics(reference_logprobs, drawn, rule)
-        if reference is not None:
-            step["log_q"] = _token_statistics(proposal_logprobs, drawn, rule)["log_q"]
-        proposer.counter.tokens_sampled += int(rows.numel())
-        tokens[rows, t] = drawn
-        for name, value in step.items():
-            stats[name][rows, t] = value
-        lengths[rows] = t + 1
-        ended[rows] = _is_eos(drawn, proposer.eos_token_ids)
-
         exponent_next = config.exponent(t + 1)
         previous_total = log_p_total.clone()
-        log_p_total[rows] += step["log_p"]
+        if rows.numel():  # no unfinished particle (possible while moves are scheduled): only the ramp goes on
+            proposal_logprobs, reference_logprobs = decoder.logprobs()
+            drawn = categorical(generator, rule.proposal_logprobs(proposal_logprobs))
+            step = _token_statistics(reference_logprobs, drawn, rule)
+            if reference is not None:
+                step["log_q"] = _token_statistics(proposal_logprobs, drawn, rule)["log_q"]
+            proposer.counter.tokens_sampled += int(rows.numel())
+            tokens[rows, t] = drawn
+            for name, value in step.items():
+                stats[name][rows, t] = value
+            lengths[rows] = t + 1
+            ended[rows] = _is_eos(drawn, proposer.eos_token_ids)
+            log_p_total[rows] += step["log_p"]
         increment = exponent_next * log_p_total - exponent_now * previous_total
-        increment[rows] -= step["log_q"]
+        if rows.numel():
+            increment[rows] -= step["log_q"]
         increment = torch.where(torch.isneginf(previous_total), torch.zeros_like(increment), increment)
         log_w += increment.reshape(num_prompts, count)
         exponent_now = exponent_next
@@ -324,9 +289,13 @@ def power_smc(
         finished = ended | (lengths >= cap)
         ess = effective_sample_size(log_w)
         diag["ess"][:, t] = ess.cpu().numpy()
-        last_step = t + 1 == cap or bool(finished.all())
+        # Stop early once every particle has finished -- unless a move is scheduled now or later:
+        # skipping it because the particles finished would be a particle-dependent decision.
+        last_step = t + 1 == cap or (bool(finished.all()) and not schedule[:, t:cap - 1].any())
         ancestors = torch.arange(total, device=device)
-        resampling = (ess < config.ess_threshold * count) & torch.isfinite(log_w).any(-1)
+        positive = torch.isfinite(log_w).any(-1)
+        resampling = ((ess < config.ess_threshold * count) | scheduled[:, t]) & positive
+        moving = (resampling if _adaptive_moves else scheduled[:, t] & positive) & intermediate_moves
         rejuvenated = False
         if not last_step and bool(resampling.any()):
             local = resample(generator, log_w[resampling])
@@ -341,26 +310,25 @@ def power_smc(
             tokens, lengths, ended, log_p_total = tokens[ancestors], lengths[ancestors], ended[ancestors], log_p_total[ancestors]
             stats = {name: value[ancestors] for name, value in stats.items()}
             finished = finished[ancestors]
-            if config.rejuvenation_steps and config.rejuvenate == "resampling":
-                # only the resampled prompts: their particles all have positive weight
-                moving = torch.arange(total, device=device).reshape(num_prompts, count)[resampling].reshape(-1)
-                moved, trace = _rejuvenate(_take(batch(), moving), config, exponent_now, t + 1, proposer, lm, rule, generator)
+            if bool(moving.any()):  # every particle of a moved prompt, resampled just now (equal weights)
+                moved_rows = torch.arange(total, device=device).reshape(num_prompts, count)[moving].reshape(-1)
+                moved, trace = rejuvenate(take_rows(batch(), moved_rows), config, exponent_now, t + 1, proposer, lm, rule, generator)
                 tokens, lengths, ended = tokens.clone(), lengths.clone(), ended.clone()
-                tokens[moving], lengths[moving], ended[moving] = moved.tokens, moved.lengths, moved.ended
+                tokens[moved_rows], lengths[moved_rows], ended[moved_rows] = moved.tokens, moved.lengths, moved.ended
                 for name in stats:
-                    stats[name][moving] = getattr(moved, name)
-                log_p_total[moving] = moved.total_log_p()
+                    stats[name][moved_rows] = getattr(moved, name)
+                log_p_total[moved_rows] = moved.total_log_p()
                 finished = ended | (lengths >= cap)
                 rate = trace.stats["accepted"].reshape(-1, count * config.rejuvenation_steps).mean(axis=1)
-                diag["rejuvenation_acceptance"][resampling.cpu().numpy(), t] = rate
+                diag["rejuvenation_acceptance"][moving.cpu().numpy(), t] = rate
                 rejuvenated = True
         diag["log_normalizer"][:, t] = (torch.logsumexp(log_w, -1) - math.log(count)).cpu().numpy()
         diag["alive"][:, t] = (~finished).reshape(num_prompts, count).sum(-1).cpu().numpy()
         if last_step:
             break
         keep = (~finished).nonzero().squeeze(-1)
-        if rejuvenated:
-            decoder.restart(_contexts(batch(), keep), keep)
+        if rejuvenated:  # moves may have revived finished particles: rebuild the LM states
+            decoder.restart(contexts_of(batch(), keep), keep)
             continue
         position_of = torch.full((total,), -1, dtype=torch.long, device=device)
         position_of[rows] = torch.arange(rows.numel(), device=device)
@@ -380,20 +348,24 @@ def power_smc(
         if bool(torch.isneginf(log_normalizer).any()):
             raise ValueError("rejuvenation needs at least one particle of positive weight for every prompt")
         local = resample(generator, normalised)
-        particles = _take(particles, (local + offsets).reshape(-1))
-        particles, trace = _rejuvenate(particles, config, config.alpha, cap, proposer, lm, rule, generator)
+        particles = take_rows(particles, (local + offsets).reshape(-1))
+        particles, trace = rejuvenate(particles, config, config.alpha, cap, proposer, lm, rule, generator)
         normalised = torch.full_like(normalised, -math.log(count))
-    diag["distinct_final"] = _distinct_per_prompt(particles, num_prompts, count)
-    compute = _spent(start_proposal, proposer.counter.snapshot())
+    diag["distinct_final"] = distinct_per_prompt(particles, num_prompts, count)
+    compute = spent(start_proposal, proposer.counter.snapshot())
     if reference is not None:
-        compute.update({f"reference_{k}": v for k, v in _spent(start_reference, reference.counter.snapshot()).items()})
+        compute.update({f"reference_{k}": v for k, v in spent(start_reference, reference.counter.snapshot()).items()})
     return SMCResult(particles, normalised, log_normalizer, count, diag, trace, compute)
 
 
-def _contexts(batch: SequenceBatch, rows: torch.Tensor) -> TokenBatch:
-    """Prompt + generated tokens of the given particle rows."""
-    return _take(batch, rows).contexts(batch.lengths[rows])
-
-
-def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {key: after[key] - before[key] for key in after}
+def _pilot_schedule(lm, prompts, config: SMCConfig, generator: torch.Generator, proposal_lm) -> np.ndarray:
+    """The steps [B, n] at which `rejuvenate="resampling"` resamples and moves each prompt's particles:
+    where an independent pilot run (same config, no rejuvenation, its own generator seeded from
+    `generator`) resampled.  Fixed before the main run, so the moves do not depend on its particles."""
+    pilot_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    pilot_generator = torch.Generator(device=generator.device).manual_seed(pilot_seed)
+    pilot = power_smc(lm, prompts, dataclasses.replace(config, rejuvenation_steps=0), generator=pilot_generator,
+                      proposal_lm=proposal_lm)
+    schedule = pilot.diagnostics["resampled"].copy()
+    schedule[:, -1] = False  # never at the last step (the final move is the "end" one)
+    return schedule
