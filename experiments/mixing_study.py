@@ -48,18 +48,9 @@ from mcmc_llm.lm.registry import load_model
 from mcmc_llm.smc.power_smc import SMCConfig, power_smc
 from mcmc_llm.tasks.arithmetic import ArithmeticTask, extract_integer
 from resume import completed_keys  # sibling module: experiments/resume.py
+from toy_mixing import KERNELS  # (label, cut rule, ratio): the kernels of the toy study
 
 RESULTS = Path(__file__).parent / "results" / "cpu" / "mixing"
-#: (label, cut rule, ratio) of the compared MH kernels.
-KERNELS = [
-    ("uniform", "uniform", "exact"),
-    ("within-block", "within-block", "exact"),
-    ("restart", "restart", "exact"),
-    ("priority", "priority", "exact"),
-    ("entropy", "entropy", "exact"),
-    ("published ratio", "uniform", "published"),
-    ("published chain", "uniform", "reference"),
-]
 #: (N_MCMC, kernels) in the order they run: the headline N = 10 first.  `--phase mcmc` runs
 #: MCMC_GRID into mcmc.jsonl; `--phase mcmc-extra` (a second worker, once a core is free) runs
 #: the remaining N = 32 cells into mcmc_extra.jsonl.

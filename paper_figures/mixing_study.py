@@ -15,7 +15,8 @@ against tokens per chain, one line per kernel, the reference's +-2 SE band in gr
   pair (uniform, other) the script reports var(paired difference) / (var(a) + var(b)) (below 1:
   the shared streams sharpened the comparison).
 * Exact vs published (accuracy.jsonl with mcmc.jsonl at N = 10): paired differences over
-  (problem, chain) with a bootstrap over problems (95%, 10,000 resamples, seed 0).
+  (problem, chain) with a bootstrap over problems (10,000 resamples, seed 0): 95% intervals and
+  Bonferroni-adjusted ones over the 12 differences reported.
 
     python paper_figures/mixing_study.py [--results DIR] [--out PNG]
 """
@@ -31,9 +32,9 @@ from statistics import NormalDist
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONALS = {"log_p_per_token": "log p per token", "length": "length", "ended": "EOS rate",
+FUNCTIONALS = {"log_p": "log p", "log_p_per_token": "log p per token", "length": "length", "ended": "EOS rate",
                "correct": "accuracy", "correct_strict": "accuracy (strict)", "modal": "P(modal answer)"}
-PLOTTED = ("log_p_per_token", "length", "ended", "correct")
+PLOTTED = ("log_p", "length", "ended", "correct")
 KERNEL_ORDER = ("uniform", "within-block", "restart", "priority", "entropy", "published ratio", "published chain")
 
 
@@ -90,8 +91,22 @@ def chain_estimates(rows: list[dict], name: str, modal: dict) -> tuple[float, fl
     return combine(per_problem)
 
 
+def reference_stability(rows: list[dict]) -> dict[int, dict]:
+    """The study-level reference from the first k batches of runs (k = 1, 2, ...): how far a new
+    batch moves it, against its SE (the jackknife does not see modes no run has found)."""
+    batches = sorted({row.get("batch", 0) for row in rows})
+    out = {}
+    for k in batches:
+        kept = [row for row in rows if row.get("batch", 0) <= k]
+        estimates, _ = reference_estimates(kept)
+        out[k + 1] = {name: combine({p: estimates[p][name] for p in estimates}) for name in FUNCTIONALS}
+        out[k + 1]["runs"] = len({(row["problem"], row["run"]) for row in kept})
+    return out
+
+
 def study(results: Path) -> dict:
-    estimates, modal = reference_estimates(load(results / "reference.jsonl"))
+    reference_rows = load(results / "reference.jsonl")
+    estimates, modal = reference_estimates(reference_rows)
     problems = sorted(estimates)
     reference = {name: combine({p: estimates[p][name] for p in problems}) for name in FUNCTIONALS}
     extra = results / "mcmc_extra.jsonl"
@@ -120,20 +135,33 @@ def study(results: Path) -> dict:
                 entry[name] = (mean - reference[name][0], float(np.hypot(se, reference[name][1])))
             smc[particles] = entry
     crn = common_random_numbers(cells, modal)
-    return {"reference": reference, "table": table, "smc": smc, "crn": crn, "problems": problems, "modal": modal}
+    return {"reference": reference, "table": table, "smc": smc, "crn": crn, "problems": problems, "modal": modal,
+            "stability": reference_stability(reference_rows)}
 
 
 def common_random_numbers(cells, modal) -> dict:
-    """var(paired difference) / (var(a) + var(b)) of log p per token, uniform against each kernel."""
+    """var(paired difference) / (var(a) + var(b)) of log p, uniform against each kernel."""
     ratios = {}
     for (kernel, steps), rows in cells.items():
         if kernel == "uniform" or ("uniform", steps) not in cells:
             continue
-        base = {(r["problem"], r["chain"]): r["log_p_per_token"] for r in cells[("uniform", steps)]}
-        pairs = [(base[(r["problem"], r["chain"])], r["log_p_per_token"]) for r in rows if (r["problem"], r["chain"]) in base]
+        base = {(r["problem"], r["chain"]): r["log_p"] for r in cells[("uniform", steps)]}
+        pairs = [(base[(r["problem"], r["chain"])], r["log_p"]) for r in rows if (r["problem"], r["chain"]) in base]
         a, b = np.array(pairs).T
         ratios[(kernel, steps)] = float(np.var(a - b, ddof=1) / (np.var(a, ddof=1) + np.var(b, ddof=1)))
     return ratios
+
+
+#: Functionals of the exact-against-published comparison; `outside`: unterminated and shorter
+#: than the cap (outside S_T, reachable only by the published chain).
+COMPARED = ("correct", "correct_strict", "length", "ended", "outside", "log_p")
+MAX_NEW_TOKENS = 48  # the study's T (experiments/mixing_study.py)
+
+
+def compared(row: dict, name: str) -> float:
+    if name == "outside":
+        return float(not row["ended"] and row["length"] < MAX_NEW_TOKENS)
+    return float(row[name])
 
 
 def accuracy_comparison(results: Path) -> dict:
@@ -152,18 +180,20 @@ def accuracy_comparison(results: Path) -> dict:
         if not keys:
             continue
         entry = {"pairs": len(keys), "problems": len(problems)}
-        for name in ("correct", "correct_strict", "length", "ended", "log_p"):
+        for name in COMPARED:
             diffs = defaultdict(list)
             for key in keys:
-                diffs[key[0]].append(float(by_kernel[other][key][name]) - float(by_kernel["uniform"][key][name]))
+                diffs[key[0]].append(compared(by_kernel[other][key], name) - compared(by_kernel["uniform"][key], name))
             totals = np.array([sum(diffs[p]) for p in problems])
             counts = np.array([len(diffs[p]) for p in problems])
             estimate = totals.sum() / counts.sum()
             picks = rng.integers(0, len(problems), size=(10_000, len(problems)))
             boot = totals[picks].sum(1) / counts[picks].sum(1)
-            means = {k: float(np.mean([float(by_kernel[k][key][name]) for key in keys])) for k in ("uniform", other)}
+            means = {k: float(np.mean([compared(by_kernel[k][key], name) for key in keys])) for k in ("uniform", other)}
+            level = 0.05 / (2 * len(COMPARED))  # Bonferroni over the two comparisons' functionals
             entry[name] = {"exact": means["uniform"], other: means[other], "difference": float(estimate),
-                           "interval": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]}
+                           "interval": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+                           "adjusted": [float(np.quantile(boot, level / 2)), float(np.quantile(boot, 1 - level / 2))]}
         out[other] = entry
     return out
 
@@ -173,6 +203,10 @@ def report(result: dict, comparison: dict) -> None:
     print(f"reference (Power-SMC, {len(result['problems'])} problems):")
     for name, label in FUNCTIONALS.items():
         print(f"  {label:>20}: {reference[name][0]:8.4f} +- {reference[name][1]:.4f}")
+    print("reference from the first k batches of runs (estimate +- SE):")
+    for k, entry in result["stability"].items():
+        print(f"  k={k} ({entry['runs']} runs): " + ", ".join(
+            f"{FUNCTIONALS[n]} {entry[n][0]:.3f} +- {entry[n][1]:.3f}" for n in ("log_p", "length", "ended", "correct")))
     cells = (len(table) + len(result["smc"])) * len(FUNCTIONALS)
     critical = NormalDist().inv_cdf(1 - 0.025 / max(cells, 1))
     print(f"bias against the reference (value, SE); * |bias| > {critical:.2f} SE (Bonferroni over {cells} cells)")
@@ -190,15 +224,16 @@ def report(result: dict, comparison: dict) -> None:
             f"{entry[n][0]:>+13.3f} ({entry[n][1]:.3f}){'*' if abs(entry[n][0]) > critical * entry[n][1] else ' '}"
             for n in FUNCTIONALS)
         print(f"{'SMC P=' + str(particles):>16} {'-':>3} {entry['tokens']:>7.0f}{cells_text}")
-    print("common random numbers, log p per token: var(paired diff) / (var(a) + var(b)), uniform vs kernel")
+    print("common random numbers, log p: var(paired diff) / (var(a) + var(b)), uniform vs kernel")
     for (kernel, steps), ratio in sorted(result["crn"].items(), key=lambda item: (item[0][1], item[0][0])):
         print(f"  N={steps:<3} {kernel:>16}: {ratio:.2f}")
     for other, entry in comparison.items():
         print(f"exact (uniform) vs {other}, N = 10, {entry['pairs']} paired chains over {entry['problems']} problems:")
-        for name in ("correct", "correct_strict", "length", "ended", "log_p"):
+        for name in COMPARED:
             e = entry[name]
             print(f"  {name:>15}: exact {e['exact']:8.3f}  {other} {e[other]:8.3f}  difference {e['difference']:+.3f} "
-                  f"[{e['interval'][0]:+.3f}, {e['interval'][1]:+.3f}]")
+                  f"95% [{e['interval'][0]:+.3f}, {e['interval'][1]:+.3f}]  Bonferroni over {2 * len(COMPARED)} "
+                  f"[{e['adjusted'][0]:+.3f}, {e['adjusted'][1]:+.3f}]")
 
 
 def plot(result: dict, out: Path) -> None:
