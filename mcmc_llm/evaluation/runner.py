@@ -111,13 +111,14 @@ def run_experiment(
     *,
     task=None,
     lm=None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> RunReport:
     """Run (or resume) `config`; returns the records of its problems and methods and their summary.
 
     task / lm: pre-built objects (otherwise built from the config; Ray workers always build their
     own).  Units run on a `UnitExecutor` (`mcmc_llm.evaluation.executor`); with `[scaleout]
-    workers > 1`, they are spread over Ray actors (`scaleout.run_units`).
+    workers > 1`, they are spread over Ray actors (`scaleout.run_units`).  progress: show the
+    progress bar (None: when stderr is a terminal).
     """
     from tqdm.auto import tqdm
 
@@ -136,7 +137,7 @@ def run_experiment(
         if config.scaleout.workers <= 1:  # load the model before the progress bar starts
             local = UnitExecutor(config, task=task, lm=lm)
         bar = tqdm(total=len(wanted), initial=len(wanted & done), unit="sample", desc="evaluating",
-                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+                   disable=not (sys.stderr.isatty() if progress is None else progress), file=sys.stderr, dynamic_ncols=True)
         with ResultsWriter(path) as writer, bar:
             tally = {"passed": 0, "accepted": 0.0, "chains": 0}
 
