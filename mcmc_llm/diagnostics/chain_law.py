@@ -57,18 +57,18 @@ class _Tokens:
         return self.cache[prefix]
 
     def continuations(self, prefix: tuple[int, ...], budget: int):
-        """Every (suffix, log q, log p) the proposal can draw after `prefix` with at most `budget` tokens."""
+        """Every (suffix, log q) the proposal can draw after `prefix` with at most `budget` tokens."""
         if budget <= 0:
-            yield (), 0.0, 0.0
+            yield (), 0.0
             return
-        log_p, log_q = self.next(prefix)
+        _, log_q = self.next(prefix)
         for token in np.flatnonzero(np.isfinite(log_q)):
             token = int(token)
             if token in self.eos or budget == 1:
-                yield (token,), float(log_q[token]), float(log_p[token])
+                yield (token,), float(log_q[token])
                 continue
-            for rest, rest_q, rest_p in self.continuations(prefix + (token,), budget - 1):
-                yield (token,) + rest, float(log_q[token]) + rest_q, float(log_p[token]) + rest_p
+            for rest, rest_q in self.continuations(prefix + (token,), budget - 1):
+                yield (token,) + rest, float(log_q[token]) + rest_q
 
     def sums(self, sequence: tuple[int, ...], start: int, end: int) -> tuple[float, float]:
         """(sum log p, sum log q) of tokens start .. end - 1 of `sequence`."""
@@ -142,7 +142,7 @@ def chain_law(
                 extension[i, i] = 1.0
                 continue
             cap = min(len(x) + block_size, max_new_tokens) if chain == "reference" else stage_cap
-            for suffix, log_q, _ in tokens.continuations(x, cap - len(x)):
+            for suffix, log_q in tokens.continuations(x, cap - len(x)):
                 extension[i, index[x + suffix]] += math.exp(log_q)
         moving = moving @ extension
         if mcmc_steps:
@@ -161,7 +161,7 @@ def _mh_matrix(chain, tokens, states, index, alpha, stage_cap) -> np.ndarray:
             continue
         for m in range(len(x)):
             budget = len(x) - m if chain == "reference" else stage_cap - m
-            for suffix, log_q, _ in tokens.continuations(x[:m], budget):
+            for suffix, log_q in tokens.continuations(x[:m], budget):
                 y = x[:m] + suffix
                 if y == x:
                     continue
