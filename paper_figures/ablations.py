@@ -30,7 +30,8 @@ def panel(axis, data, label, reference):
     axis.errorbar(xs, means, yerr=[means - [i.low for _, i, _ in data], [i.high for _, i, _ in data] - means],
                   marker="o", capsize=4, color="tab:red", label="power sampling")
     if reference is not None:
-        axis.axhline(reference.mean, color="tab:blue", linestyle="--", label="low temperature (main)")
+        axis.axhspan(reference.low, reference.high, color="tab:blue", alpha=0.12, linewidth=0)
+        axis.axhline(reference.mean, color="tab:blue", linestyle="--", label="low temperature (main, band: 95% CI)")
     for x, interval, tokens in data:
         axis.annotate(f"{tokens:.0f} tok", (x, interval.high), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
     axis.set_ylim(0.0, max([i.high for _, i, _ in data] + [reference.high if reference is not None else 0.0]) + 0.1)

@@ -62,10 +62,12 @@ def methods_present(recs: list[dict], order) -> list[str]:
     return [m for m in order if m in present]
 
 
-def save(figure, out: Path, name: str) -> Path:
+def save(figure, out: Path, name: str, layout: bool = True) -> Path:
+    """Write `figure` as out/name (after `tight_layout`, unless the caller laid it out itself)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
-    figure.tight_layout()
+    if layout:
+        figure.tight_layout()
     figure.savefig(path, dpi=130)
     print(f"wrote {path}")
     return path

@@ -40,7 +40,7 @@ STYLES = {  # method -> (colour, line style, marker)
     "MH uniform": ("C0", "-", "o"), "MH within-block": ("C1", "-", "o"), "MH entropy": ("C2", "-", "o"),
     "SMC": ("C3", "-", "s"), "SMC + 2 MH (end)": ("C4", "-", "s"),
     "rollout K=V": ("C5", "-", "^"), "rollout K=V, no jackknife": ("C6", "--", "^"), "rollout K=3": ("C9", ":", "^"),
-    "best-of-N": ("C7", "-", "D"), "best-of-N (exact law)": ("C7", "--", None),
+    "best-of-N": ("C7", "-", "D"), "best-of-N (exact law)": ("black", ":", None),
 }
 
 

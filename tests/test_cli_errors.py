@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 4
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1")
 ENV.pop("OMP_NUM_THREADS", None)  # the CLI's own thread policy applies
+
+
+def _interruptible() -> None:
+    """Child set-up: Ctrl-C's default disposition.  A shell's background job (`cmd &`, nohup) starts
+    with SIGINT ignored, and Python then never raises KeyboardInterrupt, whatever the CLI does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 TOY = ["--model", "toy:trigram", "--max-new-tokens", "4", "--block-size", "2", "--mcmc-steps", "1"]
 LONG_PROMPT = " ".join(["1"] * 20)
 
@@ -216,7 +222,7 @@ def test_ctrl_c_keeps_the_records_of_run(tmp_path):
     config = write_config(tmp_path, grade_delay=0.05)
     path = tmp_path / "results.jsonl"
     process = subprocess.Popen([sys.executable, "-m", "mcmc_llm.cli", "run", str(config)], cwd=tmp_path, env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     _wait_for(lambda: path.exists() and path.read_bytes().count(b"\n") >= 5, process)
     assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
@@ -231,7 +237,7 @@ def test_ctrl_c_during_sample_is_one_line_and_writes_nothing(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "mcmc_llm.cli", "sample", "--model", "toy:trigram", "--max-new-tokens", "64",
          "--block-size", "2", "--mcmc-steps", "50", "--chains", "200", "--out", "out.jsonl"],
-        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     time.sleep(6)  # imports, then sampling (this job takes far longer than that)
     assert process.poll() is None, process.stderr.read()
     process.send_signal(signal.SIGINT)

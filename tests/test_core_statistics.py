@@ -6,6 +6,11 @@ false-failure rate 1e-4.  Count-based checks use one draw per chain (the last), 
 independent.  Each family of checks has a companion test showing that it fails for a deliberately
 wrong kernel: MH without the Hastings correction under an asymmetric proposal, whose stationary law
 for an independence proposal g is `pi * g` (normalised) instead of `pi`.
+
+Power (asserted): every chi-square and conservation check that validates a kernel detects a TV distance
+of 0.02 over its bins with probability >= 0.9 (`samples_to_detect_tv_for_pmf` sizes the chains of
+`last_draws`; the conservation checks start 100,000 chains, TV 0.010), and the moment checks state the
+smallest shift of the mean they detect with that power (`min_detectable_shift`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mcmc_llm.testing import (
     conservation_check,
     counts_from_samples,
     mcse_moment_check,
+    samples_to_detect_tv_for_pmf,
     total_variation_check,
 )
 
@@ -37,6 +43,8 @@ from mcmc_llm.testing import (
 PI = np.array([0.02, 0.05, 0.1, 0.2, 0.25, 0.18, 0.12, 0.08])
 G = np.array([0.3, 0.25, 0.15, 0.1, 0.08, 0.06, 0.04, 0.02])
 STATES = list(range(len(PI)))
+TV_RESOLUTION = 0.02  # chi-square checks of a kernel detect this TV with power >= 0.9 (rate 1e-4)
+CHAINS = samples_to_detect_tv_for_pmf(TV_RESOLUTION, PI)  # 24,269 independent chains
 CATEGORICAL = Categorical(np.log(PI))
 G_DISTRIBUTION = Categorical(np.log(G))
 
@@ -59,7 +67,7 @@ def wrong_categorical_kernel():
     return MetropolisHastings(CATEGORICAL, Independence(G_DISTRIBUTION), ignore_hastings_correction=True)
 
 
-def last_draws(kernel, chains=20_000, steps=30, seed=1):
+def last_draws(kernel, chains=CHAINS, steps=30, seed=1):
     """One draw per chain after `steps` steps from exact draws: independent draws of the law at `steps`."""
     start = CATEGORICAL.sample(make_generator(seed), chains)
     trace = run_chains(kernel, start, steps, seed=seed + 1)
@@ -89,8 +97,8 @@ def mixture_trace(proposal, ignore_hastings_correction=False, chains=2_000, step
 @pytest.mark.parametrize("name", list(categorical_kernels()))
 def test_categorical_law_matches_exact_pmf(name):
     counts = last_draws(categorical_kernels()[name])
-    assert_chi_square(counts, PI)
-    assert_total_variation(counts, PI)
+    assert assert_chi_square(counts, PI).min_detectable_tv <= TV_RESOLUTION
+    assert assert_total_variation(counts, PI).min_detectable_tv < 0.031  # BHC bound: conservative
 
 
 def test_categorical_without_hastings_correction_fails_chi_square_and_tv():
@@ -117,6 +125,7 @@ def test_categorical_one_step_conservation(name):
     start = CATEGORICAL.sample(make_generator(11), 100_000)
     result = assert_conservation(categorical_kernels()[name], start, lambda x: x.tolist(), PI, STATES, seed=12)
     assert 0.2 < result.acceptance_rate < 0.9  # the kernel did move: the test had power
+    assert result.min_detectable_tv <= TV_RESOLUTION, result.message
 
 
 def test_categorical_conservation_fails_without_hastings_correction():
@@ -135,6 +144,7 @@ def test_mixture_one_step_conservation(proposal):
     kernel = MetropolisHastings(MIXTURE, proposal)
     result = assert_conservation(kernel, start, mixture_bin, probabilities, support, seed=14)
     assert result.acceptance_rate > 0.1
+    assert result.min_detectable_tv <= TV_RESOLUTION, result.message  # over the 10 bins of the first coordinate
 
 
 def test_mixture_conservation_fails_without_hastings_correction():
@@ -166,8 +176,13 @@ def test_conservation_reports_a_kernel_that_never_moves():
 def test_mixture_mean_and_second_moment(proposal):
     draws = mixture_trace(proposal).samples["x"]
     assert draws.shape == (2_000, 200, 2)
-    assert_mcse_moment(draws, MIXTURE.mean().numpy())
-    assert_mcse_moment(draws**2, (MIXTURE.variance() + MIXTURE.mean() ** 2).numpy())
+    mean = assert_mcse_moment(draws, MIXTURE.mean().numpy())
+    second = assert_mcse_moment(draws**2, (MIXTURE.variance() + MIXTURE.mean() ** 2).numpy())
+    # power: a shift of the mean by 0.12, or of the second moment by 0.1, in either coordinate is detected
+    # with probability >= 0.9 (measured: 0.11 / 0.036 and 0.088 / 0.029 for the random walk, whose first
+    # coordinate is bimodal; 0.065 / 0.026 and 0.077 / 0.035 for the independence proposal)
+    assert max(mean.min_detectable_shift) < 0.12, mean.message
+    assert max(second.min_detectable_shift) < 0.1, second.message
 
 
 def test_mixture_moments_fail_without_hastings_correction():
@@ -191,16 +206,16 @@ def test_mixture_moments_with_max_swap_fail():
 def test_cycle_preserves_target():
     kernels = categorical_kernels()
     cycle = Cycle(kernels["ring, asymmetric"], kernels["independence"])
-    assert_chi_square(last_draws(cycle, steps=15), PI)
+    assert assert_chi_square(last_draws(cycle, steps=15), PI).min_detectable_tv <= TV_RESOLUTION
 
 
 def test_mixture_of_kernels_preserves_target():
     kernels = categorical_kernels()
     components = [kernels["ring, asymmetric"], kernels["independence"], kernels["ring, symmetric"]]
     mixture = Mixture(components, [0.3, 0.5, 0.2])
-    assert_chi_square(last_draws(mixture, steps=20), PI)
+    assert assert_chi_square(last_draws(mixture, steps=20), PI).min_detectable_tv <= TV_RESOLUTION
     start = CATEGORICAL.sample(make_generator(17), 100_000)
-    assert_conservation(mixture, start, lambda x: x.tolist(), PI, STATES, seed=18)
+    assert assert_conservation(mixture, start, lambda x: x.tolist(), PI, STATES, seed=18).min_detectable_tv <= TV_RESOLUTION
 
 
 def test_composition_with_a_wrong_kernel_fails():

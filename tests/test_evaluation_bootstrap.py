@@ -41,3 +41,28 @@ def test_pass_at_k_interval_is_seeded():
     recs = records({str(i): [i % 3 == 0, i % 2 == 0] for i in range(12)})
     assert pass_at_k_interval(recs, "m", 1, seed=3) == pass_at_k_interval(recs, "m", 1, seed=3)
     assert pass_at_k_interval(recs, "m", 2).mean == pytest.approx(np.mean([(i % 3 == 0) or (i % 2 == 0) for i in range(12)]))
+
+
+def test_paired_difference_and_p_values():
+    from mcmc_llm.evaluation.bootstrap import bootstrap_p_value, paired_difference, sign_flip_p_value
+
+    rng = np.random.default_rng(0)
+    a = rng.random(24)
+    shifted = a + 0.3 + 0.05 * rng.normal(size=24)
+    difference = paired_difference(shifted, a, seed=2)
+    assert difference == bootstrap_interval(shifted - a, seed=2) and difference.low > 0.25
+    with pytest.raises(ValueError, match="same problems"):
+        paired_difference(a, a[:3])
+    # a clear shift: both tests reject; no shift (symmetric noise): neither does
+    assert bootstrap_p_value(shifted - a) < 1e-3 and sign_flip_p_value(shifted - a, num_resamples=5000) < 1e-3
+    noise = rng.normal(size=24)
+    assert bootstrap_p_value(noise) > 0.05 and sign_flip_p_value(noise, num_resamples=5000) > 0.05
+    assert bootstrap_p_value(np.zeros(5)) == 1.0 and sign_flip_p_value(np.zeros(5), num_resamples=100) == 1.0
+    assert sign_flip_p_value(noise, seed=4, num_resamples=3000) == sign_flip_p_value(noise, seed=4, num_resamples=3000)
+    # sign flips of 3 problems, all differences +1: only the all-plus and all-minus of the 8 sign
+    # vectors reach |mean| = 1, so p -> 2/8 as the flips grow
+    assert sign_flip_p_value([1.0, 1.0, 1.0], num_resamples=40000) == pytest.approx(0.25, abs=0.01)
+    # the bootstrap p-value is where the percentile interval reaches 0
+    p = bootstrap_p_value(noise + 0.4, num_resamples=4000, seed=5)
+    interval = bootstrap_interval(noise + 0.4, num_resamples=4000, seed=5, level=1 - p)
+    assert abs(min(abs(interval.low), abs(interval.high))) < 0.02

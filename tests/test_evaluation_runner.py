@@ -194,3 +194,16 @@ def test_transformers_model_records_do_not_depend_on_earlier_units(tmp_path):
                             lm=lm, progress=False)
     base = {k: v for k, v in contents(first.records).items() if k[1] == "base"}
     assert len(base) == 2 and base == contents(second.records)
+
+
+def test_a_record_written_twice_is_read_once(tmp_path):
+    """Two lines with one key (a unit re-run after a crash between its appends, say): the first is
+    kept, with a warning naming the line, so nothing is counted twice in accuracy or pass@k."""
+    path = tmp_path / "results.jsonl"
+    first = {"task_id": "t1", "method": "base", "sample_index": 0, "passed": True}
+    other = {"task_id": "t1", "method": "base", "sample_index": 1, "passed": False}
+    again = dict(first, passed=False)
+    path.write_text("".join(json.dumps(r) + "\n" for r in (first, other, again)))
+    with pytest.warns(UserWarning, match=r"results.jsonl:3: duplicate record \('t1', 'base', 0\); keeping the first"):
+        records = read_records(path)
+    assert records == [first, other]

@@ -17,20 +17,30 @@ import pytest
 
 import torch
 
+from mcmc_llm.diagnostics.chain_law import chain_law
 from mcmc_llm.lm.exact import power_law
 from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import TokenBatch
-from mcmc_llm.lm.toy import load_toy
+from mcmc_llm.lm.toy import NgramLM, load_toy
 from mcmc_llm.drivers import power as schedule
 from mcmc_llm.drivers.asynchronous import AsynchronousChains
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.lm.sequences import SequenceBatch
-from tests.power_helpers import sampled_law_check
+from mcmc_llm.testing import chi_square_check, counts_from_samples
+from tests.power_helpers import FALSE_FAILURE_RATE, TV_RESOLUTION, chains_to_detect, sampled_law_check
 
 N, ALPHA, BLOCK = 4, 3.0, 2
 ROWS_PER_CHAIN = 3
+
+
+class _KeepsShortAcceptancePrefetches(AsynchronousChains):
+    """Deliberately wrong: keeps an acceptance pre-fetch even when the accepted proposal ended (EOS)
+    before the stage cap, so the pre-fetched cut was drawn for a length the state does not have."""
+
+    def _keeps_acceptance_prefetch(self, chain, key, accepted, stage):
+        return accepted
 
 
 class _KeepsStalePrefetches(AsynchronousChains):
@@ -58,6 +68,48 @@ def lm():
 
 def _config(**changes):
     return PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, **changes)
+
+
+def _finite_n_check(lm, steps: int, chains: int | None = None, seed: int = 21, alpha: float = ALPHA, block: int = BLOCK):
+    """Chi-square of the final states of deep-pre-fetching chains after `steps` MH steps per stage
+    against the exact finite-N law (`mcmc_llm.diagnostics.chain_law`): far from stationarity, so the
+    check sees what the pre-fetches did to every step's transition, not only the fixed point.  By
+    default as many chains as detect TV 0.02 (`chains_to_detect`)."""
+    law = chain_law(lm, alpha=alpha, block_size=block, max_new_tokens=N, mcmc_steps=steps, chain="exact")
+    chains = chains if chains is not None else chains_to_detect([law[s] for s in sorted(law)])
+    config = PowerSamplerConfig(alpha=alpha, block_size=block, max_new_tokens=N, mcmc_steps=steps)
+    draws = [tuple(s) for s in power_sample(lm, [[]], config, chains_per_prompt=chains, seed=seed).sequences()]
+    support = sorted(law)
+    return chi_square_check(counts_from_samples(draws, support), [law[s] for s in support], FALSE_FAILURE_RATE)
+
+
+def test_deep_prefetching_keeps_the_exact_finite_n_law(lm, monkeypatch):
+    """Three rows per chain, N = 2: both pre-fetch branches are taken and the law after two steps per
+    stage is exactly Algorithm 1's (about 5 s)."""
+    _with_rows(monkeypatch)
+    check = _finite_n_check(lm, steps=2)
+    assert check.passed and check.min_detectable_tv <= TV_RESOLUTION, check.message
+
+
+def test_acceptance_prefetch_without_its_length_check_is_rejected(lm, monkeypatch):
+    """Companion: keeping an acceptance pre-fetch whose state ended before the stage cap (its cut was
+    drawn for the cap's length) is caught by the same fast check."""
+    _with_rows(monkeypatch, _KeepsShortAcceptancePrefetches)
+    check = _finite_n_check(lm, steps=2, chains=5000)  # it puts mass outside S_n: few chains show it
+    assert not check.passed, "a pre-fetch kept for the wrong length should bias the law: " + check.message
+
+
+@pytest.mark.slow  # about 25 s
+def test_acceptance_prefetch_cut_is_drawn_for_the_cap_length(monkeypatch):
+    """An acceptance pre-fetch's cut must be drawn for the stage cap's length, not the current
+    state's.  The two differ only when the current state ended early (EOS) and the move it
+    pre-fetches for is accepted at full length, so the setting makes that common: a random bigram
+    whose EOS is likely, alpha = 1 (such moves are accepted often), one stage (B = T = 4), N = 2,
+    and 200,000 chains (the check detects TV >= 0.01 over its bins; drawing the cut for the current
+    length moves the law by about 0.013)."""
+    _with_rows(monkeypatch)
+    check = _finite_n_check(NgramLM.random(4, 2, seed=1, eos_logit=1.0), steps=2, chains=200_000, alpha=1.0, block=N)
+    assert check.passed, check.message
 
 
 @pytest.mark.slow  # about 30 s each: three rows per chain

@@ -7,6 +7,10 @@ a chi-square test at false-failure rate 1e-4 (`tests.power_helpers.FALSE_FAILURE
 N = 2 the law is far from stationary, so the test checks the finite-N law itself: extensions,
 stage caps, the proposal length rule, the ratio and the early stop.  Companion tests show the
 same check rejecting each chain against the other's law.
+
+Power: the chains that validate a driver against its law are sized by `chains_to_detect` (28,000 to
+32,000 chains, two MH steps per stage) so that the check detects a TV distance of 0.02 over its pooled
+bins with probability >= 0.9 (asserted); the companion tests keep 20,000 chains.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.lm.exact import power_law
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.testing import chi_square_check, counts_from_samples
-from tests.power_helpers import FALSE_FAILURE_RATE
+from tests.power_helpers import FALSE_FAILURE_RATE, TV_RESOLUTION, chains_to_detect
 
 MODEL, T, B, ALPHA, STEPS, CHAINS = "trigram", 4, 2, 4.0, 2, 20_000
 
@@ -35,9 +39,14 @@ def laws(lm):
             for chain in ("exact", "published", "reference")}
 
 
-def _draws(lm, ratio: str, seed: int, batching: str = "lockstep") -> list[tuple[int, ...]]:
+def _draws(lm, ratio: str, seed: int, batching: str = "lockstep", chains: int = CHAINS) -> list[tuple[int, ...]]:
     config = PowerSamplerConfig(alpha=ALPHA, block_size=B, max_new_tokens=T, mcmc_steps=STEPS, ratio=ratio, batching=batching)
-    return [tuple(s) for s in power_sample(lm, [[]], config, chains_per_prompt=CHAINS, seed=seed).sequences()]
+    return [tuple(s) for s in power_sample(lm, [[]], config, chains_per_prompt=chains, seed=seed).sequences()]
+
+
+def _chains_for(law) -> int:
+    """Chains for which `_check` against `law` detects TV_RESOLUTION with power >= 0.9."""
+    return chains_to_detect([law[s] for s in sorted(law)])
 
 
 def _check(draws, law):
@@ -48,8 +57,10 @@ def _check(draws, law):
 @pytest.mark.parametrize("ratio, batching", [("exact", "lockstep"), ("exact", "continuous"), ("published", "continuous"),
                                               ("reference", "lockstep")])
 def test_drivers_match_the_exact_finite_n_law(lm, laws, ratio, batching):
-    check = _check(_draws(lm, ratio, seed=21, batching=batching), laws["exact" if ratio == "exact" else ratio])
+    law = laws["exact" if ratio == "exact" else ratio]
+    check = _check(_draws(lm, ratio, seed=21, batching=batching, chains=_chains_for(law)), law)
     assert check.passed, check.message
+    assert check.min_detectable_tv <= TV_RESOLUTION, check.message
 
 
 def test_the_check_tells_the_published_chain_from_the_exact_one(lm, laws):
@@ -65,8 +76,10 @@ def test_the_check_tells_the_published_ratio_from_the_exact_chain(lm):
     config = PowerSamplerConfig(alpha=ALPHA, block_size=B, max_new_tokens=T, mcmc_steps=10, ratio="published")
     law = {chain: chain_law(lm, alpha=ALPHA, block_size=B, max_new_tokens=T, mcmc_steps=10, chain=chain)
            for chain in ("exact", "published")}
-    draws = [tuple(s) for s in power_sample(lm, [[]], config, chains_per_prompt=CHAINS, seed=23).sequences()]
-    assert _check(draws, law["published"]).passed
+    chains = _chains_for(law["published"])
+    draws = [tuple(s) for s in power_sample(lm, [[]], config, chains_per_prompt=chains, seed=23).sequences()]
+    own = _check(draws, law["published"])
+    assert own.passed and own.min_detectable_tv <= TV_RESOLUTION, own.message
     assert not _check(draws, law["exact"]).passed
 
 

@@ -21,7 +21,7 @@ from mcmc_llm.lm.toy import NgramLM, load_toy
 from mcmc_llm.smc import (
     RESAMPLING_SCHEMES, RolloutConfig, SMCConfig, effective_sample_size, get_resampler, offspring_counts, power_smc,
 )
-from mcmc_llm.testing import chi_square_check, counts_from_samples
+from mcmc_llm.testing import chi_square_check, counts_from_samples, samples_to_detect_tv_for_pmf
 
 FALSE_FAILURE_RATE = 1e-4
 ALPHA = 4.0
@@ -158,13 +158,12 @@ def test_normalising_constant_per_prompt():
         assert abs(z) < z_threshold(len(prompts)), f"prompt {prompt}: z = {z:.2f}"
 
 
-def test_unnormalised_weighted_law_is_unbiased(derail_law):
-    """E[Z_hat * sum_i W_i 1{X_i in A}] = sum_{x in A} p(x)^alpha exactly, at any P: z-test per bin
-    A (first token, length), Bonferroni over the bins.  Small P, so the test has power on the weights."""
-    lm, runs, count = load_toy("derail"), 6000, 3
-    config = SMCConfig(alpha=ALPHA, max_new_tokens=4, num_particles=count, ramp_tokens=2)
-    result = power_smc(lm, [[]] * runs, config, seed=8)
-    bins = sorted({(s[0], len(s)) for s in derail_law.sequences})
+def _weighted_law_z_scores(law, config: SMCConfig, runs: int, seed: int, lm=None):
+    """z-scores, one per bin A = (first token, length), of mean_r[Z_hat_r * sum_i W_ri 1{X_ri in A}]
+    against the exact sum_{x in A} p(x)^alpha; also returns the particles' lengths [runs, P]."""
+    lm, count = lm if lm is not None else load_toy("derail"), config.num_particles
+    result = power_smc(lm, [[]] * runs, config, seed=seed)
+    bins = sorted({(s[0], len(s)) for s in law.sequences})
     index = {key: i for i, key in enumerate(bins)}
     z_hat = torch.exp(result.log_normalizer).numpy()
     weights = result.weights().numpy()
@@ -174,13 +173,49 @@ def test_unnormalised_weighted_law_is_unbiased(derail_law):
         run, particle = divmod(row, count)
         estimates[run, index[(sequence[0], len(sequence))]] += z_hat[run] * weights[run, particle]
     exact = np.zeros(len(bins))
-    for sequence, log_p in zip(derail_law.sequences, derail_law.base_log_probs):
+    for sequence, log_p in zip(law.sequences, law.base_log_probs):
         exact[index[(sequence[0], len(sequence))]] += math.exp(ALPHA * log_p)
     mean, se = estimates.mean(0), estimates.std(0, ddof=1) / math.sqrt(runs)
     tested = se > 0
     assert tested.sum() >= 6
-    z = (mean[tested] - exact[tested]) / se[tested]
-    assert float(np.abs(z).max()) < z_threshold(int(tested.sum())), f"z = {np.round(z, 2).tolist()}"
+    lengths = np.array([len(s) for s in sequences]).reshape(runs, count)
+    return (mean[tested] - exact[tested]) / se[tested], lengths
+
+
+def test_unnormalised_weighted_law_is_unbiased(derail_law):
+    """E[Z_hat * sum_i W_i 1{X_i in A}] = sum_{x in A} p(x)^alpha exactly, at any P: z-test per bin
+    A (first token, length), Bonferroni over the bins.  Small P, so the test has power on the weights."""
+    config = SMCConfig(alpha=ALPHA, max_new_tokens=4, num_particles=3, ramp_tokens=2)
+    z, _ = _weighted_law_z_scores(derail_law, config, runs=6000, seed=8)
+    assert float(np.abs(z).max()) < z_threshold(z.size), f"z = {np.round(z, 2).tolist()}"
+
+
+class _EndsByTheThirdToken(StatelessLM):
+    """The derail model with EOS forced as the third token: every sequence has at most 3 tokens."""
+
+    def __init__(self, inner):
+        super().__init__(inner.vocab_size, inner.eos_token_ids)
+        self.inner = inner
+
+    def next_token_logprobs(self, contexts):
+        logprobs = self.inner.start(contexts).logprobs.clone()
+        forced = contexts.lengths >= 2
+        logprobs[forced] = -math.inf
+        logprobs[forced, self.eos_token_ids[0]] = 0.0
+        return logprobs
+
+
+def test_ramp_completed_after_every_particle_ended_keeps_the_law():
+    """A ramp over the whole cap (R = T = 4) on a model whose sequences all end by token 3: the loop
+    stops when every particle has ended, with the exponent at a_3 = 3.25 < alpha, so the final
+    completion `log w += (alpha - a_t) log p(x)` is what brings every weight to p^alpha.  The
+    weighted law is checked per bin against the exact one (z-tests, Bonferroni, rate 1e-4)."""
+    lm = _EndsByTheThirdToken(load_toy("derail"))
+    law = power_law(lm, 4, ALPHA)
+    config = SMCConfig(alpha=ALPHA, max_new_tokens=4, num_particles=2, ramp_tokens=4)
+    z, lengths = _weighted_law_z_scores(law, config, runs=8000, seed=9, lm=lm)
+    assert lengths.max() < config.ramp_tokens  # the loop ended before the ramp did: the completion ran
+    assert float(np.abs(z).max()) < z_threshold(z.size), f"z = {np.round(z, 2).tolist()}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,29 +233,35 @@ def test_sir_draw_matches_power_law_with_many_particles(derail_law):
 
     The SIR draw is only asymptotically exact: its law is E[sum_i W_i delta_{X_i}], off by O(1/P).
     Measured on this model (experiments in docs/smc.md): TV(SIR law, p^alpha) ~ 1.2 / P, i.e. ~0.005
-    at P = 256, while this test (R = 2000 draws, ~20 pooled bins) only resolves TV of a few 1e-2: the
-    bias's chi-square noncentrality R * chi2(SIR law || p^alpha) is well below 1."""
+    at P = 256, while this test (R = 2000 draws, 6 pooled bins) detects TV 0.067 over its bins with
+    power >= 0.9 (asserted): the bias's chi-square noncentrality R * chi2(SIR law || p^alpha) is well
+    below 1.  TV 0.02 would take ~23,000 runs of 256 particles (~25 s), too slow for the default suite."""
     config = SMCConfig(alpha=ALPHA, max_new_tokens=4, num_particles=256)
     draws, result = sir_draws(config, 2000, seed=21)
     check = chi_square_check(counts_from_samples(draws, derail_law.sequences), derail_law.probs(), FALSE_FAILURE_RATE)
     assert check.passed, check.message
+    assert check.min_detectable_tv <= 0.068, check.message
     assert bool(result.diagnostics["resampled"].any())
 
 
 def test_single_particle_is_tempered_sampling_and_fails(derail_law):
-    """Companion: with P = 1 the draw is plain tempered sampling at tau = 1/alpha; the same check fails."""
+    """Companion: with P = 1 the draw is plain tempered sampling at tau = 1/alpha; the same check fails.
+    One particle is cheap, so the check against the tempered law is sized to detect TV 0.02 (~71,000 runs)."""
     config = SMCConfig(alpha=ALPHA, max_new_tokens=4, num_particles=1)
-    draws, _ = sir_draws(config, 2000, seed=21)
+    tempered = tempered_law(load_toy("derail"), 4, 1 / ALPHA, support=derail_law)
+    draws, _ = sir_draws(config, samples_to_detect_tv_for_pmf(0.02, tempered.probs(), FALSE_FAILURE_RATE), seed=21)
     check = chi_square_check(counts_from_samples(draws, derail_law.sequences), derail_law.probs(), FALSE_FAILURE_RATE)
     assert not check.passed
-    tempered = tempered_law(load_toy("derail"), 4, 1 / ALPHA, support=derail_law)
-    assert chi_square_check(counts_from_samples(draws, derail_law.sequences), tempered.probs(), FALSE_FAILURE_RATE).passed
+    sanity = chi_square_check(counts_from_samples(draws, derail_law.sequences), tempered.probs(), FALSE_FAILURE_RATE)
+    assert sanity.passed and sanity.min_detectable_tv <= 0.02, sanity.message
 
 
 def test_end_rejuvenation_keeps_the_law(derail_law):
     """Final resampling + 2 uniform-cut MH steps on S_n: particles equally weighted, a uniformly
     picked one per run follows p^alpha up to the draw's O(1/P) bias (TV 0.018 at P = 64 before the
-    MH moves, which only shrink it), below the resolution of this check with 1500 draws."""
+    MH moves, which only shrink it), below the resolution of this check with 1500 draws (it detects TV
+    0.077 over its 6 pooled bins with power >= 0.9, asserted).  A TV-0.02 check would be of the order of
+    this sampler's own bias, so it is not sized to it."""
     config = SMCConfig(alpha=ALPHA, max_new_tokens=4, num_particles=64, rejuvenation_steps=2)
     runs = 1500
     result = power_smc(load_toy("derail"), [[]] * runs, config, seed=22)
@@ -229,6 +270,7 @@ def test_end_rejuvenation_keeps_the_law(derail_law):
     picked = [tuple(s) for s in result.draw(make_generator(1)).to_lists()]
     check = chi_square_check(counts_from_samples(picked, derail_law.sequences), derail_law.probs(), FALSE_FAILURE_RATE)
     assert check.passed, check.message
+    assert check.min_detectable_tv <= 0.078, check.message
     assert result.rejuvenation is not None and 0 < result.rejuvenation.acceptance_rate() < 1
 
 
@@ -239,6 +281,7 @@ def test_sir_draw_with_ramp_and_rejuvenation_matches_power_law(derail_law):
     draws, _ = sir_draws(config, 3000, seed=23)
     check = chi_square_check(counts_from_samples(draws, derail_law.sequences), derail_law.probs(), FALSE_FAILURE_RATE)
     assert check.passed, check.message
+    assert check.min_detectable_tv <= 0.055, check.message  # 3000 runs of 256 particles, 6 pooled bins
 
 
 # ------------------------------------------------------------------------------------------------

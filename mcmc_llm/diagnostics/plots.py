@@ -113,7 +113,7 @@ def plot_ess_vs_steps(results: Mapping[int, Any], path: PathLike, *, ylabel: str
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # outside: never over a curve
     return _save(figure, path)
 
 
@@ -137,7 +137,7 @@ def plot_tv_vs_tokens(curves: Mapping[str, Any], path: PathLike, *, noise_floor:
     """
     if not curves:
         raise ValueError("curves is empty")
-    figure = Figure(figsize=(7.0, 4.5))
+    figure = Figure(figsize=(9.0, 4.5))
     axes = figure.subplots()
     for name, curve in curves.items():
         x, tv, band = _curve_parts(curve)
@@ -153,5 +153,5 @@ def plot_tv_vs_tokens(curves: Mapping[str, Any], path: PathLike, *, noise_floor:
     axes.set_ylabel("total variation to exact")
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # outside: never over a curve
     return _save(figure, path)

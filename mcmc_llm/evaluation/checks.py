@@ -75,6 +75,18 @@ def top_p(value):
     return number(0.0, strict=True)(value) or (None if value <= 1 else "must be in (0, 1]")
 
 
+def token_ids(value):
+    """A non-empty list of distinct token ids (integers >= 0), e.g. an EOS set `[32000]`."""
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of token ids (integers >= 0), e.g. [32000]"
+    bad = [item for item in value if isinstance(item, bool) or not isinstance(item, int) or item < 0]
+    if bad:
+        return f"must be a non-empty list of token ids (integers >= 0); {bad[0]!r} is not a token id"
+    repeated = sorted({item for item in value if value.count(item) > 1})
+    if repeated:
+        return f"must list each token id once; {repeated[0]} is repeated"
+
+
 class Table:
     """Reads keys of one table, records problems under `path`, and reports unknown keys at `done()`."""
 

@@ -1,7 +1,7 @@
 """Experiment configs: a TOML file read into frozen dataclasses, validated key by key.
 
-    [model]     spec, device, dtype, chat_template, threads
-    [task]      name, path, subset, seed, options
+    [model]     spec, device, dtype, chat_template, eos_token_ids, threads
+    [task]      name, path, subset, seed, options, prompt_format, chat_template
     [sampling]  max_new_tokens, samples_per_problem, seed, batch_size, problems_per_call
     [[methods]] name, kind, samples, max_new_tokens, + the keys of the kind (`method_config.METHOD_KEYS`)
     [output]    path
@@ -45,6 +45,7 @@ class ModelConfig:
     device: str = "auto"
     dtype: str = "auto"
     chat_template: bool | None = None
+    eos_token_ids: tuple[int, ...] | None = None  # replaces the model's EOS set (generation, MH, decoding)
     threads: int | None = None
 
 
@@ -55,6 +56,15 @@ class TaskConfig:
     subset: int | None = None
     seed: int = 0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    prompt_format: str = "default"  # the task's `prompt_format` option (`mcmc_llm.tasks.registry.PROMPT_FORMATS`)
+    chat_template: bool | None = None  # this task's prompts in the chat template or not; None: [model] chat_template
+
+    def build_options(self) -> dict[str, Any]:
+        """The task's constructor options: `options`, plus `prompt_format` unless it is the default."""
+        options = dict(self.options)
+        if self.prompt_format != "default":
+            options["prompt_format"] = self.prompt_format
+        return options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,23 +100,54 @@ class ExperimentConfig:
     def method(self, name: str) -> MethodConfig:
         return next(m for m in self.methods if m.name == name)
 
+    @property
+    def chat_template(self) -> bool | None:
+        """Whether prompts go through the chat template: `[task] chat_template` when set, else
+        `[model] chat_template` (None: the model's default, on only for the embedded instruct model)."""
+        return self.task.chat_template if self.task.chat_template is not None else self.model.chat_template
+
     def fingerprint(self, method_name: str) -> str:
         """Hash of everything a record of `method_name` depends on besides its key and the problem
         text: model, task name/seed/options, sampling seed and batch size, the method's settings
-        (and its sample count when batch_size > 1, since groups then depend on it).  Device, task
-        path and subset are left out, so a run can move device or grow its subset and resume."""
+        (and its sample count when batch_size > 1, since groups then depend on it), the prompt
+        format and the EOS sets.  Device, task path and subset are left out, so a run can move
+        device or grow its subset and resume.  Settings added later (EOS sets, prompt format) enter
+        only when they differ from their defaults, so older records keep their fingerprints."""
         entry = self.method(method_name)
         content = {
-            "model": [self.model.spec, self.model.dtype, self.model.chat_template],
-            "task": [self.task.name, self.task.seed, self.task.options],
+            "model": [self.model.spec, self.model.dtype, self.chat_template]
+            + ([{"eos_token_ids": list(self.model.eos_token_ids)}] if self.model.eos_token_ids is not None else []),
+            "task": [self.task.name, self.task.seed, self.task.options]
+            + ([{"prompt_format": self.task.prompt_format}] if self.task.prompt_format != "default" else []),
             "sampling": [self.sampling.seed, self.sampling.batch_size]
             + ([self.sampling.problems_per_call] if self.sampling.problems_per_call != 1 else []),
-            "method": [entry.name, entry.method.settings(), entry.samples if self.sampling.batch_size > 1 else None],
+            "method": [entry.name, entry.method.settings(), entry.samples if self.sampling.batch_size > 1 else None]
+            + ([{"eos_token_ids": list(entry.eos_token_ids)}] if entry.eos_token_ids is not None else []),
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ reading
+
+
+def _tuple(value):
+    return None if value is None else tuple(value)
+
+
+def _prompt_format_check(task_name: Any) -> checks.Check:
+    """`[task] prompt_format`: one of the built-in task's formats (`PROMPT_FORMATS`); for a task
+    given by import path, any non-empty string (passed to its factory as `prompt_format`)."""
+    from mcmc_llm.tasks.registry import prompt_formats
+
+    allowed = prompt_formats(task_name) if isinstance(task_name, str) and ":" not in task_name else None
+
+    def check(value):
+        problem = checks.string(value)
+        if problem or allowed is None or value in allowed:
+            return problem
+        return f"is not a prompt format of task {task_name!r}; allowed: {', '.join(allowed)}"
+
+    return check
 
 
 def parse_config(data: Mapping[str, Any], source: str | None = None) -> ExperimentConfig:
@@ -126,15 +167,20 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
     model = ModelConfig(
         spec=t.get("spec", checks.string, "default"), device=t.get("device", checks.string, "auto"),
         dtype=t.get("dtype", checks.choice(DTYPES), "auto"), chat_template=t.get("chat_template", checks.boolean),
-        threads=t.get("threads", checks.integer(1)),
+        eos_token_ids=_tuple(t.get("eos_token_ids", checks.token_ids)), threads=t.get("threads", checks.integer(1)),
     )
     t.done()
     t = sections["task"]
+    name = t.get("name", checks.string, required=True)
     task = TaskConfig(
-        name=t.get("name", checks.string, required=True), path=t.get("path", checks.string),
+        name=name, path=t.get("path", checks.string),
         subset=t.get("subset", checks.integer(1)), seed=t.get("seed", checks.integer(0), 0),
         options=dict(t.get("options", checks.table, {})),
+        prompt_format=t.get("prompt_format", _prompt_format_check(name), "default"),
+        chat_template=t.get("chat_template", checks.boolean),
     )
+    if t.has("prompt_format") and "prompt_format" in task.options:
+        problems.append("task.prompt_format: also given in task.options; give it once (as task.prompt_format)")
     t.done()
     t = sections["sampling"]
     sampling = SamplingConfig(

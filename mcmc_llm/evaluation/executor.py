@@ -5,7 +5,10 @@ more consecutive problems, with the seed derived from its key (`mcmc_llm.evaluat
 plans the units and explains the seeds).  A `UnitExecutor` holds the model, the task and the
 methods, and runs units: it encodes each problem's prompt with the model (`lm.encode_prompt`),
 clears the model's prefix cache, generates, decodes (`lm.decode`, EOS stripped), grades and
-returns one record per missing key.  `run_experiment` uses one in-process; with `[scaleout]`,
+returns one record per missing key.  EOS sets: `[model] eos_token_ids` replaces the model's own
+(for a pre-built `lm` too), and a method's `eos_token_ids` replaces that for the method alone
+(its generation, MH and decoding run on a view of the model with that set,
+`mcmc_llm.lm.registry.with_eos_token_ids`).  `run_experiment` uses one in-process; with `[scaleout]`,
 every Ray worker holds its own (`mcmc_llm.evaluation.scaleout`).
 """
 
@@ -75,6 +78,11 @@ def answer_extractor(task) -> Callable[[str], str | None] | None:
     return None
 
 
+def task_of(config: ExperimentConfig):
+    """The config's task, with its prompt format (`[task] prompt_format`) among its options."""
+    return build_task(config.task.name, config.task.build_options())
+
+
 def _strip_eos(tokens: Sequence[int], eos: Iterable[int]) -> list[int]:
     tokens = list(tokens)
     return tokens[:-1] if tokens and tokens[-1] in set(eos) else tokens
@@ -91,24 +99,49 @@ class UnitExecutor:
         from mcmc_llm.lm.threads import configure_threads
 
         configure_threads(config.model.threads, config.model.device)  # [model] threads, else the CPU default
-        self.task = task if task is not None else build_task(config.task.name, config.task.options)
+        self.task = task if task is not None else task_of(config)
         self._extract = answer_extractor(self.task)
-        self.lm = lm if lm is not None else load_model(
-            config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.model.chat_template
+        self.lm = self._with_eos(
+            lm if lm is not None else load_model(
+                config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.chat_template
+            ),
+            config.model.eos_token_ids, "model.eos_token_ids",
         )
+        self._method_lms = {
+            m.name: self._with_eos(self.lm, m.eos_token_ids, f"methods[{i}].eos_token_ids")
+            for i, m in enumerate(config.methods)
+        }
         self._prompts: dict[str, list[int]] = {}
         self._fingerprints = {m.name: config.fingerprint(m.name) for m in config.methods}
+
+    @staticmethod
+    def _with_eos(lm, eos_token_ids, key: str):
+        """`lm` with the EOS set `eos_token_ids` (None: unchanged); a bad id is a ConfigError at `key`."""
+        if eos_token_ids is None:
+            return lm
+        from mcmc_llm.lm.registry import with_eos_token_ids
+
+        try:
+            return with_eos_token_ids(lm, eos_token_ids)
+        except ValueError as error:
+            raise ConfigError([f"{key}: {error}"]) from None
+
+    def lm_for(self, method: str):
+        """The model `method` runs on: the shared one, or a view with the method's EOS set."""
+        return self._method_lms.get(method, self.lm)
 
     def prompt_ids(self, problem) -> list[int]:
         if problem.task_id not in self._prompts:
             self._prompts[problem.task_id] = self.lm.encode_prompt(problem.prompt)
         return self._prompts[problem.task_id]
 
-    def completion_text(self, tokens: Sequence[int]) -> str:
-        return self.lm.decode(_strip_eos(tokens, self.lm.eos_token_ids))
+    def completion_text(self, tokens: Sequence[int], method: str | None = None) -> str:
+        """The decoded completion, a final EOS (of `method`'s EOS set) removed."""
+        lm = self.lm_for(method) if method is not None else self.lm
+        return lm.decode(_strip_eos(tokens, lm.eos_token_ids))
 
-    def answer_of(self, tokens: Sequence[int]) -> str | None:
-        text = self.completion_text(tokens)
+    def answer_of(self, tokens: Sequence[int], method: str | None = None) -> str | None:
+        text = self.completion_text(tokens, method)
         return self._extract(text) if self._extract is not None else text
 
     def _grade(self, problem, completion: str):
@@ -122,19 +155,21 @@ class UnitExecutor:
     def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
         """Generate the unit's group for each of its problems and return the missing records."""
         entry = self.config.method(unit.method)
-        clear = getattr(self.lm, "clear_prefixes", None)
+        lm = self.lm_for(entry.name)
+        clear = getattr(lm, "clear_prefixes", None)
         if callable(clear):
             clear()  # a unit's numerics must not depend on prompts cached by earlier units
         prompts = [self.prompt_ids(problem) for problem in unit.problems]
         started = time.perf_counter()
-        per_problem = entry.method.generate(self.lm, prompts, len(unit.sample_indices), unit.seed, answer_of=self.answer_of)
+        per_problem = entry.method.generate(lm, prompts, len(unit.sample_indices), unit.seed,
+                                            answer_of=lambda tokens: self.answer_of(tokens, entry.name))
         wall = (time.perf_counter() - started) / (len(unit.sample_indices) * len(prompts))
         records = []
         for problem, prompt, samples in zip(unit.problems, prompts, per_problem):
             for index, sample in zip(unit.sample_indices, samples):
                 if (problem.task_id, entry.name, index) not in unit.missing:
                     continue
-                completion = self.completion_text(sample.tokens)
+                completion = self.completion_text(sample.tokens, entry.name)
                 graded_at = time.perf_counter()
                 grade = self._grade(problem, completion)
                 records.append({

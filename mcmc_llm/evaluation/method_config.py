@@ -1,6 +1,6 @@
 """The `[[methods]]` tables of an experiment config: one `MethodConfig` per table.
 
-    [[methods]] name, kind, samples, max_new_tokens, + the keys of the kind (see METHOD_KEYS)
+    [[methods]] name, kind, samples, max_new_tokens, eos_token_ids, + the keys of the kind (see METHOD_KEYS)
 
 The keys of `power`, `smc` and `rollout` are the fields of their sampler's config dataclass
 (`PowerSamplerConfig`, `SMCConfig`, `RolloutConfig`; `ConfiguredMethod.keys`), checked here
@@ -29,11 +29,13 @@ _NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """A named method; `samples` is its number of samples per problem."""
+    """A named method; `samples` is its number of samples per problem; `eos_token_ids`, when set,
+    the EOS set this method's generation, MH and decoding use instead of the model's."""
 
     name: str
     method: Method
     samples: int
+    eos_token_ids: tuple[int, ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -89,6 +91,8 @@ METHOD_KEYS: dict[str, dict[str, checks.Check]] = {
     "rollout": _config_keys("rollout"),
 }
 COMMON_METHOD_KEYS = ("name", "kind", "samples", "max_new_tokens")
+#: Common keys listed after the kind's own keys (in "allowed: ..." messages).
+OPTIONAL_COMMON_KEYS = ("eos_token_ids",)
 
 
 def _method_settings(table: checks.Table, kind: str) -> dict[str, Any]:
@@ -134,6 +138,7 @@ def parse_methods(raw: Any, samples_per_problem: int, max_new_tokens: int, probl
         problems.append("methods: must be a non-empty array of tables ([[methods]] ...)")
         return ()
     parsed = []
+    eos_sets: dict[str, tuple[int, ...] | None] = {}
     for index, item in enumerate(raw):
         path = f"methods[{index}]"
         table = checks.Table(item, path, problems)
@@ -144,10 +149,12 @@ def parse_methods(raw: Any, samples_per_problem: int, max_new_tokens: int, probl
         kind = table.get("kind", checks.choice(tuple(METHOD_KINDS)), required=True)
         samples = table.get("samples", checks.integer(1), samples_per_problem)
         cap = table.get("max_new_tokens", checks.integer(1), max_new_tokens)
+        eos = table.get("eos_token_ids", checks.token_ids)
         settings = _method_settings(table, kind) if kind else {}
         if kind:
-            table.done(list(COMMON_METHOD_KEYS) + list(METHOD_KEYS[kind]))
+            table.done(list(COMMON_METHOD_KEYS) + list(METHOD_KEYS[kind]) + list(OPTIONAL_COMMON_KEYS))
         parsed.append((path, name, kind, samples, cap, settings, len(problems) == before))
+        eos_sets[name] = None if eos is None else tuple(eos)
     names = [p[1] for p in parsed if p[1]]
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"methods: the name {name!r} is used more than once; names must be unique")
@@ -169,4 +176,4 @@ def parse_methods(raw: Any, samples_per_problem: int, max_new_tokens: int, probl
         except (TypeError, ValueError) as error:
             broken.add(name)
             problems.append(f"{path}: {error}")
-    return tuple(MethodConfig(p[1], built[p[1]], p[3]) for p in parsed if p[1] in built)
+    return tuple(MethodConfig(p[1], built[p[1]], p[3], eos_sets.get(p[1])) for p in parsed if p[1] in built)

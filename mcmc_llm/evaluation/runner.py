@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mcmc_llm.evaluation.config import ConfigError, ExperimentConfig
-from mcmc_llm.evaluation.executor import UnitExecutor, WorkUnit, build_task
+from mcmc_llm.evaluation.executor import UnitExecutor, WorkUnit, task_of
 from mcmc_llm.evaluation.results import (
     MethodSummary, RecordKey, ResultsWriter, format_summary, read_records, record_key, summarize, summary_path,
     write_summary,
@@ -124,7 +124,7 @@ def run_experiment(
 
     started = time.perf_counter()
     path = config.output.path
-    task = task if task is not None else build_task(config.task.name, config.task.options)
+    task = task if task is not None else task_of(config)
     problems = load_problems(task, config)
     existing = read_records(path, repair=True)
     _check_fingerprints(config, existing, path)

@@ -266,18 +266,54 @@ def parse_model_spec(spec: str | None) -> tuple[str, str]:
     raise ValueError(f"unknown model spec {spec!r}; the forms are: {SPEC_FORMS} (see --help)")
 
 
+def with_eos_token_ids(lm: LanguageModel, eos_token_ids) -> LanguageModel:
+    """`lm` with its EOS set replaced by `eos_token_ids`: a shallow copy sharing the weights,
+    tokenizer, caches and compute counter, whose `eos_token_ids` ends every continuation it samples
+    or scores (generation, MH proposals, the power target's terminated set, decoding).  `lm` itself
+    when the set is unchanged.  ValueError naming the bad id and the vocabulary when an id is not
+    a token of `lm`, or when the set is empty or repeats an id."""
+    import copy
+
+    ids = list(eos_token_ids)
+    bad = [e for e in ids if isinstance(e, bool) or not isinstance(e, int)]
+    if not ids or bad:
+        raise ValueError(f"eos_token_ids must be a non-empty list of integer token ids, got {ids!r}")
+    outside = [e for e in ids if not 0 <= e < lm.vocab_size]
+    if outside:
+        raise ValueError(
+            f"EOS token id {outside[0]} is not a token of {getattr(lm, 'name', type(lm).__name__)} "
+            f"(its vocabulary is 0..{lm.vocab_size - 1}); its own EOS set is {list(lm.eos_token_ids)}"
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"eos_token_ids lists a token id more than once: {ids}")
+    if tuple(ids) == tuple(lm.eos_token_ids):
+        return lm
+    view = copy.copy(lm)
+    view.eos_token_ids = tuple(ids)
+    return view
+
+
 def load_model(
     spec: str | None = None,
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     chat_template: bool | None = None,
+    eos_token_ids=None,
 ) -> LanguageModel:
     """The language model named by `spec` (see `MODEL_SPEC_HELP`).
 
     device / dtype apply to transformers models ("auto": cuda + bfloat16 when available, else
     cpu + float32).  chat_template: None means on for the embedded instruct model, off otherwise.
+    eos_token_ids: the EOS set that ends generation (and MH proposals, and decides which sequences
+    are terminated), replacing the model's own (for transformers models: generation_config,
+    config and tokenizer EOS ids together); see `with_eos_token_ids`.
     """
+    lm = _load_model(spec, device=device, dtype=dtype, chat_template=chat_template)
+    return lm if eos_token_ids is None else with_eos_token_ids(lm, eos_token_ids)
+
+
+def _load_model(spec, *, device, dtype, chat_template) -> LanguageModel:
     kind, argument = parse_model_spec(spec)
     if kind == "toy":
         from mcmc_llm.lm.toy import load_toy

