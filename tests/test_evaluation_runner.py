@@ -207,3 +207,18 @@ def test_a_record_written_twice_is_read_once(tmp_path):
     with pytest.warns(UserWarning, match=r"results.jsonl:3: duplicate record \('t1', 'base', 0\); keeping the first"):
         records = read_records(path)
     assert records == [first, other]
+
+
+def test_prompts_too_long_for_the_context_are_refused_before_any_work(tmp_path):
+    """A model with a context limit: prompts that leave less than max_new_tokens of it are named in
+    one ConfigError before anything is generated (the results file is not even created)."""
+    from mcmc_llm.lm.toy import load_toy
+
+    config = load_config(write_config(tmp_path, max_new_tokens=8))
+    lm = load_toy("bigram")
+    lm.max_context = 8 + 1  # room for no prompt token at all beyond one
+    with pytest.raises(ConfigError, match=r"prompt\(s\) leave less than max_new_tokens = 8 of the model's context \(9 tokens\)"):
+        run_experiment(config, lm=lm)
+    assert not Path(config.output.path).exists()
+    lm.max_context = 10_000
+    assert run_experiment(config, lm=lm).generated > 0

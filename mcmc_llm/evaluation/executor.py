@@ -83,6 +83,15 @@ def task_of(config: ExperimentConfig):
     return build_task(config.task.name, config.task.build_options())
 
 
+def _max_new_tokens(method, default: int) -> int:
+    """The generation cap of a method object: its own `max_new_tokens`, or its sampler config's."""
+    for owner in (method, getattr(method, "config", None)):
+        value = getattr(owner, "max_new_tokens", None)
+        if isinstance(value, int):
+            return value
+    return default
+
+
 def _strip_eos(tokens: Sequence[int], eos: Iterable[int]) -> list[int]:
     tokens = list(tokens)
     return tokens[:-1] if tokens and tokens[-1] in set(eos) else tokens
@@ -134,6 +143,21 @@ class UnitExecutor:
         if problem.task_id not in self._prompts:
             self._prompts[problem.task_id] = self.lm.encode_prompt(problem.prompt)
         return self._prompts[problem.task_id]
+
+    def check_prompts_fit(self, problems: Iterable) -> None:
+        """ConfigError naming every problem whose prompt leaves less than the longest method's
+        `max_new_tokens` in the model's context (`lm.max_context`, prompt + generated tokens);
+        nothing to check when the model states no limit (toy and callable models)."""
+        limit = getattr(self.lm, "max_context", None)
+        if limit is None:
+            return
+        need = max(_max_new_tokens(entry.method, self.config.sampling.max_new_tokens) for entry in self.config.methods)
+        over = {p.task_id: n for p in problems if (n := len(self.prompt_ids(p))) + need > limit}
+        if over:
+            shown = ", ".join(f"{task} ({n} tokens)" for task, n in list(over.items())[:5])
+            more = f" and {len(over) - 5} more" if len(over) > 5 else ""
+            raise ConfigError([f"{len(over)} prompt(s) leave less than max_new_tokens = {need} of the model's context "
+                               f"({limit} tokens): {shown}{more}; lower max_new_tokens or use a longer-context model"])
 
     def completion_text(self, tokens: Sequence[int], method: str | None = None) -> str:
         """The decoded completion, a final EOS (of `method`'s EOS set) removed."""

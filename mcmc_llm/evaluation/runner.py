@@ -136,6 +136,7 @@ def run_experiment(
         local = None
         if config.scaleout.workers <= 1:  # load the model before the progress bar starts
             local = UnitExecutor(config, task=task, lm=lm)
+            local.check_prompts_fit({p.task_id: p for unit in units for p in unit.problems}.values())  # before any work
         bar = tqdm(total=len(wanted), initial=len(wanted & done), unit="sample", desc="evaluating",
                    disable=not (sys.stderr.isatty() if progress is None else progress), file=sys.stderr, dynamic_ncols=True)
         with ResultsWriter(path) as writer, bar:
