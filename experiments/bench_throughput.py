@@ -11,6 +11,8 @@ One run, one model, side by side:
       run lasts as long as its busiest chain);
   (b') the same with the other batching (lock-step chains when (b) is continuous), one run at
       seed S, side by side (skip with `--no-compare`);
+  (b'') with `--compare-engine`: (b) on the other decoding engine of the transformers backend
+      (dynamic when the run's is static), one run at seed S, side by side;
   (c) a mirror of the published reference code: one chain, a fresh `model.generate` (full
       re-encoding of prompt + prefix, batch 1) for every extension and every proposal, with the
       same B, N_MCMC and T_max; wall time per finished power sample.
@@ -19,6 +21,11 @@ It prints a table; the last line is JSON with `sampler_vs_generate` = (b)/(a) to
 `speedup_vs_reference` = (c)/(b) wall time per finished sample (both pooled), and each run of (b)
 on its own (`sampler_vs_generate_per_run`).  Tokens/s of (b) count the tokens the chains used;
 pre-fetched tokens that were thrown away (`tokens_discarded`) are reported, not counted.
+`math500_projection`: 500 problems x the expected tokens of one power sample at the paper's
+settings (`power_token_budget`; outputs of `--project-length` tokens, by default the cap 3072, an
+upper bound) at the sampler rate measured in this run.  The rate was measured at this run's T_max
+and chain count, so at T = 3072 attention costs more per token than here: a lower bound on time
+per token, an upper bound on tokens.
 
     python experiments/bench_throughput.py --quick      # ~3 minutes on 2 CPU cores, embedded model
     python experiments/bench_throughput.py --model random:qwen2-0.5b --device cuda --chains 16
@@ -38,8 +45,9 @@ from mcmc_llm.core.random import Streams, categorical, make_generator
 from mcmc_llm.lm.generation import sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model
-from mcmc_llm.drivers.power import BATCHING, PowerSamplerConfig, power_sample
+from mcmc_llm.drivers.power import BATCHING, PowerSamplerConfig, power_sample, power_token_budget
 
+MATH500_PROBLEMS = 500
 PROMPT = "Write a detailed story about a lighthouse keeper who finds a mysterious map. Use several paragraphs."
 
 
@@ -60,6 +68,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sampler-repeats", type=int, default=3, help="runs of (b), seeds S, S+1, ..., pooled")
     parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0], help="batching of (b)")
     parser.add_argument("--no-compare", action="store_true", help="skip (b'), the run with the other batching")
+    parser.add_argument("--engine", choices=("auto", "static", "dynamic"), default="auto",
+                        help="decoding engine of a transformers model (mcmc_llm.lm.hf); auto: static where supported")
+    parser.add_argument("--compare-engine", action="store_true", help="add (b''): the sampler on the other engine, one run")
+    parser.add_argument("--project-length", type=float, default=None,
+                        help="expected output length for the MATH500 projection (default: the paper's cap, 3072: an upper bound)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="T_max=64, B=16, N_MCMC=2: about 3 minutes on 2 cores")
@@ -142,8 +155,10 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, engine=None if args.engine == "auto" else args.engine)
     device = lm.device
+    engine = ("static" if lm._uses_static_slots() else "dynamic") if hasattr(lm, "engine") else "-"
+    other_engine = {"static": "dynamic", "dynamic": "static"}.get(engine)
     prompt = list(lm.encode_prompt(args.prompt))
     config = PowerSamplerConfig(alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,
                                 mcmc_steps=args.mcmc_steps)
@@ -166,20 +181,25 @@ def main() -> None:
         plain["tokens"] += int(drawn.tokens.lengths.sum())
         plain["runs"] += 1
 
-    def run_sampler(batching: str, seed: int):
+    def run_sampler(batching: str, seed: int, on_engine: str | None = None):
+        if on_engine is not None:
+            lm.engine = on_engine
         lm.counter.reset()
         synchronize(device)
         started = time.perf_counter()
         run = power_sample(lm, [prompt], dataclasses.replace(config, batching=batching), chains_per_prompt=args.chains, seed=seed)
         synchronize(device)
+        if on_engine is not None:
+            lm.engine = engine
         return run, time.perf_counter() - started
 
     other_batching = next(b for b in BATCHING if b != args.batching)
     sampler_runs = max(args.sampler_repeats, 1)
     plain_runs = max(args.plain_repeats if args.plain_repeats is not None else sampler_runs + 1, 1)
     schedule = [run for _ in range(sampler_runs) for run in ("a", "b")] + ["a"] + ([] if args.no_compare else ["b'"])
+    schedule += ["b''", "a"] if args.compare_engine and other_engine else []
     schedule += ["a"] * max(0, plain_runs - schedule.count("a"))
-    results, walls, other = [], [], None
+    results, walls, other, engine_run = [], [], None, None
     for run in schedule:
         if run == "a" and plain["runs"] < plain_runs:
             run_plain()
@@ -189,6 +209,8 @@ def main() -> None:
             walls.append(wall)
         elif run == "b'":
             other, other_wall = run_sampler(other_batching, args.seed)
+        elif run == "b''":
+            engine_run, engine_wall = run_sampler(args.batching, args.seed, other_engine)
     plain_tokens, plain_wall = plain["tokens"], plain["wall"]
     sampler_tokens, sampler_wall = sum(r.compute["tokens_sampled"] for r in results), sum(walls)
     discarded = sum(r.compute["tokens_discarded"] for r in results)
@@ -208,7 +230,7 @@ def main() -> None:
     per_sample_reference = reference_wall / args.reference_samples
     print(f"model {getattr(lm, 'name', args.model)} on {device}, {torch.get_num_threads()} threads; "
           f"alpha={args.alpha}, B={args.block_size}, T_max={args.max_new_tokens}, N_MCMC={args.mcmc_steps}, "
-          f"chains={args.chains}")
+          f"chains={args.chains}; {engine} engine")
     print(f"{'run':<38} {'tokens':>8} {'wall s':>8} {'tokens/s':>9} {'s / finished sample':>20}")
     print(f"{'(a) plain batched generation':<38} {plain_tokens:>8} {plain_wall:>8.1f} {plain_rate:>9.1f} {'-':>20}")
     print(f"{f'(b) power sampler, {args.batching}, {sampler_runs} runs':<38} {sampler_tokens:>8} {sampler_wall:>8.1f} {sampler_rate:>9.1f} {per_sample_sampler:>20.2f}")
@@ -216,6 +238,10 @@ def main() -> None:
         other_tokens = other.compute["tokens_sampled"]
         print(f"{f'(b´) power sampler, {other_batching}, 1 run':<38} {other_tokens:>8} {other_wall:>8.1f} "
               f"{other_tokens / other_wall:>9.1f} {other_wall / args.chains:>20.2f}")
+    if engine_run is not None:
+        engine_tokens = engine_run.compute["tokens_sampled"]
+        print(f"{f'(b´´) power sampler, {other_engine} engine':<38} {engine_tokens:>8} {engine_wall:>8.1f} "
+              f"{engine_tokens / engine_wall:>9.1f} {engine_wall / args.chains:>20.2f}")
     print(f"{'(c) published-code mirror, batch 1':<38} {reference_tokens:>8} {reference_wall:>8.1f} {reference_rate:>9.1f} {per_sample_reference:>20.2f}")
     for result, wall in zip(results, walls):
         print(f"(b) run: {result.compute['tokens_sampled'] / wall / plain_rate:.3f} of (a); compute {json.dumps(result.compute)}; "
@@ -224,23 +250,36 @@ def main() -> None:
     print(f"token draw for {args.chains} rows: shared generator {draw['shared_generator'] * 1e6:.0f} us, per-chain streams "
           f"{draw['per_chain_streams'] * 1e6:.0f} us; difference {stream_overhead:.2%} of a plain decoding step "
           f"({plain_step * 1e3:.1f} ms)")
+    paper = PowerSamplerConfig(alpha=4.0, block_size=192, max_new_tokens=3072, mcmc_steps=10)  # METHOD.md, MATH500
+    per_sample_tokens = power_token_budget(paper, args.project_length)
+    projection_hours = MATH500_PROBLEMS * per_sample_tokens / sampler_rate / 3600
+    print(f"MATH500 at the paper's settings (T=3072, B=192, N_MCMC=10, outputs of {args.project_length or 3072:g} tokens): "
+          f"{per_sample_tokens:,.0f} tokens per sample x {MATH500_PROBLEMS} problems at this run's measured sampler rate "
+          f"({sampler_rate:.1f} tok/s, T_max={args.max_new_tokens}, {args.chains} chains) = {projection_hours:.2f} device-hours")
     compared = {}
     if other is not None:
         compared = {
             f"{other_batching}_sampler_vs_generate": round(other.compute["tokens_sampled"] / other_wall / plain_rate, 3),
             f"{other_batching}_speedup_vs_reference": round(per_sample_reference / (other_wall / args.chains), 2),
         }
+    if engine_run is not None:
+        compared.update({
+            f"{other_engine}_engine_sampler_vs_generate": round(engine_run.compute["tokens_sampled"] / engine_wall / plain_rate, 3),
+            f"{other_engine}_engine_speedup_vs_reference": round(per_sample_reference / (engine_wall / args.chains), 2),
+        })
     print(json.dumps({
         "sampler_vs_generate": round(sampler_rate / plain_rate, 3),
         "speedup_vs_reference": round(per_sample_reference / per_sample_sampler, 2),
         "sampler_vs_generate_per_run": [round(r.compute["tokens_sampled"] / w / plain_rate, 3) for r, w in zip(results, walls)],
-        "batching": args.batching, "sampler_runs": sampler_runs, "tokens_discarded": discarded, **compared,
+        "batching": args.batching, "engine": engine, "sampler_runs": sampler_runs, "tokens_discarded": discarded, **compared,
         "plain_tokens_per_s": round(plain_rate, 2), "sampler_tokens_per_s": round(sampler_rate, 2),
         "reference_tokens_per_s": round(reference_rate, 2), "sampler_s_per_sample": round(per_sample_sampler, 3),
         "reference_s_per_sample": round(per_sample_reference, 3), "chains": args.chains,
         "stream_draw_us": round(draw["per_chain_streams"] * 1e6, 1), "generator_draw_us": round(draw["shared_generator"] * 1e6, 1),
         "stream_overhead_per_step": round(stream_overhead, 4),
         "block_size": args.block_size, "max_new_tokens": args.max_new_tokens, "mcmc_steps": args.mcmc_steps,
+        "math500_projection": {"tokens_per_sample": round(per_sample_tokens), "problems": MATH500_PROBLEMS,
+                               "output_length": args.project_length or 3072, "hours": round(projection_hours, 3)},
     }))
 
 

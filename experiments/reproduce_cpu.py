@@ -1,14 +1,20 @@
 """The CPU reproduction of the paper's findings, end to end: experiments, then every figure.
 
-    python experiments/reproduce_cpu.py            # full: about 1.5 hours on 2 cores; resumes when rerun
+    python experiments/reproduce_cpu.py            # full: about 3.2 hours on 2 cores; resumes when rerun
     python experiments/reproduce_cpu.py --quick    # smoke test: a few minutes (CI runs it)
 
 Steps (each appends or rewrites its own file under the results directory, default
 experiments/results/cpu/, or experiments/results/cpu_quick/ with --quick):
 
-  1. main.jsonl, alpha.jsonl, nmcmc.jsonl  evaluation runs of experiments/configs/cpu/*.toml on the
+  1. main.jsonl, main72.jsonl, alpha.jsonl, nmcmc.jsonl, samplers.jsonl, cap192.jsonl
+                                           evaluation runs of experiments/configs/cpu/*.toml on the
                                            arithmetic task with the embedded model (resumable: a
-                                           rerun generates only what is missing);
+                                           rerun generates only what is missing).  main72 (the
+                                           main comparison on 72 problems, which the figures read)
+                                           starts from a copy of main.jsonl (its first 24
+                                           problems, same settings; fingerprints leave out the
+                                           subset) and generates problems 25-72; cap192 is
+                                           the main comparison's first 24 problems at T = 192;
   2. cost_scaling.jsonl                    measured tokens and attention positions against the
                                            formulas of METHOD §4 as T and B vary (toy LM);
   3. toy_mixing.jsonl                      TV to p^alpha against tokens, every kernel, several seeds
@@ -23,6 +29,7 @@ the ones docs/results.md reads.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs" / "cpu"
-EVALUATIONS = ("main", "alpha", "nmcmc", "samplers")
+EVALUATIONS = ("main", "main72", "alpha", "nmcmc", "samplers", "cap192")
+SEEDS = {"main72": "main"}  # a run that starts from a copy of another's records (the same settings on more problems)
 
 
 def run_evaluation(name: str, results: Path, quick: bool, lm) -> None:
@@ -40,6 +48,10 @@ def run_evaluation(name: str, results: Path, quick: bool, lm) -> None:
     if quick:
         document = smoke_document(document)
     document["output"]["path"] = str(results / f"{name}.jsonl")
+    seed = results / f"{SEEDS[name]}.jsonl" if name in SEEDS else None
+    if seed is not None and seed.exists() and not (results / f"{name}.jsonl").exists():
+        shutil.copyfile(seed, results / f"{name}.jsonl")  # resumed: only the problems the seed lacks are generated
+        print(f"== {name}: starting from a copy of {seed.name}")
     config = parse_config(document, source=str(CONFIGS / f"{name}.toml"))
     report = run_experiment(config, lm=lm)
     print(f"== {name}: {report.generated} generated, {report.skipped} already there, {report.wall_time_s:.0f} s")

@@ -1,6 +1,6 @@
 """Figure: MH acceptance of power sampling on the CPU task by stage (block) and by the cut's
 position relative to the current length, for uniform and within-block cuts (main comparison;
-every MH step of every chain, from the records' `step_*` diagnostics).
+every MH step of every chain, from the records' `step_*` diagnostics; `common.MAIN`, 72 problems).
 
     python paper_figures/acceptance.py [--results DIR] [--out DIR]     -> acceptance.png
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import COLORS, LABELS, arguments, records, save
+from common import COLORS, LABELS, MAIN, arguments, records, save
 
 METHODS = ("power_uniform", "power_within_block")
 BINS = np.linspace(0.0, 1.0, 11)
@@ -29,7 +29,7 @@ def main() -> None:
     args = arguments(__doc__)
     import matplotlib.pyplot as plt
 
-    recs = records(args.results, "main")
+    recs = records(args.results, MAIN)
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.38
     for offset, method in zip((-width / 2, width / 2), METHODS):

@@ -2,6 +2,12 @@
 
 Every script takes `--results DIR` (default experiments/results/cpu) and `--out DIR` (default
 paper_figures/out), reads only result files, writes one PNG and prints the numbers it plots.
+
+The main comparison is `MAIN`.jsonl: 72 problems (experiments/configs/cpu/main72.toml; its first
+24 problems' records are those of main.jsonl, the 24-problem run it was resumed from).  The
+ablation and sampler runs (`SHORT_RUNS`: alpha, nmcmc, samplers) have only those first 24
+problems; a comparison of one of them with the main comparison restricts the main records to
+the same problems (`on_problems_of`), so that every paired comparison is over the same problems.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results" / "cpu"
 OUT = ROOT / "paper_figures" / "out"
+MAIN = "main72"                              # the main comparison (72 problems); main.jsonl holds its first 24
+SHORT_RUNS = ("alpha", "nmcmc", "samplers")  # runs on the first 24 problems only
 
 LABELS = {
     "greedy": "greedy",
@@ -40,13 +48,29 @@ def arguments(description: str) -> argparse.Namespace:
 
 
 def records(results: Path, name: str) -> list[dict]:
-    """The evaluation records of `name`.jsonl (main, alpha, nmcmc) under `results`."""
+    """The evaluation records of `name`.jsonl (main72, alpha, nmcmc, samplers) under `results`."""
     from mcmc_llm.evaluation import read_records
 
     path = results / f"{name}.jsonl"
     if not path.exists():
         raise SystemExit(f"{path} not found: run `python experiments/reproduce_cpu.py` first")
     return read_records(path)
+
+
+def problems(recs: list[dict]) -> set[str]:
+    """The task ids (problems) that `recs` cover."""
+    return {str(r["task_id"]) for r in recs}
+
+
+def on_problems_of(recs: list[dict], others: list[dict]) -> list[dict]:
+    """`recs` restricted to the problems of `others` (e.g. the main comparison on the 24 problems of
+    the ablation runs).  Every problem of `others` must be in `recs`: a restriction that would
+    leave problems unpaired is an error, not a silent intersection."""
+    wanted = problems(others)
+    missing = wanted - problems(recs)
+    if missing:
+        raise ValueError(f"{len(missing)} problems of the other run are not in these records, e.g. {sorted(missing)[:3]}")
+    return [r for r in recs if str(r["task_id"]) in wanted]
 
 
 def rows(results: Path, name: str) -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SCRIPTS = ("cpu_accuracy.py", "pass_at_k.py", "likelihood_confidence.py", "ablations.py", "acceptance.py", "cost_scaling.py",
-           "samplers_accuracy.py", "strict_grading.py", "compute_matched.py", "paired_tests.py")
+           "samplers_accuracy.py", "strict_grading.py", "compute_matched.py", "paired_tests.py", "two_caps.py")
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 """Figure: pass@k for k = 1..16 (unbiased estimator from 16 samples per problem) for the base
-model, low-temperature sampling and power sampling, with 95% bootstrap bands over problems.
+model, low-temperature sampling and power sampling, with 95% bootstrap bands over problems, on
+the main comparison (`common.MAIN`: 72 problems; lenient grading).
 
     python paper_figures/pass_at_k.py [--results DIR] [--out DIR]     -> pass_at_k.png
 """
 
 from __future__ import annotations
 
-from common import COLORS, LABELS, arguments, records, save
+from common import COLORS, LABELS, MAIN, arguments, records, save
 from mcmc_llm.evaluation.bootstrap import outcomes_by_problem, pass_at_k_interval
 
 METHODS = ("base", "low_temp", "power_uniform")
@@ -16,7 +17,7 @@ def main() -> None:
     args = arguments(__doc__)
     import matplotlib.pyplot as plt
 
-    recs = records(args.results, "main")
+    recs = records(args.results, MAIN)
     figure, axis = plt.subplots(figsize=(6, 4))
     for method in METHODS:
         outcomes = outcomes_by_problem(recs, method)
@@ -32,7 +33,7 @@ def main() -> None:
     axis.set_xlabel("k")
     axis.set_ylabel("pass@k")
     axis.legend(fontsize=8)
-    axis.set_title("pass@k on the CPU task (bands: 95% bootstrap over problems)", fontsize=9)
+    axis.set_title(f"pass@k on the CPU task, {len({r['task_id'] for r in recs})} problems (bands: 95% bootstrap over problems)", fontsize=9)
     save(figure, args.out, "pass_at_k.png")
 
 

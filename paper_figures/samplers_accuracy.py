@@ -2,8 +2,12 @@
 (alpha = 4): block-wise MH with uniform, within-block and entropy cuts, Power-SMC, the rollout
 sampler, best-of-N by likelihood, and the base and low-temperature baselines.  pass@1 with 95%
 bootstrap intervals over problems, against the mean tokens sampled per output (log scale; every
-particle and rollout token counted).  Also prints each sampler's paired difference to low
-temperature (problems resampled together).
+particle and rollout token counted; lenient grading).  Also prints each sampler's strict pass@1
+(`mcmc_llm.evaluation.grading`), mean total log p and its paired differences to low temperature
+under both gradings (problems resampled together; exploratory: the tested family with Holm p is
+paired_tests.py).  The sampler run has the first 24 problems only, so the main
+comparison's methods are shown on those same problems (`common.on_problems_of`); their
+72-problem numbers are cpu_accuracy.py's.
 
     python paper_figures/samplers_accuracy.py [--results DIR] [--out DIR]   -> samplers_accuracy.png
 """
@@ -12,18 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import arguments, records, save
+from common import MAIN, arguments, on_problems_of, records, save
 from mcmc_llm.evaluation.bootstrap import bootstrap_interval, pass_at_k_by_problem, pass_at_k_interval
+from mcmc_llm.evaluation.grading import regraded
 
 POINTS = [  # (file, method, label, colour)
-    ("main", "base", "base (tau=1)", "tab:gray"),
-    ("main", "low_temp", "low temperature", "tab:blue"),
-    ("main", "power_uniform", "MH, uniform cuts", "tab:red"),
-    ("main", "power_within_block", "MH, within-block cuts", "tab:orange"),
+    (MAIN, "base", "base (tau=1)", "tab:gray"),
+    (MAIN, "low_temp", "low temperature", "tab:blue"),
+    (MAIN, "power_uniform", "MH, uniform cuts", "tab:red"),
+    (MAIN, "power_within_block", "MH, within-block cuts", "tab:orange"),
     ("samplers", "power_entropy", "MH, entropy cuts", "tab:brown"),
     ("samplers", "smc", "Power-SMC (5 particles)", "tab:purple"),
     ("samplers", "rollout", "rollout sampler (K=3, M=2, H=4)", "tab:pink"),
-    ("main", "best_of_n", "best-of-N by log p", "tab:green"),
+    (MAIN, "best_of_n", "best-of-N by log p", "tab:green"),
 ]
 
 
@@ -31,9 +36,14 @@ def main() -> None:
     args = arguments(__doc__)
     import matplotlib.pyplot as plt
 
-    files = {name: records(args.results, name) for name in ("main", "samplers")}
+    samplers = records(args.results, "samplers")
+    files = {MAIN: on_problems_of(records(args.results, MAIN), samplers), "samplers": samplers}  # the same problems
+    problems = len({r["task_id"] for r in samplers})
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
-    print(f"{'method':<34} {'pass@1':>7} {'95% CI':>15} {'outputs':>8} {'tokens/output':>14}")
+    print(f"on the {problems} problems of samplers.jsonl (the main comparison's methods restricted to them)")
+    strict = {name: regraded(recs, "strict") for name, recs in files.items()}
+    print(f"{'method':<34} {'pass@1':>7} {'95% CI':>15} {'strict':>7} {'95% CI':>15} {'outputs':>8} {'tokens/output':>14} "
+          f"{'mean total log p':>17}   paired - low temperature: lenient | strict")
     for name, method, label, colour in POINTS:
         mine = [r for r in files[name] if r["method"] == method]
         if not mine:
@@ -42,16 +52,20 @@ def main() -> None:
         tokens = float(np.mean([r["compute"]["tokens_sampled"] for r in mine]))
         axis.errorbar([tokens], [interval.mean], yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
                       fmt="o", capsize=4, color=colour, label=label)
-        paired = ""
-        if method != "low_temp" and any(r["method"] == "low_temp" for r in files["main"]):
-            difference = bootstrap_interval(pass_at_k_by_problem(files[name], method, 1) - pass_at_k_by_problem(files["main"], "low_temp", 1))
-            paired = f"   minus low temperature (paired): {difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
-        print(f"{label:<34} {interval.mean:>7.3f} [{interval.low:.3f}, {interval.high:.3f}] {len(mine):>8} {tokens:>14.0f}{paired}")
+        paired = []
+        if method != "low_temp" and any(r["method"] == "low_temp" for r in files[MAIN]):
+            for graded in (files, strict):
+                d = bootstrap_interval(pass_at_k_by_problem(graded[name], method, 1) - pass_at_k_by_problem(graded[MAIN], "low_temp", 1))
+                paired.append(f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")
+        total = float(np.mean([r["log_p"] for r in mine]))
+        s = pass_at_k_interval(strict[name], method, 1)
+        print(f"{label:<34} {interval.mean:>7.3f} [{interval.low:.3f}, {interval.high:.3f}] {s.mean:>7.3f} [{s.low:.3f}, {s.high:.3f}] "
+              f"{len(mine):>8} {tokens:>14.0f} {total:>17.1f}   {' | '.join(paired)}")
     axis.set_xscale("log")
     axis.set_xlabel("tokens sampled per output (mean)")
     axis.set_ylabel("pass@1 (95% bootstrap CI over problems)")
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    axis.set_title("Samplers of p^4 on the CPU task: accuracy against tokens", fontsize=10)
+    axis.set_title(f"Samplers of p^4 on the CPU task ({problems} problems): accuracy against tokens", fontsize=10)
     save(figure, args.out, "samplers_accuracy.png")
 
 

@@ -288,6 +288,27 @@ MUTATIONS: tuple[Mutation, ...] = (
       'return (str(record["task_id"]), str(record["method"]), int(record["sample_index"]))',
       'return (str(record["task_id"]), str(record["method"]), 0)',
       ["tests/test_evaluation_runner.py"], "samples of one problem and method share a resume key"),
+    # ---- the static-slot decoding engine (mcmc_llm.lm.hf_slots, hf_static)
+    m("slot-written-one-late", "engine", "mcmc_llm/lm/hf_static.py",
+      "positions = starts[:, None] + torch.arange(queries, device=device)[None]",
+      "positions = starts[:, None] + 1 + torch.arange(queries, device=device)[None]",
+      ["tests/test_hf_static.py"], "keys and values (and rotary positions) one slot after the row's last token"),
+    m("retired-tokens-not-copied", "engine", "mcmc_llm/lm/hf_static.py",
+      "Encoded(arena.ids[row, :length].clone().cpu()", "Encoded(arena.ids[row, :length].cpu()",
+      ["tests/test_hf_static.py", "tests/test_hf_backend.py"],
+      "the stash keeps a view of the slots, which a later row move overwrites (on the CPU .cpu() does not copy)"),
+    m("select-copies-shortest", "engine", "mcmc_llm/lm/hf_slots.py",
+      "width = max(self.lengths[s] for s in sources)", "width = min(self.lengths[s] for s in sources)",
+      ["tests/test_hf_static.py"], "a row moved with fewer positions than it holds", quick=True),
+    m("repeat-left-in-place", "engine", "mcmc_llm/lm/hf_slots.py",
+      "if source < count and source not in claimed:", "if source < count:",
+      ["tests/test_hf_static.py"], "repeated rows (resampling) all point at one physical row, which then advances twice"),
+    m("mask-skipped-for-ragged-rows", "engine", "mcmc_llm/lm/hf_static.py",
+      "if queries == 1 and min(offsets) == max(offsets):", "if queries == 1:",
+      ["tests/test_hf_static.py", "tests/test_hf_backend.py"], "rows of different lengths attend to slots past their end"),
+    m("stale-state-accepted", "engine", "mcmc_llm/lm/hf_slots.py",
+      "if self.version != self.arena.version:", "if False:",
+      ["tests/test_hf_backend.py", "-k", "persistent"], "a consumed state is read after its slots were overwritten"),
 )
 
 

@@ -16,6 +16,7 @@ import torch
 
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations, score_continuations
 from mcmc_llm.lm.hf import HFLanguageModel
+from mcmc_llm.lm.hf_slots import StaleStateError
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm import registry
 from mcmc_llm.lm.registry import MODEL_SPEC_HELP, load_model, parse_model_spec, random_model
@@ -34,9 +35,20 @@ def max_error(lm, logprobs, rows) -> float:
     return max(float((logprobs[b].double() - reference(lm, row)).abs().max()) for b, row in enumerate(rows))
 
 
-@pytest.fixture(scope="module", params=["llama-tiny", "qwen2-tiny"])
+ENGINES = ("static", "dynamic")
+
+
+@pytest.fixture(scope="module", params=list(itertools.product(["llama-tiny", "qwen2-tiny"], ENGINES)), ids="-".join)
 def lm(request) -> HFLanguageModel:
-    return random_model(request.param, device="cpu", dtype="float64", seed=1)
+    preset, engine = request.param
+    model = random_model(preset, device="cpu", dtype="float64", seed=1)
+    model.engine = engine
+    return model
+
+
+def with_engine(model: HFLanguageModel, engine: str) -> HFLanguageModel:
+    model.engine = engine
+    return model
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +83,17 @@ def test_advance_matches_full_forward_over_steps(lm):
 
 
 def test_states_are_persistent(lm):
+    """Dynamic-engine states are immutable (branching is allowed); static-slot states are linear
+    and a consumed one is refused rather than silently read after its slots were overwritten."""
     state = lm.start(TokenBatch.from_lists(ROWS))
+    if lm.engine == "static":
+        lm.advance(state, torch.tensor([1, 2, 3, 4]))
+        for use in (lambda: lm.advance(state, torch.tensor([9, 9, 9, 9])), lambda: lm.select_rows(state, torch.tensor([0])),
+                    lambda: lm.admit(state, torch.tensor([1, 2, 3, 4]), TokenBatch.from_lists([[5]])),
+                    lambda: lm.retire(state, torch.tensor([0]))):
+            with pytest.raises(StaleStateError, match="continue from the newest state"):
+                use()
+        return
     first = lm.advance(state, torch.tensor([1, 2, 3, 4])).logprobs
     lm.advance(state, torch.tensor([9, 9, 9, 9]))
     again = lm.advance(state, torch.tensor([1, 2, 3, 4])).logprobs
@@ -79,6 +101,8 @@ def test_states_are_persistent(lm):
 
 
 def test_select_rows_drops_rows_and_unused_columns(lm):
+    if lm.engine == "static":
+        pytest.skip("static slots have no hole columns (tests/test_hf_static.py checks what select copies)")
     rows = [list(r) for r in ROWS]
     state = lm.advance(lm.start(TokenBatch.from_lists(rows)), torch.tensor([1, 2, 3, 4]))
     rows = [row + [t] for row, t in zip(rows, [1, 2, 3, 4])]
@@ -111,10 +135,11 @@ def test_prefix_reuse_matches_and_encodes_less(lm):
         assert max_error(lm, state.logprobs, rows) < TOL64
     # drop the row without a prefix and the longest row: hole columns no kept row uses go away
     kept = [1, 3, 4]
-    width_before = state.mask.shape[1]
+    width_before = state.mask.shape[1] if lm.engine == "dynamic" else None
     state = lm.select_rows(state, torch.tensor(kept))
     rows = [rows[k] for k in kept]
-    assert state.mask.shape[1] < width_before and bool(state.mask.any(0).all())
+    if lm.engine == "dynamic":
+        assert state.mask.shape[1] < width_before and bool(state.mask.any(0).all())
     assert max_error(lm, state.logprobs, rows) < TOL64
     tokens = torch.tensor([6, 7, 8])
     rows = [row + [int(t)] for row, t in zip(rows, tokens)]
@@ -329,10 +354,11 @@ def test_eager_attention_gives_the_same_results():
     )
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_random_schedules_of_start_advance_select_match_full_forward(attention):
+def test_random_schedules_of_start_advance_select_match_full_forward(attention, engine):
     """Fuzz: random prompts (some registered), random remainders, advances and row drops."""
-    lm = random_model("qwen2-tiny", device="cpu", dtype="float64", seed=7)
+    lm = with_engine(random_model("qwen2-tiny", device="cpu", dtype="float64", seed=7), engine)
     lm.model.set_attn_implementation(attention)
     lm.prefix_cache_size = 3
     tol = TOL64 if attention == "sdpa" else EAGER_TOL
@@ -364,12 +390,13 @@ def test_random_schedules_of_start_advance_select_match_full_forward(attention):
                 assert abs(float(scored[b, t]) - float(reference(lm, row + continuation[:t])[token])) < tol
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_random_admissions_match_full_forward(attention):
+def test_random_admissions_match_full_forward(attention, engine):
     """Fuzz of continuous batching: rows finish (retired) and new contexts join a live batch with
     `admit`, merged into the decoding forward pass (a strict prefix of a retired row: one token to
     encode) or started apart and joined (fresh contexts); `concat_rows` joins two live states."""
-    lm = random_model("qwen2-tiny", device="cpu", dtype="float64", seed=8)
+    lm = with_engine(random_model("qwen2-tiny", device="cpu", dtype="float64", seed=8), engine)
     lm.model.set_attn_implementation(attention)
     tol = TOL64 if attention == "sdpa" else EAGER_TOL
     generator = torch.Generator().manual_seed(12)

@@ -1,6 +1,6 @@
 """Experiment configs: a TOML file read into frozen dataclasses, validated key by key.
 
-    [model]     spec, device, dtype, chat_template, eos_token_ids, threads
+    [model]     spec, device, dtype, chat_template, eos_token_ids, threads, engine
     [task]      name, path, subset, seed, options, prompt_format, chat_template
     [sampling]  max_new_tokens, samples_per_problem, seed, batch_size, problems_per_call
     [[methods]] name, kind, samples, max_new_tokens, + the keys of the kind (`method_config.METHOD_KEYS`)
@@ -28,6 +28,7 @@ from mcmc_llm.evaluation.method_config import MethodConfig, parse_methods
 
 SECTIONS = ("model", "task", "sampling", "methods", "output", "scaleout")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+ENGINES = ("auto", "static", "dynamic")  # `HFLanguageModel.ENGINES` (not imported: configs load without torch)
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,7 @@ class ModelConfig:
     chat_template: bool | None = None
     eos_token_ids: tuple[int, ...] | None = None  # replaces the model's EOS set (generation, MH, decoding)
     threads: int | None = None
+    engine: str = "auto"  # decoding engine of a transformers model; changes speed, never results (not fingerprinted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +170,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
         spec=t.get("spec", checks.string, "default"), device=t.get("device", checks.string, "auto"),
         dtype=t.get("dtype", checks.choice(DTYPES), "auto"), chat_template=t.get("chat_template", checks.boolean),
         eos_token_ids=_tuple(t.get("eos_token_ids", checks.token_ids)), threads=t.get("threads", checks.integer(1)),
+        engine=t.get("engine", checks.choice(ENGINES), "auto"),
     )
     t.done()
     t = sections["task"]

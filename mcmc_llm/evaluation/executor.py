@@ -112,7 +112,8 @@ class UnitExecutor:
         self._extract = answer_extractor(self.task)
         self.lm = self._with_eos(
             lm if lm is not None else load_model(
-                config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.chat_template
+                config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.chat_template,
+                engine=None if config.model.engine == "auto" else config.model.engine,
             ),
             config.model.eos_token_ids, "model.eos_token_ids",
         )

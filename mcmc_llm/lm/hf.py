@@ -14,10 +14,19 @@ sharing a prefix with one of them (a suffix-resampling proposal cut inside the c
 copies the shared part too.  `counter.record_encoding` is called with the true absolute start
 position of what is encoded, so reuse shows as fewer `tokens_encoded`.
 
-States are immutable: `advance` and `select_rows` return new states and leave the old one valid
-(the cache tensors are never written in place), so a caller may branch from any state.
-`select_rows` indexes the cache along the batch dimension and also drops slot columns that no kept
-row uses, so finished (often longest) rows stop costing compute.
+Two decoding engines share this reuse and the forward pass (`engine=`):
+
+* "static" (the default where supported): static key/value slots written in place
+  (`mcmc_llm.lm.hf_slots`, `mcmc_llm.lm.hf_static`).  A decoding step writes one slot per row;
+  dropping, admitting and retiring rows copy only those rows' positions.  States are linear:
+  continue from the newest one (using a consumed state raises `StaleStateError`).
+* "dynamic": the layout above, with immutable states: `advance` and `select_rows` return new
+  states and leave the old one valid (each step concatenates the cache), so a caller may branch
+  from any state.  `select_rows` indexes the cache along the batch dimension and drops slot
+  columns that no kept row uses.
+
+Both give the same log-probs up to floating-point summation order, hence the same draws
+(`tests/test_hf_static.py` checks identical chains in float64).
 
 Supported: decoder-only models whose layers are all full attention (Llama, Qwen2/2.5, Mistral
 without sliding window, Phi-3, SmolLM2, ...).  Sliding-window and linear-attention layers are
@@ -33,10 +42,11 @@ from typing import Callable, Sequence
 import torch
 
 from mcmc_llm.lm.devices import resolve_device, resolve_dtype
-from mcmc_llm.lm.hf_layout import (
-    HFState, cache_from_kv, kv_from_cache, query_block, reused_slots, select_slots, stack_slots,
-)
+from mcmc_llm.lm.hf_dynamic import DynamicEngine
+from mcmc_llm.lm.hf_layout import HFState, cache_from_kv, kv_from_cache, query_block, reused_slots
 from mcmc_llm.lm.hf_reuse import Encoded, PrefixCache, Reuse, SequenceStash
+from mcmc_llm.lm.hf_slots import SlotState, static_slots_supported
+from mcmc_llm.lm.hf_static import ATTENTION, StaticSlotEngine
 from mcmc_llm.lm.protocol import ComputeCounter, LanguageModel, TokenBatch
 from mcmc_llm.lm.text import ids_from_text, text_from_ids
 
@@ -58,7 +68,12 @@ class HFLanguageModel(LanguageModel):
         0 turns sequence reuse off.
     score_chunk_elements: `positionwise` applies the LM head and `reduce` to chunks of positions
         holding at most this many `batch * positions * vocab` entries.
+    engine: "static" (in-place key/value slots, linear states), "dynamic" (immutable states), or
+        "auto": static when transformers has per-layer caches (>= 4.56) and the attention is SDPA
+        or eager (it takes an explicit 4-D mask), else dynamic.
     """
+
+    ENGINES = ("auto", "static", "dynamic")
 
     STASH_PER_ROW = 4
 
@@ -74,8 +89,11 @@ class HFLanguageModel(LanguageModel):
         prefix_cache_size: int = 32,
         sequence_cache_size: int = 16,
         score_chunk_elements: int = 2**24,
+        engine: str = "auto",
         name: str | None = None,
     ):
+        if engine not in self.ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(self.ENGINES)}")
         if device is not None or dtype is not None:
             target = resolve_device(device) if device is not None else next(model.parameters()).device
             model = model.to(device=target, dtype=resolve_dtype(dtype, target) if dtype is not None else None)
@@ -101,6 +119,10 @@ class HFLanguageModel(LanguageModel):
         self._prefixes = PrefixCache()
         self._stash = SequenceStash()
         self._largest_batch = 0
+        self.engine = engine
+        self.num_layers = int(config.num_hidden_layers)
+        self._static = StaticSlotEngine(self)
+        self._dynamic = DynamicEngine(self)
         self._check_head()
 
     # ------------------------------------------------------------------ setup
@@ -160,6 +182,27 @@ class HFLanguageModel(LanguageModel):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _uses_static_slots(self) -> bool:
+        """Whether `start` begins a static-slot batch (see `engine`)."""
+        if self.engine == "dynamic":
+            return False
+        attention = getattr(self.model.config, "_attn_implementation", "sdpa")
+        supported = static_slots_supported() and attention in ATTENTION
+        if self.engine == "static" and not supported:
+            raise NotImplementedError(
+                f"engine='static' needs transformers >= 4.56 and attention in {ATTENTION}; this model uses "
+                f"{attention!r}: use engine='dynamic' (or 'auto')"
+            )
+        return supported
+
+    def reserve(self, rows: int, length: int) -> None:
+        """Size the next static-slot batches for `rows` rows of up to `length` tokens."""
+        self._static.reserve(rows, length)
 
     # --------------------------------------------------------------- prompts
     def encode_prompt(self, text: str | Sequence[int] | None) -> list[int]:
@@ -238,21 +281,19 @@ class HFLanguageModel(LanguageModel):
         return plans
 
     @torch.no_grad()
-    def retire(self, state: HFState, rows: torch.Tensor) -> None:
+    def retire(self, state: HFState | SlotState, rows: torch.Tensor) -> None:
         """Keep rows `rows` of `state` (tokens, keys/values, next-token log-probs) for reuse."""
         if self.sequence_cache_size <= 0:
             return
-        for b in torch.as_tensor(rows).reshape(-1).tolist():
-            slots = state.mask[b].nonzero().squeeze(-1)
-            tokens = state.ids[b].index_select(0, slots).cpu()
-            kv = tuple((k[b : b + 1].index_select(2, slots), v[b : b + 1].index_select(2, slots)) for k, v in state.kv)
-            self._stash.add(Encoded(tokens, kv, state.logprobs[b].clone()))
+        for entry in self._engine(state).retired(state, rows):
+            self._stash.add(entry)
         self._stash.trim(max(self.sequence_cache_size, self.STASH_PER_ROW * self._largest_batch))
 
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
     def _forward(self, ids, query_mask, positions, kv, past_mask=None):
-        """Run the decoder on `ids` [B, Q] after cached `kv`; returns hidden [B, Q, H] and the new kv."""
+        """Run the decoder on `ids` [B, Q] after cached `kv` (a dynamic cache: prefixes, scoring and
+        the dynamic engine); returns hidden [B, Q, H] and the new kv."""
         mask = query_mask if past_mask is None else torch.cat([past_mask, query_mask], dim=1)
         cache = cache_from_kv(kv)
         out = self._decoder(
@@ -261,72 +302,35 @@ class HFLanguageModel(LanguageModel):
         return out.last_hidden_state, kv_from_cache(cache)
 
     # ---------------------------------------------------------------- protocol
-    @torch.no_grad()
-    def start(self, contexts: TokenBatch) -> HFState:
-        rows = contexts.to_lists()
-        return self._start_planned(rows, self._plan(rows))
-
-    def _start_planned(self, rows: list[list[int]], plans: list[Reuse]) -> HFState:
-        prefix_lengths = [plan.length for plan in plans]
-        kv, past_mask, past_ids = reused_slots(plans, self.device)
-        rests = [row[p:] for row, p in zip(rows, prefix_lengths)]
-        rest_lengths = [len(r) for r in rests]
-        lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long, device=self.device)
-        width = max(rest_lengths)
-        reused = [b for b in range(len(rows)) if rest_lengths[b] == 0]  # whole entry reused: its log-probs apply
-        if width == 0:
-            logprobs = torch.stack([plans[b].entry.logprobs for b in range(len(rows))])
-            return HFState(logprobs, kv, past_mask, past_ids, lengths)
-        ids, query_mask, positions = query_block(rests, prefix_lengths, width, self.device)
-        hidden, kv = self._forward(ids, query_mask, positions, kv, past_mask)
-        self.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor(rest_lengths))
-        last = (torch.as_tensor(rest_lengths, device=self.device) - 1).clamp(min=0)
-        logprobs = self._logprobs(hidden[torch.arange(len(rows), device=self.device), last])
-        for b in reused:
-            logprobs[b] = plans[b].entry.logprobs
-        mask = torch.cat([past_mask, query_mask], dim=1)
-        return HFState(logprobs, kv, mask, torch.cat([past_ids, ids], dim=1), lengths)
+    def _engine(self, state) -> StaticSlotEngine | DynamicEngine:
+        """The engine a state belongs to."""
+        return self._static if isinstance(state, SlotState) else self._dynamic
 
     @torch.no_grad()
-    def advance(self, state: HFState, tokens: torch.Tensor) -> HFState:
-        return self._one_token_step(state.kv, state.mask, state.ids, tokens, state.lengths)
-
-    def _one_token_step(self, kv, past_mask, past_ids, tokens: torch.Tensor, positions: torch.Tensor) -> HFState:
-        """Push one token per row (`tokens[b]` at position `positions[b]`) after the cached slots."""
-        ids = tokens.to(self.device, torch.long)[:, None]
-        query_mask = torch.ones_like(ids, dtype=torch.bool)
-        hidden, kv = self._forward(ids, query_mask, positions[:, None], kv, past_mask)
-        self.counter.record_encoding(positions, torch.ones_like(positions))
-        mask = torch.cat([past_mask, query_mask], dim=1)
-        return HFState(self._logprobs(hidden[:, -1]), kv, mask, torch.cat([past_ids, ids], dim=1), positions + 1)
+    def start(self, contexts: TokenBatch) -> HFState | SlotState:
+        return (self._static if self._uses_static_slots() else self._dynamic).start(contexts)
 
     @torch.no_grad()
-    def select_rows(self, state: HFState, rows: torch.Tensor) -> HFState:
-        return select_slots(state, torch.as_tensor(rows, dtype=torch.long, device=self.device))
+    def advance(self, state: HFState | SlotState, tokens: torch.Tensor) -> HFState | SlotState:
+        return self._engine(state).advance(state, tokens)
 
     @torch.no_grad()
-    def concat_rows(self, first: HFState, second: HFState) -> HFState:
-        """Rows of `first` then of `second`; each state's slots are right-aligned (holes on the left),
-        which keeps rows that decode side by side sharing their newest columns."""
-        kv, mask, ids = stack_slots((first.kv, first.mask, first.ids), (second.kv, second.mask, second.ids))
-        return HFState(torch.cat([first.logprobs, second.logprobs]), kv, mask, ids, torch.cat([first.lengths, second.lengths]))
+    def select_rows(self, state: HFState | SlotState, rows: torch.Tensor) -> HFState | SlotState:
+        return self._engine(state).select_rows(state, rows)
 
     @torch.no_grad()
-    def admit(self, state: HFState, tokens: torch.Tensor, contexts: TokenBatch) -> HFState:
+    def concat_rows(self, first: HFState | SlotState, second: HFState | SlotState) -> HFState | SlotState:
+        """Rows of `first` then of `second` (two states of the same engine)."""
+        if isinstance(first, SlotState) != isinstance(second, SlotState):
+            raise TypeError("concat_rows cannot join a static-slot state with a dynamic one")
+        return self._engine(first).concat_rows(first, second)
+
+    @torch.no_grad()
+    def admit(self, state: HFState | SlotState, tokens: torch.Tensor, contexts: TokenBatch) -> HFState | SlotState:
         """Advance `state` by `tokens` and add rows for `contexts`, in one forward pass when every new
         context needs exactly one token encoded (the rest is reused: a prompt, or the prefix `x_<m`
-        of a retired sequence), which is the usual case for MH proposals.  Otherwise the new rows
-        are started separately and joined (`concat_rows`)."""
-        rows = contexts.to_lists()
-        plans = self._plan(rows)
-        self._largest_batch = max(self._largest_batch, len(state.lengths) + len(rows))
-        if any(len(row) - plan.length != 1 for row, plan in zip(rows, plans)):
-            return self.concat_rows(self.advance(state, tokens), self._start_planned(rows, plans))
-        prefix_lengths = torch.as_tensor([plan.length for plan in plans], dtype=torch.long, device=self.device)
-        kv, past_mask, past_ids = stack_slots((state.kv, state.mask, state.ids), reused_slots(plans, self.device))
-        last_tokens = torch.as_tensor([row[-1] for row in rows], dtype=torch.long, device=self.device)
-        tokens = torch.cat([tokens.to(self.device, torch.long), last_tokens])
-        return self._one_token_step(kv, past_mask, past_ids, tokens, torch.cat([state.lengths, prefix_lengths]))
+        of a retired sequence), which is the usual case for MH proposals."""
+        return self._engine(state).admit(state, tokens, contexts)
 
     @torch.no_grad()
     def positionwise(

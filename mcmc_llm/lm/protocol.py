@@ -165,6 +165,11 @@ class LanguageModel(ABC):
         push the new contexts through the same forward pass as the appended tokens."""
         return self.concat_rows(self.advance(state, tokens), self.start(contexts))
 
+    def reserve(self, rows: int, length: int) -> None:
+        """A hint: batches of up to `rows` rows of up to `length` tokens (context and continuation)
+        are coming.  A backend with preallocated storage sizes it now (the HF backend's static
+        slots); by default nothing happens.  Never changes results."""
+
     def retire(self, state: Any, rows: torch.Tensor) -> None:
         """Rows `rows` of `state` are finished.  A backend may keep their encoding so that a later
         context extending any prefix of them is not re-encoded (the HF backend does); by default

@@ -300,6 +300,7 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     chat_template: bool | None = None,
     eos_token_ids=None,
+    engine: str | None = None,
 ) -> LanguageModel:
     """The language model named by `spec` (see `MODEL_SPEC_HELP`).
 
@@ -308,8 +309,18 @@ def load_model(
     eos_token_ids: the EOS set that ends generation (and MH proposals, and decides which sequences
     are terminated), replacing the model's own (for transformers models: generation_config,
     config and tokenizer EOS ids together); see `with_eos_token_ids`.
+    engine: the decoding engine of a transformers model ("auto", "static", "dynamic"; see
+    `HFLanguageModel`); None keeps "auto".  Results do not depend on it.
     """
     lm = _load_model(spec, device=device, dtype=dtype, chat_template=chat_template)
+    if engine is not None:
+        from mcmc_llm.lm.hf import HFLanguageModel
+
+        if engine not in HFLanguageModel.ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(HFLanguageModel.ENGINES)}")
+        if not isinstance(lm, HFLanguageModel):
+            raise ValueError(f"engine={engine!r} applies to transformers models; {spec!r} is a {type(lm).__name__}")
+        lm.engine = engine
     return lm if eos_token_ids is None else with_eos_token_ids(lm, eos_token_ids)
 
 

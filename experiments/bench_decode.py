@@ -1,0 +1,146 @@
+"""Decode-step benchmark: one batched decoding step against the memory-bandwidth limit, with the
+static-slot and the dynamic engine side by side.
+
+For each batch size C: start C copies of a prompt of P tokens, decode `--warmup` steps, then time
+`--steps` steps of `lm.advance` (one forward pass, the LM head and the log-softmax over the
+vocabulary, which every sampler needs), per engine, in rounds that alternate the engines so a
+change in machine load moves both alike.  Reported per engine: median milliseconds per step over
+the rounds, tokens/s (C per step), and the step's bandwidth limit
+
+    limit = (weight bytes + bytes of the batch's cached keys/values) / copy bandwidth,
+
+the time a step needs just to read every weight once and every row's cache once, with the
+bandwidth measured here by copying a large buffer (bytes read + written per second).  On a GPU the
+issue's target is the 7B step within 3x of this limit at batch 64.
+
+The last line is JSON: per batch size, each engine's ms/step, tok/s, ratio to the limit, and the
+static/dynamic step-time ratio.
+
+    python experiments/bench_decode.py --quick                 # CPU, embedded model, batches 1 and 8 (~1 minute)
+    python experiments/bench_decode.py --model random:qwen2-7b --device cuda --batches 1 8 64 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from mcmc_llm.lm.protocol import TokenBatch
+from mcmc_llm.lm.registry import load_model
+
+ENGINES = ("dynamic", "static")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--prompt-tokens", type=int, default=64, help="P: tokens already cached when timing starts")
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=32, help="timed steps per engine and round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per engine (median reported)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="batches 1 and 8, 16 steps, 3 rounds")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.steps = [1, 8], 16
+    for name in ("prompt_tokens", "warmup", "steps", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if any(b < 1 for b in args.batches):
+        parser.error(f"--batches must be >= 1, got {args.batches}")
+    return args
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes per second moved (read + written) by copying a `megabytes` buffer; the best of `repeats`."""
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        target.copy_(source)
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.numel() / best
+
+
+def weight_bytes(lm) -> int:
+    return sum(p.numel() * p.element_size() for p in lm.model.parameters())
+
+
+def cache_bytes(lm, rows: int, length: int) -> int:
+    """Bytes of keys and values of `rows` rows of `length` tokens (read once per decoding step)."""
+    config = lm._config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = next(lm.model.parameters()).element_size()
+    return 2 * lm.num_layers * heads * head_dim * element * rows * length
+
+
+@torch.no_grad()
+def time_steps(lm, engine: str, batch: int, prompt: list[int], warmup: int, steps: int) -> float:
+    """Seconds per decoding step of `batch` rows on `engine` (after `warmup` untimed steps)."""
+    lm.engine = engine
+    lm.clear_prefixes()
+    device = lm.device
+    tokens = torch.full((batch,), prompt[-1], dtype=torch.long, device=device)
+    state = lm.start(TokenBatch.from_lists([prompt] * batch, device=device))
+    for _ in range(warmup):
+        state = lm.advance(state, tokens)
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        state = lm.advance(state, tokens)
+    synchronize(device)
+    return (time.perf_counter() - started) / steps
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    device = lm.device
+    prompt = [(100 + 37 * i) % lm.vocab_size for i in range(args.prompt_tokens)]
+    bandwidth = copy_bandwidth(device)
+    weights = weight_bytes(lm)
+    print(f"model {lm.name} on {device} ({next(lm.model.parameters()).dtype}), {torch.get_num_threads()} threads; "
+          f"weights {weights / 1e9:.3f} GB, copy bandwidth {bandwidth / 1e9:.1f} GB/s; torch {torch.__version__}")
+    print(f"{'batch':>5} {'engine':>8} {'ms/step':>9} {'tok/s':>9} {'limit ms':>9} {'x limit':>8}")
+    results = {}
+    for batch in args.batches:
+        times = {engine: [] for engine in ENGINES}
+        for _ in range(args.rounds):
+            for engine in ENGINES:
+                times[engine].append(time_steps(lm, engine, batch, prompt, args.warmup, args.steps))
+        mid_length = args.prompt_tokens + args.warmup + args.steps // 2
+        limit = (weights + cache_bytes(lm, batch, mid_length)) / bandwidth
+        row = {}
+        for engine in ENGINES:
+            step = statistics.median(times[engine])
+            row[engine] = {"ms_per_step": round(step * 1e3, 3), "tokens_per_s": round(batch / step, 1),
+                           "times_limit": round(step / limit, 2)}
+            print(f"{batch:>5} {engine:>8} {step * 1e3:>9.2f} {batch / step:>9.1f} {limit * 1e3:>9.3f} {step / limit:>8.1f}")
+        row["limit_ms"] = round(limit * 1e3, 4)
+        row["static_over_dynamic_time"] = round(row["static"]["ms_per_step"] / row["dynamic"]["ms_per_step"], 3)
+        results[str(batch)] = row
+    print(json.dumps({"model": lm.name, "device": str(device), "dtype": str(next(lm.model.parameters()).dtype),
+                      "weight_bytes": weights, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 2),
+                      "prompt_tokens": args.prompt_tokens, "steps": args.steps, "rounds": args.rounds, "batches": results}))
+
+
+if __name__ == "__main__":
+    main()
