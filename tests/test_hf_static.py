@@ -179,6 +179,8 @@ def test_engine_choice_is_validated_and_unsupported_attention_falls_back(monkeyp
     lm = model("auto")
     with pytest.raises(ValueError, match="unknown engine 'fast'; choose one of auto, static, dynamic"):
         type(lm)(lm.model, engine="fast")
+    with pytest.raises(ValueError, match="unknown engine 'fast'"):
+        lm.engine = "fast"  # the one check, also for a model already built
     assert lm._uses_static_slots()
     monkeypatch.setattr("mcmc_llm.lm.hf.ATTENTION", ("eager",))  # as if SDPA could not take the 4-D mask
     assert not lm._uses_static_slots()  # auto: the dynamic engine
@@ -190,6 +192,8 @@ def test_engine_choice_is_validated_and_unsupported_attention_falls_back(monkeyp
 
 def test_engine_is_a_load_model_and_config_option():
     from mcmc_llm.evaluation import ConfigError, parse_config
+    from mcmc_llm.evaluation.config import ENGINES
+    from mcmc_llm.lm.hf import HFLanguageModel
     from mcmc_llm.lm.registry import load_model
 
     assert load_model("random:llama-tiny", device="cpu", dtype="float64", engine="dynamic").engine == "dynamic"
@@ -197,6 +201,7 @@ def test_engine_is_a_load_model_and_config_option():
         load_model("toy:derail", engine="static")
     with pytest.raises(ValueError, match="unknown engine 'fast'"):
         load_model("random:llama-tiny", device="cpu", engine="fast")
+    assert ENGINES == HFLanguageModel.ENGINES  # the config keeps its own copy (it loads without torch)
     table = {"task": {"name": "arithmetic"}, "output": {"path": "x.jsonl"}, "methods": [{"name": "g", "kind": "greedy"}]}
     assert parse_config({**table, "model": {"engine": "dynamic"}}).model.engine == "dynamic"
     same = parse_config(table).fingerprint("g") == parse_config({**table, "model": {"engine": "static"}}).fingerprint("g")

@@ -164,11 +164,10 @@ class ContinuousBatch:
         settings = {"caps": caps, "rule_index": torch.as_tensor([self._rule_id(rule) for rule in rules], dtype=torch.long),
                     "streams": streams.keys}
         positive = caps > 0
+        self._empty += [key for key, keep in zip(keys, positive.tolist()) if not keep]
         if bool(positive.any()):
             longest = int((contexts.lengths.to(caps.device) + caps).max())
             self.lm.reserve(self.rows + int(positive.sum()), longest)
-        self._empty += [key for key, keep in zip(keys, positive.tolist()) if not keep]
-        if bool(positive.any()):
             rows = positive.nonzero().squeeze(-1)
             self._queue_keys += [keys[i] for i in rows.tolist()]
             index = rows.to(contexts.ids.device)

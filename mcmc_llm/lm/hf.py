@@ -14,19 +14,11 @@ sharing a prefix with one of them (a suffix-resampling proposal cut inside the c
 copies the shared part too.  `counter.record_encoding` is called with the true absolute start
 position of what is encoded, so reuse shows as fewer `tokens_encoded`.
 
-Two decoding engines share this reuse and the forward pass (`engine=`):
-
-* "static" (the default where supported): static key/value slots written in place
-  (`mcmc_llm.lm.hf_slots`, `mcmc_llm.lm.hf_static`).  A decoding step writes one slot per row;
-  dropping, admitting and retiring rows copy only those rows' positions.  States are linear:
-  continue from the newest one (using a consumed state raises `StaleStateError`).
-* "dynamic": the layout above, with immutable states: `advance` and `select_rows` return new
-  states and leave the old one valid (each step concatenates the cache), so a caller may branch
-  from any state.  `select_rows` indexes the cache along the batch dimension and drops slot
-  columns that no kept row uses.
-
-Both give the same log-probs up to floating-point summation order, hence the same draws
-(`tests/test_hf_static.py` checks identical chains in float64).
+Two decoding engines share this reuse and the forward pass (`engine=`), with the same log-probs
+up to summation order, hence the same draws (`tests/test_hf_static.py`, float64):
+"static" (the default where supported; `hf_static`, `hf_slots`) writes key/value slots in place
+and has linear states (a consumed state raises `StaleStateError`); "dynamic" (`hf_dynamic`, the
+layout above) has immutable states, so a caller may branch from any state.
 
 Supported: decoder-only models whose layers are all full attention (Llama, Qwen2/2.5, Mistral
 without sliding window, Phi-3, SmolLM2, ...).  Sliding-window and linear-attention layers are
@@ -92,8 +84,7 @@ class HFLanguageModel(LanguageModel):
         engine: str = "auto",
         name: str | None = None,
     ):
-        if engine not in self.ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(self.ENGINES)}")
+        self.engine = engine  # validated by the setter
         if device is not None or dtype is not None:
             target = resolve_device(device) if device is not None else next(model.parameters()).device
             model = model.to(device=target, dtype=resolve_dtype(dtype, target) if dtype is not None else None)
@@ -119,7 +110,6 @@ class HFLanguageModel(LanguageModel):
         self._prefixes = PrefixCache()
         self._stash = SequenceStash()
         self._largest_batch = 0
-        self.engine = engine
         self.num_layers = int(config.num_hidden_layers)
         self._static = StaticSlotEngine(self)
         self._dynamic = DynamicEngine(self)
@@ -186,6 +176,17 @@ class HFLanguageModel(LanguageModel):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def engine(self) -> str:
+        """The decoding engine `start` uses: "auto", "static" or "dynamic" (see the class docstring)."""
+        return self._engine_name
+
+    @engine.setter
+    def engine(self, value: str) -> None:
+        if value not in self.ENGINES:
+            raise ValueError(f"unknown engine {value!r}; choose one of {', '.join(self.ENGINES)}")
+        self._engine_name = value
 
     def _uses_static_slots(self) -> bool:
         """Whether `start` begins a static-slot batch (see `engine`)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mcmc_llm.lm.hf_layout import HFState, query_block, reused_slots, select_slots, stack_slots
+from mcmc_llm.lm.hf_layout import HFState, query_block, rest_logprobs, reused_slots, select_slots, stack_slots
 from mcmc_llm.lm.hf_reuse import Encoded, Reuse
 from mcmc_llm.lm.protocol import TokenBatch
 
@@ -35,17 +35,13 @@ class DynamicEngine:
         rest_lengths = [len(r) for r in rests]
         lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long, device=device)
         width = max(rest_lengths)
-        reused = [b for b in range(len(rows)) if rest_lengths[b] == 0]  # whole entry reused: its log-probs apply
         if width == 0:
             logprobs = torch.stack([plans[b].entry.logprobs for b in range(len(rows))])
             return HFState(logprobs, kv, past_mask, past_ids, lengths)
         ids, query_mask, positions = query_block(rests, prefix_lengths, width, device)
         hidden, kv = lm._forward(ids, query_mask, positions, kv, past_mask)
         lm.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor(rest_lengths))
-        last = (torch.as_tensor(rest_lengths, device=device) - 1).clamp(min=0)
-        logprobs = lm._logprobs(hidden[torch.arange(len(rows), device=device), last])
-        for b in reused:
-            logprobs[b] = plans[b].entry.logprobs
+        logprobs = rest_logprobs(lm._logprobs, hidden, rests, plans)
         mask = torch.cat([past_mask, query_mask], dim=1)
         return HFState(logprobs, kv, mask, torch.cat([past_ids, ids], dim=1), lengths)
 

@@ -90,6 +90,19 @@ def reused_slots(plans: list[Reuse], device: torch.device):
     return tuple(kv), mask, ids
 
 
+def rest_logprobs(logprobs_of, hidden: torch.Tensor, rests: list[list[int]], plans: list[Reuse]) -> torch.Tensor:
+    """Next-token log-probs [B, V] of contexts whose remainders `rests` were encoded (left-aligned,
+    `query_block`) into `hidden` [B, W, H] after their reused parts `plans`: `logprobs_of` (the LM
+    head and log-softmax) at each row's last remainder token, or, for a row with no remainder (its
+    whole context reused), the log-probs stored with the reused entry."""
+    last = torch.as_tensor([max(len(rest) - 1, 0) for rest in rests], device=hidden.device)
+    logprobs = logprobs_of(hidden[torch.arange(len(rests), device=hidden.device), last])
+    for b, rest in enumerate(rests):
+        if not rest:
+            logprobs[b] = plans[b].entry.logprobs
+    return logprobs
+
+
 def query_block(rows: list[list[int]], offsets: list[int], width: int, device):
     """Row b's new tokens at columns 0..len-1 (padding after them); positions from `offsets[b]`.
 

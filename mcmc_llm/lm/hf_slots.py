@@ -33,6 +33,7 @@ Capacity grows geometrically when a row or slot beyond it is needed (one copy of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -212,40 +213,36 @@ def slot_cache(arena: SlotArena, first: int, stop: int, write: tuple[torch.Tenso
     return cache
 
 
-_SLOT_LAYER = None
-
-
+@functools.cache
 def _slot_layer_class():
     """`DynamicLayer` subclass writing into an arena (made on first use: transformers loads lazily)."""
-    global _SLOT_LAYER
-    if _SLOT_LAYER is None:
-        from transformers.cache_utils import DynamicLayer
+    from transformers.cache_utils import DynamicLayer
 
-        class SlotLayer(DynamicLayer):
-            def __init__(self, arena, index, first, stop, write, width):
-                super().__init__()
-                self.arena, self.index, self.first, self.stop, self.write, self.width = arena, index, first, stop, write, width
+    class SlotLayer(DynamicLayer):
+        def __init__(self, arena, index, first, stop, write, width):
+            super().__init__()
+            self.arena, self.index, self.first, self.stop, self.write, self.width = arena, index, first, stop, write, width
 
-            def get_seq_length(self) -> int:  # what the attended view holds before this pass's tokens
-                return self.width - self.write[1].shape[1]
+        def get_seq_length(self) -> int:  # what the attended view holds before this pass's tokens
+            return self.width - self.write[1].shape[1]
 
-            def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-                return self.width, 0
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return self.width, 0
 
-            def update(self, key_states, value_states, *args, **kwargs):
-                keys, values = self.arena.layer(self.index, key_states)
-                rows, slots = self.write
-                keys[rows, :, slots] = key_states.transpose(1, 2)
-                values[rows, :, slots] = value_states.transpose(1, 2)
-                self.keys = keys[self.first : self.stop, :, : self.width]
-                self.values = values[self.first : self.stop, :, : self.width]
-                self.is_initialized = True
-                return self.keys, self.values
+        def update(self, key_states, value_states, *args, **kwargs):
+            keys, values = self.arena.layer(self.index, key_states)
+            rows, slots = self.write
+            keys[rows, :, slots] = key_states.transpose(1, 2)
+            values[rows, :, slots] = value_states.transpose(1, 2)
+            self.keys = keys[self.first : self.stop, :, : self.width]
+            self.values = values[self.first : self.stop, :, : self.width]
+            self.is_initialized = True
+            return self.keys, self.values
 
-        _SLOT_LAYER = SlotLayer
-    return _SLOT_LAYER
+    return SlotLayer
 
 
+@functools.cache
 def static_slots_supported() -> bool:
     """Whether the installed transformers has the per-layer cache objects the engine plugs into (>= 4.56)."""
     try:

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from mcmc_llm.lm.hf_layout import query_block
+from mcmc_llm.lm.hf_layout import query_block, rest_logprobs
 from mcmc_llm.lm.hf_reuse import Encoded, Reuse
 from mcmc_llm.lm.hf_slots import SlotArena, SlotState, slot_cache, visible_mask
 from mcmc_llm.lm.protocol import TokenBatch
@@ -77,12 +77,7 @@ class StaticSlotEngine:
         ids, _, _ = query_block(rests, prefix_lengths, width, arena.device)
         hidden = self._forward(arena, first, ids, prefix_lengths)
         lm.counter.record_encoding(torch.as_tensor(prefix_lengths), torch.as_tensor(rest_lengths))
-        last = (torch.as_tensor(rest_lengths, device=arena.device) - 1).clamp(min=0)
-        logprobs = lm._logprobs(hidden[torch.arange(len(rows), device=arena.device), last])
-        for i, rest in enumerate(rests):
-            if not rest:  # the whole context was reused: its stored log-probs apply
-                logprobs[i] = plans[i].entry.logprobs
-        return logprobs
+        return rest_logprobs(lm._logprobs, hidden, rests, plans)
 
     def _step(self, arena: SlotArena, rows: tuple[int, ...], tokens: torch.Tensor, plans: list[Reuse] = ()) -> torch.Tensor:
         """One decoding step: `tokens[b]` after row b (physical `rows[b]`), and, in the same pass,

@@ -316,11 +316,9 @@ def load_model(
     if engine is not None:
         from mcmc_llm.lm.hf import HFLanguageModel
 
-        if engine not in HFLanguageModel.ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(HFLanguageModel.ENGINES)}")
         if not isinstance(lm, HFLanguageModel):
             raise ValueError(f"engine={engine!r} applies to transformers models; {spec!r} is a {type(lm).__name__}")
-        lm.engine = engine
+        lm.engine = engine  # validated by HFLanguageModel.engine
     return lm if eos_token_ids is None else with_eos_token_ids(lm, eos_token_ids)
 
 
