@@ -1,11 +1,15 @@
 """Decode-step benchmark: one batched decoding step against the memory-bandwidth limit, with the
-static-slot and the dynamic engine side by side.
+static-slot and the dynamic engine side by side (and, where the model's linear layers are packed
+for oneDNN, the static engine on plain `linear` too).
 
 For each batch size C: start C copies of a prompt of P tokens, decode `--warmup` steps, then time
 `--steps` steps of `lm.advance` (one forward pass, the LM head and the log-softmax over the
-vocabulary, which every sampler needs), per engine, in rounds that alternate the engines so a
-change in machine load moves both alike.  Reported per engine: median milliseconds per step over
-the rounds, tokens/s (C per step), and the step's bandwidth limit
+vocabulary, which every sampler needs), per variant, in rounds that alternate the variants so a
+change in machine load moves all alike.  Variants: "dynamic" and "static" (the engines, with the
+model's default linear layers: packed on a float32 CPU, `mcmc_llm.lm.packed_linear`), and
+"static_unpacked" (static on `torch.nn.functional.linear`) when the default packs.  Reported per
+variant: median milliseconds per step over the rounds, tokens/s (C per step), and the step's
+bandwidth limit
 
     limit = (weight bytes + bytes of the batch's cached keys/values) / copy bandwidth,
 
@@ -13,8 +17,8 @@ the time a step needs just to read every weight once and every row's cache once,
 bandwidth measured here by copying a large buffer (bytes read + written per second).  On a GPU the
 issue's target is the 7B step within 3x of this limit at batch 64.
 
-The last line is JSON: per batch size, each engine's ms/step, tok/s, ratio to the limit, and the
-static/dynamic step-time ratio.
+The last line is JSON: per batch size, each variant's ms/step, tok/s, ratio to the limit, the
+static/dynamic step-time ratio and, with packing, the packed/unpacked one.
 
     python experiments/bench_decode.py --quick                 # CPU, embedded model, batches 1 and 8 (~1 minute)
     python experiments/bench_decode.py --model random:qwen2-7b --device cuda --batches 1 8 64 128
@@ -33,6 +37,7 @@ from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model
 
 ENGINES = ("dynamic", "static")
+UNPACKED = "static_unpacked"  # the static engine with plain linear layers
 
 
 def parse_args() -> argparse.Namespace:
@@ -91,9 +96,12 @@ def cache_bytes(lm, rows: int, length: int) -> int:
 
 
 @torch.no_grad()
-def time_steps(lm, engine: str, batch: int, prompt: list[int], warmup: int, steps: int) -> float:
-    """Seconds per decoding step of `batch` rows on `engine` (after `warmup` untimed steps)."""
-    lm.engine = engine
+def time_steps(lm, variant: str, batch: int, prompt: list[int], warmup: int, steps: int, packed: int) -> float:
+    """Seconds per decoding step of `batch` rows on `variant` (after `warmup` untimed steps);
+    `packed`: the model's packed layer count by default (0: nothing to compare)."""
+    lm.engine = "static" if variant == UNPACKED else variant
+    if packed and lm.packed_layers != (0 if variant == UNPACKED else packed):
+        lm.pack_linear("off" if variant == UNPACKED else "on")
     lm.clear_prefixes()
     device = lm.device
     tokens = torch.full((batch,), prompt[-1], dtype=torch.long, device=device)
@@ -119,26 +127,31 @@ def main() -> None:
     weights = weight_bytes(lm)
     print(f"model {lm.name} on {device} ({next(lm.model.parameters()).dtype}), {torch.get_num_threads()} threads; "
           f"weights {weights / 1e9:.3f} GB, copy bandwidth {bandwidth / 1e9:.1f} GB/s; torch {torch.__version__}")
-    print(f"{'batch':>5} {'engine':>8} {'ms/step':>9} {'tok/s':>9} {'limit ms':>9} {'x limit':>8}")
+    packed = getattr(lm, "packed_layers", 0)
+    variants = ENGINES + ((UNPACKED,) if packed else ())
+    print(f"linear layers packed for oneDNN: {packed}")
+    print(f"{'batch':>5} {'variant':>15} {'ms/step':>9} {'tok/s':>9} {'limit ms':>9} {'x limit':>8}")
     results = {}
     for batch in args.batches:
-        times = {engine: [] for engine in ENGINES}
+        times = {variant: [] for variant in variants}
         for _ in range(args.rounds):
-            for engine in ENGINES:
-                times[engine].append(time_steps(lm, engine, batch, prompt, args.warmup, args.steps))
+            for variant in variants:
+                times[variant].append(time_steps(lm, variant, batch, prompt, args.warmup, args.steps, packed))
         mid_length = args.prompt_tokens + args.warmup + args.steps // 2
         limit = (weights + cache_bytes(lm, batch, mid_length)) / bandwidth
         row = {}
-        for engine in ENGINES:
-            step = statistics.median(times[engine])
-            row[engine] = {"ms_per_step": round(step * 1e3, 3), "tokens_per_s": round(batch / step, 1),
-                           "times_limit": round(step / limit, 2)}
-            print(f"{batch:>5} {engine:>8} {step * 1e3:>9.2f} {batch / step:>9.1f} {limit * 1e3:>9.3f} {step / limit:>8.1f}")
+        for variant in variants:
+            step = statistics.median(times[variant])
+            row[variant] = {"ms_per_step": round(step * 1e3, 3), "tokens_per_s": round(batch / step, 1),
+                            "times_limit": round(step / limit, 2)}
+            print(f"{batch:>5} {variant:>15} {step * 1e3:>9.2f} {batch / step:>9.1f} {limit * 1e3:>9.3f} {step / limit:>8.1f}")
         row["limit_ms"] = round(limit * 1e3, 4)
         row["static_over_dynamic_time"] = round(row["static"]["ms_per_step"] / row["dynamic"]["ms_per_step"], 3)
+        if packed:
+            row["packed_over_unpacked_time"] = round(row["static"]["ms_per_step"] / row[UNPACKED]["ms_per_step"], 3)
         results[str(batch)] = row
     print(json.dumps({"model": lm.name, "device": str(device), "dtype": str(next(lm.model.parameters()).dtype),
-                      "weight_bytes": weights, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 2),
+                      "weight_bytes": weights, "packed_layers": packed, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 2),
                       "prompt_tokens": args.prompt_tokens, "steps": args.steps, "rounds": args.rounds, "batches": results}))
 
 

@@ -19,7 +19,9 @@ One run, one model, side by side:
 
 It prints a table; the last line is JSON with `sampler_vs_generate` = (b)/(a) tokens/s and
 `speedup_vs_reference` = (c)/(b) wall time per finished sample (both pooled), and each run of (b)
-on its own (`sampler_vs_generate_per_run`).  Tokens/s of (b) count the tokens the chains used;
+on its own (`sampler_vs_generate_per_run`, and `occupancy_per_run`: used tokens per row of every
+forward pass, `tokens_sampled / (forward_passes * C)`; where a pass costs the same whatever its
+rows, as on a CPU at C = 8, `sampler_vs_generate` cannot exceed it).  Tokens/s of (b) count the tokens the chains used;
 pre-fetched tokens that were thrown away (`tokens_discarded`) are reported, not counted.
 `math500_projection`: 500 problems x the expected tokens of one power sample at the paper's
 settings (`power_token_budget`; outputs of `--project-length` tokens, by default the cap 3072, an
@@ -70,6 +72,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-compare", action="store_true", help="skip (b'), the run with the other batching")
     parser.add_argument("--engine", choices=("auto", "static", "dynamic"), default="auto",
                         help="decoding engine of a transformers model (mcmc_llm.lm.hf); auto: static where supported")
+    parser.add_argument("--packed-linear", choices=("auto", "on", "off"), default="auto",
+                        help="float32 CPU linear layers on oneDNN-packed weights (mcmc_llm.lm.packed_linear); all runs, (c) included")
     parser.add_argument("--compare-engine", action="store_true", help="add (b''): the sampler on the other engine, one run")
     parser.add_argument("--project-length", type=float, default=None,
                         help="expected output length for the MATH500 projection (default: the paper's cap, 3072: an upper bound)")
@@ -155,7 +159,8 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, engine=None if args.engine == "auto" else args.engine)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, engine=None if args.engine == "auto" else args.engine,
+                    packed_linear=None if args.packed_linear == "auto" else args.packed_linear)
     device = lm.device
     engine = ("static" if lm._uses_static_slots() else "dynamic") if hasattr(lm, "engine") else "-"
     other_engine = {"static": "dynamic", "dynamic": "static"}.get(engine)
@@ -230,7 +235,7 @@ def main() -> None:
     per_sample_reference = reference_wall / args.reference_samples
     print(f"model {getattr(lm, 'name', args.model)} on {device}, {torch.get_num_threads()} threads; "
           f"alpha={args.alpha}, B={args.block_size}, T_max={args.max_new_tokens}, N_MCMC={args.mcmc_steps}, "
-          f"chains={args.chains}; {engine} engine")
+          f"chains={args.chains}; {engine} engine; {getattr(lm, 'packed_layers', 0)} linear layers packed for oneDNN")
     print(f"{'run':<38} {'tokens':>8} {'wall s':>8} {'tokens/s':>9} {'s / finished sample':>20}")
     print(f"{'(a) plain batched generation':<38} {plain_tokens:>8} {plain_wall:>8.1f} {plain_rate:>9.1f} {'-':>20}")
     print(f"{f'(b) power sampler, {args.batching}, {sampler_runs} runs':<38} {sampler_tokens:>8} {sampler_wall:>8.1f} {sampler_rate:>9.1f} {per_sample_sampler:>20.2f}")
@@ -243,9 +248,13 @@ def main() -> None:
         print(f"{f'(b´´) power sampler, {other_engine} engine':<38} {engine_tokens:>8} {engine_wall:>8.1f} "
               f"{engine_tokens / engine_wall:>9.1f} {engine_wall / args.chains:>20.2f}")
     print(f"{'(c) published-code mirror, batch 1':<38} {reference_tokens:>8} {reference_wall:>8.1f} {reference_rate:>9.1f} {per_sample_reference:>20.2f}")
+    def occupancy(result) -> float:
+        """Tokens the chains used per row of every forward pass (1: every row of every pass drew a used token)."""
+        return result.compute["tokens_sampled"] / (result.compute["forward_passes"] * args.chains)
+
     for result, wall in zip(results, walls):
-        print(f"(b) run: {result.compute['tokens_sampled'] / wall / plain_rate:.3f} of (a); compute {json.dumps(result.compute)}; "
-              f"acceptance {result.trace.acceptance_rate():.3f}")
+        print(f"(b) run: {result.compute['tokens_sampled'] / wall / plain_rate:.3f} of (a); used-token occupancy "
+              f"{occupancy(result):.3f}; compute {json.dumps(result.compute)}; acceptance {result.trace.acceptance_rate():.3f}")
     stream_overhead = (draw["per_chain_streams"] - draw["shared_generator"]) / plain_step
     print(f"token draw for {args.chains} rows: shared generator {draw['shared_generator'] * 1e6:.0f} us, per-chain streams "
           f"{draw['per_chain_streams'] * 1e6:.0f} us; difference {stream_overhead:.2%} of a plain decoding step "
@@ -271,7 +280,8 @@ def main() -> None:
         "sampler_vs_generate": round(sampler_rate / plain_rate, 3),
         "speedup_vs_reference": round(per_sample_reference / per_sample_sampler, 2),
         "sampler_vs_generate_per_run": [round(r.compute["tokens_sampled"] / w / plain_rate, 3) for r, w in zip(results, walls)],
-        "batching": args.batching, "engine": engine, "sampler_runs": sampler_runs, "tokens_discarded": discarded, **compared,
+        "occupancy_per_run": [round(occupancy(r), 3) for r in results],
+        "batching": args.batching, "engine": engine, "packed_layers": getattr(lm, "packed_layers", 0), "sampler_runs": sampler_runs, "tokens_discarded": discarded, **compared,
         "plain_tokens_per_s": round(plain_rate, 2), "sampler_tokens_per_s": round(sampler_rate, 2),
         "reference_tokens_per_s": round(reference_rate, 2), "sampler_s_per_sample": round(per_sample_sampler, 3),
         "reference_s_per_sample": round(per_sample_reference, 3), "chains": args.chains,

@@ -309,6 +309,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     m("stale-state-accepted", "engine", "mcmc_llm/lm/hf_slots.py",
       "if self.version != self.arena.version:", "if False:",
       ["tests/test_hf_backend.py", "-k", "persistent"], "a consumed state is read after its slots were overwritten"),
+    # ---- linear layers on oneDNN-packed weights (mcmc_llm.lm.packed_linear)
+    m("packed-weight-never-repacked", "packed", "mcmc_llm/lm/packed_linear.py",
+      "if weight._version != self._packed_from[1] or weight.data_ptr() != self._packed_from[0]:", "if False:",
+      ["tests/test_packed_linear.py"], "a weight changed in place keeps computing from its stale packed copy"),
+    m("packed-bias-dropped", "packed", "mcmc_llm/lm/packed_linear.py",
+      "bias = None if self.bias is None else self.bias.detach()", "bias = None",
+      ["tests/test_packed_linear.py"], "the packed product forgets the bias (Qwen2's q/k/v projections have one)"),
+    m("packed-agreement-unchecked", "packed", "mcmc_llm/lm/packed_linear.py",
+      "if not all(_agrees(layer) for layer in packed.values()):", "if False:",
+      ["tests/test_packed_linear.py"], "packed layers are used without checking them against torch's linear"),
 )
 
 

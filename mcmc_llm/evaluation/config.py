@@ -1,6 +1,6 @@
 """Experiment configs: a TOML file read into frozen dataclasses, validated key by key.
 
-    [model]     spec, device, dtype, chat_template, eos_token_ids, threads, engine
+    [model]     spec, device, dtype, chat_template, eos_token_ids, threads, engine, packed_linear
     [task]      name, path, subset, seed, options, prompt_format, chat_template
     [sampling]  max_new_tokens, samples_per_problem, seed, batch_size, problems_per_call
     [[methods]] name, kind, samples, max_new_tokens, + the keys of the kind (`method_config.METHOD_KEYS`)
@@ -29,6 +29,7 @@ from mcmc_llm.evaluation.method_config import MethodConfig, parse_methods
 SECTIONS = ("model", "task", "sampling", "methods", "output", "scaleout")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 ENGINES = ("auto", "static", "dynamic")  # `HFLanguageModel.ENGINES` (not imported: configs load without torch)
+PACKED_LINEAR = ("auto", "on", "off")  # `mcmc_llm.lm.packed_linear.MODES` (likewise)
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,7 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] | None = None  # replaces the model's EOS set (generation, MH, decoding)
     threads: int | None = None
     engine: str = "auto"  # decoding engine of a transformers model; changes speed, never results (not fingerprinted)
+    packed_linear: str = "auto"  # oneDNN-packed CPU weights; changes speed and float32 rounding only (not fingerprinted, like device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +173,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
         dtype=t.get("dtype", checks.choice(DTYPES), "auto"), chat_template=t.get("chat_template", checks.boolean),
         eos_token_ids=_tuple(t.get("eos_token_ids", checks.token_ids)), threads=t.get("threads", checks.integer(1)),
         engine=t.get("engine", checks.choice(ENGINES), "auto"),
+        packed_linear=t.get("packed_linear", checks.choice(PACKED_LINEAR), "auto"),
     )
     t.done()
     t = sections["task"]

@@ -114,6 +114,7 @@ class UnitExecutor:
             lm if lm is not None else load_model(
                 config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.chat_template,
                 engine=None if config.model.engine == "auto" else config.model.engine,
+                packed_linear=None if config.model.packed_linear == "auto" else config.model.packed_linear,
             ),
             config.model.eos_token_ids, "model.eos_token_ids",
         )

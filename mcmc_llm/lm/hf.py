@@ -35,10 +35,11 @@ import torch
 
 from mcmc_llm.lm.devices import resolve_device, resolve_dtype
 from mcmc_llm.lm.hf_dynamic import DynamicEngine
-from mcmc_llm.lm.hf_layout import HFState, cache_from_kv, kv_from_cache, query_block, reused_slots
+from mcmc_llm.lm.hf_layout import HFState, cache_from_kv, check_full_attention, kv_from_cache, query_block, reused_slots
 from mcmc_llm.lm.hf_reuse import Encoded, PrefixCache, Reuse, SequenceStash
 from mcmc_llm.lm.hf_slots import SlotState, static_slots_supported
 from mcmc_llm.lm.hf_static import ATTENTION, StaticSlotEngine
+from mcmc_llm.lm.packed_linear import set_packed_linears
 from mcmc_llm.lm.protocol import ComputeCounter, LanguageModel, TokenBatch
 from mcmc_llm.lm.text import ids_from_text, text_from_ids
 
@@ -63,6 +64,8 @@ class HFLanguageModel(LanguageModel):
     engine: "static" (in-place key/value slots, linear states), "dynamic" (immutable states), or
         "auto": static when transformers has per-layer caches (>= 4.56) and the attention is SDPA
         or eager (it takes an explicit 4-D mask), else dynamic.
+    packed_linear: "auto" / "on" / "off": float32 CPU linear layers on weights packed once for
+        oneDNN (`mcmc_llm.lm.packed_linear`; same products up to summation order), or not.
     """
 
     ENGINES = ("auto", "static", "dynamic")
@@ -82,6 +85,7 @@ class HFLanguageModel(LanguageModel):
         sequence_cache_size: int = 16,
         score_chunk_elements: int = 2**24,
         engine: str = "auto",
+        packed_linear: str = "auto",
         name: str | None = None,
     ):
         self.engine = engine  # validated by the setter
@@ -97,10 +101,10 @@ class HFLanguageModel(LanguageModel):
         self.sequence_cache_size = int(sequence_cache_size)
         self.score_chunk_elements = int(score_chunk_elements)
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        self._check_architecture(config)
+        check_full_attention(config)
         self._config = config
         self._decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
-        self._head = model.get_output_embeddings()
+        self.pack_linear(packed_linear)  # sets self._head
         parameters = inspect.signature(self._decoder.forward).parameters
         self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
         self.vocab_size = int(getattr(self._head, "out_features", None) or config.vocab_size)
@@ -116,20 +120,6 @@ class HFLanguageModel(LanguageModel):
         self._check_head()
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _check_architecture(config) -> None:
-        layer_types = getattr(config, "layer_types", None) or []
-        other = sorted({t for t in layer_types if t != "full_attention"})
-        window = getattr(config, "sliding_window", None) if not layer_types else None
-        longest = getattr(config, "max_position_embeddings", None)
-        if window is not None and longest is not None and window >= longest:
-            window = None  # a window no sequence can exceed (Phi-3.5: 262144 > 131072) is full attention
-        if other or window is not None:
-            raise NotImplementedError(
-                f"HFLanguageModel supports models whose layers are all full attention; this config has "
-                f"{other or ['sliding_window=' + str(window)]}"
-            )
-
     def _eos_ids(self, override: Sequence[int] | None) -> tuple[int, ...]:
         if override is not None:
             candidates = list(override)
@@ -187,6 +177,13 @@ class HFLanguageModel(LanguageModel):
         if value not in self.ENGINES:
             raise ValueError(f"unknown engine {value!r}; choose one of {', '.join(self.ENGINES)}")
         self._engine_name = value
+
+    def pack_linear(self, mode: str = "on") -> int:
+        """Compute float32 CPU linear layers from oneDNN-packed weights ("on", "auto") or not ("off");
+        sets and returns `packed_layers`, how many are packed (`mcmc_llm.lm.packed_linear`)."""
+        self.packed_layers = set_packed_linears(self.model, mode)
+        self._head = self.model.get_output_embeddings()
+        return self.packed_layers
 
     def _uses_static_slots(self) -> bool:
         """Whether `start` begins a static-slot batch (see `engine`)."""

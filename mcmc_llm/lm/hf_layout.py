@@ -159,3 +159,19 @@ def select_slots(state: HFState, rows: torch.Tensor) -> HFState:
     kv = tuple((trim(keys, 2).index_select(0, rows), trim(values, 2).index_select(0, rows)) for keys, values in state.kv)
     mask, ids = trim(mask, 1), trim(ids, 1)
     return HFState(state.logprobs.index_select(0, rows), kv, mask, ids, state.lengths.index_select(0, rows))
+
+
+def check_full_attention(config) -> None:
+    """Refuse configs with sliding-window or other non-full-attention layers: their caches are not
+    addressed by slot masks."""
+    layer_types = getattr(config, "layer_types", None) or []
+    other = sorted({t for t in layer_types if t != "full_attention"})
+    window = getattr(config, "sliding_window", None) if not layer_types else None
+    longest = getattr(config, "max_position_embeddings", None)
+    if window is not None and longest is not None and window >= longest:
+        window = None  # a window no sequence can exceed (Phi-3.5: 262144 > 131072) is full attention
+    if other or window is not None:
+        raise NotImplementedError(
+            f"HFLanguageModel supports models whose layers are all full attention; this config has "
+            f"{other or ['sliding_window=' + str(window)]}"
+        )

@@ -301,6 +301,7 @@ def load_model(
     chat_template: bool | None = None,
     eos_token_ids=None,
     engine: str | None = None,
+    packed_linear: str | None = None,
 ) -> LanguageModel:
     """The language model named by `spec` (see `MODEL_SPEC_HELP`).
 
@@ -311,14 +312,22 @@ def load_model(
     config and tokenizer EOS ids together); see `with_eos_token_ids`.
     engine: the decoding engine of a transformers model ("auto", "static", "dynamic"; see
     `HFLanguageModel`); None keeps "auto".  Results do not depend on it.
+    packed_linear: "auto", "on" or "off": float32 CPU linear layers of a transformers model on
+    oneDNN-packed weights (`mcmc_llm.lm.packed_linear`); None keeps "auto".  It changes speed
+    and float32 summation order only.
     """
     lm = _load_model(spec, device=device, dtype=dtype, chat_template=chat_template)
-    if engine is not None:
+    for option, value in (("engine", engine), ("packed_linear", packed_linear)):
+        if value is None:
+            continue
         from mcmc_llm.lm.hf import HFLanguageModel
 
         if not isinstance(lm, HFLanguageModel):
-            raise ValueError(f"engine={engine!r} applies to transformers models; {spec!r} is a {type(lm).__name__}")
-        lm.engine = engine  # validated by HFLanguageModel.engine
+            raise ValueError(f"{option}={value!r} applies to transformers models; {spec!r} is a {type(lm).__name__}")
+        if option == "engine":
+            lm.engine = value  # validated by HFLanguageModel.engine
+        else:
+            lm.pack_linear(value)  # validated by set_packed_linears
     return lm if eos_token_ids is None else with_eos_token_ids(lm, eos_token_ids)
 
 
