@@ -73,9 +73,9 @@ def main() -> None:
                   f"{store.tokens(power):.0f}): lenient {cells[0]}, strict {cells[1]}")
             comparisons.append((f"power - low temp. {rule}@{n}, T={CAPS[file]}", power, matched))
             if rule == "majority":
+                accuracy[(file, "majority_n")] = n
                 for grading in GRADINGS:
                     accuracy[(file, "majority", grading)] = bootstrap_interval(store.values(matched, grading))
-                    accuracy[(file, "majority_n")] = n
     comparisons += [(f"{m} T=192 - T=96", points[(SECOND, m)], points[(MAIN, m)]) for m in METHODS]
     for label, a, b in comparisons:
         for grading in GRADINGS:

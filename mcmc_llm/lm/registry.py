@@ -317,17 +317,17 @@ def load_model(
     and float32 summation order only.
     """
     lm = _load_model(spec, device=device, dtype=dtype, chat_template=chat_template)
-    for option, value in (("engine", engine), ("packed_linear", packed_linear)):
-        if value is None:
-            continue
+    chosen = {name: value for name, value in (("engine", engine), ("packed_linear", packed_linear)) if value is not None}
+    if chosen:
         from mcmc_llm.lm.hf import HFLanguageModel
 
         if not isinstance(lm, HFLanguageModel):
-            raise ValueError(f"{option}={value!r} applies to transformers models; {spec!r} is a {type(lm).__name__}")
-        if option == "engine":
-            lm.engine = value  # validated by HFLanguageModel.engine
-        else:
-            lm.pack_linear(value)  # validated by set_packed_linears
+            name, value = next(iter(chosen.items()))
+            raise ValueError(f"{name}={value!r} applies to transformers models; {spec!r} is a {type(lm).__name__}")
+        if engine is not None:
+            lm.engine = engine  # validated by HFLanguageModel.engine
+        if packed_linear is not None:
+            lm.pack_linear(packed_linear)  # validated by set_packed_linears
     return lm if eos_token_ids is None else with_eos_token_ids(lm, eos_token_ids)
 
 
