@@ -102,6 +102,11 @@ MUTATIONS: tuple[Mutation, ...] = (
       "return torch.full_like(sub.lengths, self.stage_caps[stage])", "return sub.lengths",
       ["tests/test_prefetch.py", "-k", "cap_length"], "the acceptance pre-fetch's cut drawn for the old state's length",
       slow=True),
+    m("plans-keep-first-samplers", "prefetch", "mcmc_llm/proposals/plans.py",
+      "            indices.append(tree.sampler_index + len(samplers))\n            samplers += tuple(tree.samplers)\n",
+      "            indices.append(tree.sampler_index)\n            samplers = samplers or tuple(tree.samplers)\n",
+      ["tests/test_stage_plans.py"], "rows of several plans merged keeping the first plan's samplers (another stage's law)",
+      quick=True),
     # ---- Power-SMC and resampling
     m("smc-ramp-completion-dropped", "smc", "mcmc_llm/smc/power_smc.py",
       "log_w += torch.nan_to_num((config.alpha - exponent_now) * log_p_total, nan=0.0).reshape(num_prompts, count)",

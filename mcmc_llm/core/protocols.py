@@ -80,8 +80,12 @@ class SuffixPlan(Protocol):
     cut_index [C]: keep the generated tokens x_<m, m = cut_index;
     max_new_tokens [C]: the most tokens to generate after them (0: nothing);
     sampler_index [C] and samplers (a tuple of `Sampler`): chain c's suffix is drawn by
-        `samplers[sampler_index[c]]`.
-    Anything else on it is the proposal's own (e.g. the cut law, a mixture component)."""
+        `samplers[sampler_index[c]]` (one sampler for all rows, one per row, or anything between).
+    Anything else on it is the proposal's own (e.g. the cut law, a mixture component).
+
+    A driver may hand `complete` rows of several `plan` calls as one plan; it builds that plan with
+    `mcmc_llm.proposals.plans`, so `samplers[sampler_index[c]]` stays row c's own sampler and
+    `samplers` holds only the samplers of its rows."""
 
     cut_index: torch.Tensor
     max_new_tokens: torch.Tensor

@@ -14,33 +14,48 @@ from typing import Any, Sequence
 import torch
 
 
+def map_structure(leaf, *trees: Any, node=None) -> Any:
+    """The one walk over nested states: `leaf(*leaves)` at every leaf position of `trees`, which share
+    one structure (tensors, NamedTuples, frozen dataclasses, tuples, lists, dicts; anything else is a
+    leaf too), rebuilt in the structure of `trees[0]`.  `node(*subtrees)`, when given, sees every
+    subtree first and replaces the walk below it by returning anything but `NotImplemented`."""
+    first = trees[0]
+    if node is not None:
+        replaced = node(*trees)
+        if replaced is not NotImplemented:
+            return replaced
+    walk = lambda *parts: map_structure(leaf, *parts, node=node)  # noqa: E731
+    if isinstance(first, torch.Tensor):
+        return leaf(*trees)
+    if dataclasses.is_dataclass(first) and not isinstance(first, type):
+        names = [f.name for f in dataclasses.fields(first) if f.init]
+        return dataclasses.replace(first, **{name: walk(*(getattr(t, name) for t in trees)) for name in names})
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(walk(*parts) for parts in zip(*trees)))
+    if isinstance(first, (tuple, list)):
+        return type(first)(walk(*parts) for parts in zip(*trees))
+    if isinstance(first, dict):
+        return {key: walk(*(t[key] for t in trees)) for key in first}
+    return leaf(*trees)
+
+
 def select(mask: torch.Tensor, new: Any, old: Any) -> Any:
     """Chain-wise `where`: `new[c]` if `mask[c]` else `old[c]`, recursively over fields.
 
     Non-tensor leaves (ints, strings, models) must be equal in `new` and `old`; they are shared.
     """
-    if isinstance(new, torch.Tensor):
-        if new.shape != old.shape:
+
+    def pick(new_leaf, old_leaf):
+        if not isinstance(new_leaf, torch.Tensor):
+            return new_leaf
+        if new_leaf.shape != old_leaf.shape:
             raise ValueError(
-                f"cannot select between tensors of shapes {tuple(new.shape)} and {tuple(old.shape)}; "
+                f"cannot select between tensors of shapes {tuple(new_leaf.shape)} and {tuple(old_leaf.shape)}; "
                 "a proposal must return a position with the same shapes as the current one"
             )
-        shaped = mask.reshape(mask.shape + (1,) * (new.dim() - 1))
-        return torch.where(shaped, new, old)
-    if dataclasses.is_dataclass(new) and not isinstance(new, type):
-        changes = {
-            field.name: select(mask, getattr(new, field.name), getattr(old, field.name))
-            for field in dataclasses.fields(new)
-            if field.init
-        }
-        return dataclasses.replace(new, **changes)
-    if isinstance(new, tuple) and hasattr(new, "_fields"):
-        return type(new)(*(select(mask, n, o) for n, o in zip(new, old)))
-    if isinstance(new, (tuple, list)):
-        return type(new)(select(mask, n, o) for n, o in zip(new, old))
-    if isinstance(new, dict):
-        return {key: select(mask, new[key], old[key]) for key in new}
-    return new
+        return torch.where(mask.reshape(mask.shape + (1,) * (new_leaf.dim() - 1)), new_leaf, old_leaf)
+
+    return map_structure(pick, new, old)
 
 
 def num_chains(position: Any) -> int:
@@ -67,35 +82,13 @@ def num_chains(position: Any) -> int:
 
 def map_tensors(fn, tree: Any) -> Any:
     """Apply `fn` to every tensor leaf of `tree`, keeping its structure."""
-    if isinstance(tree, torch.Tensor):
-        return fn(tree)
-    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
-        changes = {f.name: map_tensors(fn, getattr(tree, f.name)) for f in dataclasses.fields(tree) if f.init}
-        return dataclasses.replace(tree, **changes)
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(map_tensors(fn, leaf) for leaf in tree))
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(map_tensors(fn, leaf) for leaf in tree)
-    if isinstance(tree, dict):
-        return {key: map_tensors(fn, value) for key, value in tree.items()}
-    return tree
+    return map_structure(lambda leaf: fn(leaf) if isinstance(leaf, torch.Tensor) else leaf, tree)
 
 
 def concat_chains(trees: Sequence[Any]) -> Any:
-    """One tree holding the chains of `trees` (same structure and leaf shapes past the chain axis), in order."""
-    first = trees[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(list(trees))
-    if dataclasses.is_dataclass(first) and not isinstance(first, type):
-        changes = {f.name: concat_chains([getattr(t, f.name) for t in trees]) for f in dataclasses.fields(first) if f.init}
-        return dataclasses.replace(first, **changes)
-    if isinstance(first, tuple) and hasattr(first, "_fields"):
-        return type(first)(*(concat_chains(leaves) for leaves in zip(*trees)))
-    if isinstance(first, (tuple, list)):
-        return type(first)(concat_chains(leaves) for leaves in zip(*trees))
-    if isinstance(first, dict):
-        return {key: concat_chains([t[key] for t in trees]) for key in first}
-    return first
+    """One tree holding the chains of `trees` (same structure and leaf shapes past the chain axis), in
+    order; non-tensor leaves are the first tree's (a suffix plan's samplers are not: `proposals.plans`)."""
+    return map_structure(lambda *leaves: torch.cat(leaves) if isinstance(leaves[0], torch.Tensor) else leaves[0], *trees)
 
 
 def concat_padded(trees: Sequence[Any]) -> Any:
@@ -116,24 +109,15 @@ def gather_chains(tree: Any, rows: torch.Tensor) -> Any:
 
 def scatter_chains(tree: Any, rows: torch.Tensor, sub_tree: Any) -> Any:
     """A copy of `tree` with chains `rows` replaced by `sub_tree` (as returned by `gather_chains`)."""
-    if isinstance(tree, torch.Tensor):
-        out = tree.clone()
-        out[rows.to(tree.device)] = sub_tree
+
+    def put(leaf, sub_leaf):
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        out = leaf.clone()
+        out[rows.to(leaf.device)] = sub_leaf
         return out
-    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
-        changes = {
-            f.name: scatter_chains(getattr(tree, f.name), rows, getattr(sub_tree, f.name))
-            for f in dataclasses.fields(tree)
-            if f.init
-        }
-        return dataclasses.replace(tree, **changes)
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(scatter_chains(a, rows, b) for a, b in zip(tree, sub_tree)))
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(scatter_chains(a, rows, b) for a, b in zip(tree, sub_tree))
-    if isinstance(tree, dict):
-        return {key: scatter_chains(tree[key], rows, sub_tree[key]) for key in tree}
-    return tree
+
+    return map_structure(put, tree, sub_tree)
 
 
 def flatten_info(info: Any, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -17,8 +17,12 @@ after the last stage is computed exactly: no sampling error.  Three chains:
   a chain that ended with EOS stops after its block.  Proposals and extensions sample from the
   top-k of q (k = 50 as in `generate`; no truncation for vocabularies of 50 tokens or fewer).
 
-q is the base model at temperature tau (default 1/alpha).  `chain_law` returns `{sequence: prob}`;
-sequences outside S_T (unterminated and shorter than T) appear only for the published chain.
+q is the base model at temperature tau (default 1/alpha).  For the exact chain, `stage_proposals`
+may give each stage's MH proposal its own law: `stage_proposals[k] = (proposal LM, temperature)`
+(extensions still draw from the base model at tau; the ratio then reads log p from the base model
+and log q from stage k's proposal), which is the law of `power_sample(proposal=...)` with a
+per-stage `SuffixResampling`.  `chain_law` returns `{sequence: prob}`; sequences outside S_T
+(unterminated and shorter than T) appear only for the published chain.
 """
 
 from __future__ import annotations
@@ -97,11 +101,12 @@ def _ended(sequence: tuple[int, ...], eos: set[int]) -> bool:
     return bool(sequence) and sequence[-1] in eos
 
 
-def _log_accept(chain, tokens, alpha, x, y, m) -> float:
-    """The chain's log MH ratio for moving x -> y at cut m."""
+def _log_accept(chain, tokens, alpha, x, y, m, proposing=None) -> float:
+    """The chain's log MH ratio for moving x -> y at cut m (log q from `proposing`, default `tokens`)."""
     if chain == "exact":
-        p_x, q_x = tokens.sums(x, m, len(x))
-        p_y, q_y = tokens.sums(y, m, len(y))
+        proposing = proposing or tokens
+        p_x, p_y = tokens.sums(x, m, len(x))[0], tokens.sums(y, m, len(y))[0]
+        q_x, q_y = proposing.sums(x, m, len(x))[1], proposing.sums(y, m, len(y))[1]
         return alpha * (p_y - p_x) + q_x - q_y + math.log(len(x)) - math.log(len(y))
     shared = min(len(x), len(y))
     p_x, q_x = tokens.sums(x, m, shared)
@@ -120,10 +125,16 @@ def chain_law(
     prompt: Sequence[int] = (),
     temperature: float | None = None,
     top_k: int | None = 50,
+    stage_proposals: Sequence[tuple[LanguageModel, float]] | None = None,
 ) -> dict[tuple[int, ...], float]:
-    """The exact law of the chain's output after all stages (`top_k` applies to "reference" only)."""
+    """The exact law of the chain's output after all stages (`top_k` applies to "reference" only;
+    `stage_proposals`, one `(LM, temperature)` per stage, to "exact" only: module docstring)."""
     if chain not in CHAINS:
         raise ValueError(f"unknown chain {chain!r}; allowed: {', '.join(CHAINS)}")
+    stages = math.ceil(max_new_tokens / block_size)
+    if stage_proposals is not None and (chain != "exact" or len(stage_proposals) != stages):
+        raise ValueError(f"stage_proposals needs chain='exact' and one (LM, temperature) per stage ({stages}), "
+                         f"got chain={chain!r} and {len(stage_proposals)}")
     tau = 1.0 / alpha if temperature is None else temperature
     tokens = _Tokens(lm, prompt, tau, top_k if chain == "reference" else None)
     eos = tokens.eos
@@ -131,7 +142,7 @@ def chain_law(
     index = {state: i for i, state in enumerate(states)}
     law = np.zeros(len(states))
     law[index[()]] = 1.0
-    stages = math.ceil(max_new_tokens / block_size)
+    proposing: dict[tuple[int, float], _Tokens] = {}
     for stage in range(stages):
         stage_cap = min((stage + 1) * block_size, max_new_tokens)
         frozen = np.array([chain == "reference" and _ended(s, eos) for s in states])
@@ -146,13 +157,21 @@ def chain_law(
                 extension[i, index[x + suffix]] += math.exp(log_q)
         moving = moving @ extension
         if mcmc_steps:
-            moving = moving @ np.linalg.matrix_power(_mh_matrix(chain, tokens, states, index, alpha, stage_cap), mcmc_steps)
+            stage_tokens = None
+            if stage_proposals is not None:
+                proposal_lm, proposal_temperature = stage_proposals[stage]
+                key = (id(proposal_lm), float(proposal_temperature))
+                stage_tokens = proposing.setdefault(key, _Tokens(proposal_lm, prompt, proposal_temperature, None))
+            matrix = _mh_matrix(chain, tokens, states, index, alpha, stage_cap, stage_tokens)
+            moving = moving @ np.linalg.matrix_power(matrix, mcmc_steps)
         law = np.where(frozen, law, 0.0) + moving
     return {state: float(mass) for state, mass in zip(states, law) if mass > 0}
 
 
-def _mh_matrix(chain, tokens, states, index, alpha, stage_cap) -> np.ndarray:
-    """One MH step of the stage, on the states the stage can reach (identity rows elsewhere)."""
+def _mh_matrix(chain, tokens, states, index, alpha, stage_cap, proposing=None) -> np.ndarray:
+    """One MH step of the stage, on the states the stage can reach (identity rows elsewhere); the
+    proposal draws from `proposing` (default: `tokens`, the base model at the chain's temperature)."""
+    proposing = proposing or tokens
     matrix = np.eye(len(states))
     for i, x in enumerate(states):
         reachable = len(x) <= stage_cap if chain == "reference" else (
@@ -161,11 +180,11 @@ def _mh_matrix(chain, tokens, states, index, alpha, stage_cap) -> np.ndarray:
             continue
         for m in range(len(x)):
             budget = len(x) - m if chain == "reference" else stage_cap - m
-            for suffix, log_q in tokens.continuations(x[:m], budget):
+            for suffix, log_q in proposing.continuations(x[:m], budget):
                 y = x[:m] + suffix
                 if y == x:
                     continue
-                accept = math.exp(min(0.0, _log_accept(chain, tokens, alpha, x, y, m)))
+                accept = math.exp(min(0.0, _log_accept(chain, tokens, alpha, x, y, m, proposing)))
                 weight = math.exp(log_q) / len(x) * accept
                 matrix[i, index[y]] += weight
                 matrix[i, i] -= weight

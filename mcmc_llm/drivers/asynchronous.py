@@ -57,12 +57,13 @@ from tqdm.auto import tqdm
 from mcmc_llm.core.protocols import ACCEPT, PLAN, PROPOSE, TOKENS, Sampler
 from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder
-from mcmc_llm.core.tree import gather_chains, map_tensors, scatter_chains
+from mcmc_llm.core.tree import gather_chains, scatter_chains
 from mcmc_llm.kernels.mh import MetropolisHastings, MHState
 from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.drivers.prefetch import Prefetching, _rows
+from mcmc_llm.proposals.plans import plan_rows
 from mcmc_llm.proposals.suffix import complete_extension, extension_request, rows_by_lm
 
 
@@ -104,7 +105,7 @@ class AsynchronousChains(Prefetching):
         self.device = start.tokens.device
         self.position = start
         self.log_target = torch.zeros(chains, dtype=torch.float64, device=self.device)
-        self.plans: dict[int, Any] = {}  # stage -> every chain's plan of its current MH request (stale while it extends)
+        self.current_plans: list[tuple[Any, int] | None] = [None] * chains  # chain -> (plan, row) of its current MH request
         self.action = torch.zeros(chains, dtype=torch.long)  # current action of every chain (CPU bookkeeping)
         self.ahead: dict[int, list[int]] = {}  # chain -> keys pre-fetched after its current request, in order
         self.queued = torch.zeros(chains, dtype=torch.long)  # len(ahead[chain])
@@ -134,13 +135,10 @@ class AsynchronousChains(Prefetching):
             raise ValueError("a group of requests mixes extensions and MH steps")
         return stage_streams.split(step - 1)
 
-    def _store_plans(self, stage: int, index: torch.Tensor, plan: Any) -> None:
-        if stage not in self.plans:
-            self.plans[stage] = map_tensors(lambda t: t.new_zeros((self.chains,) + tuple(t.shape[1:])), plan)
-        self.plans[stage] = scatter_chains(self.plans[stage], index, plan)
-
-    def _plan_of(self, chain: int) -> Any:
-        return self.plans[int(self.action[chain]) // self.per_stage]
+    def _current_cut(self, chain: int) -> int:
+        """The cut index of `chain`'s current MH request."""
+        plan, row = self.current_plans[chain]
+        return int(plan.cut_index[row])
 
     def _send(self, keys: list[int], contexts: TokenBatch, budget: torch.Tensor, samplers: tuple, sampler_index: torch.Tensor,
               streams: Streams) -> None:
@@ -192,7 +190,8 @@ class AsynchronousChains(Prefetching):
                 if prefetched:
                     self.prefetch_plans.update({key: (plan, i) for i, key in enumerate(keys)})
                 else:
-                    self._store_plans(k, index, plan)
+                    for i, chain in enumerate(group.tolist()):
+                        self.current_plans[chain] = (plan, i)  # a plan's samplers stay with its own rows
             if prefetched:
                 for chain, key in zip(group.tolist(), keys):
                     self.ahead.setdefault(chain, []).append(key)
@@ -213,16 +212,22 @@ class AsynchronousChains(Prefetching):
         actions = self.action[chains]
         kinds = (actions // self.per_stage) * 2 + (actions % self.per_stage > 0)
         accepted = torch.ones(len(chains), dtype=torch.bool)
+        work = []  # (stage, is an MH step, positions in `chains`, the plan of those rows or None)
         for kind in torch.unique(kinds).tolist():
-            k, is_mh = kind // 2, kind % 2 == 1
-            mine = (kinds == kind).nonzero().squeeze(-1)
+            k, is_mh, mine = kind // 2, kind % 2 == 1, (kinds == kind).nonzero().squeeze(-1)
+            if not is_mh:
+                work.append((k, False, mine, None))
+                continue
+            for plan, positions in plan_rows([self.current_plans[c] for c in chains[mine].tolist()]):
+                work.append((k, True, mine[positions], plan))
+        for k, is_mh, mine, plan in work:
             group = chains[mine]
             index = group.to(self.device)
             done = gather_chains(results, mine.to(self.device))
             sub = gather_chains(self.position, index)
             if is_mh:
                 kernel = self.kernels[k]
-                move = kernel.proposal.complete(sub, gather_chains(self.plans[k], index), done)
+                move = kernel.proposal.complete(sub, plan, done)
                 streams = self._streams(group, actions[mine]).split(ACCEPT)
                 new_state, info = kernel.decide(streams, MHState(sub, self.log_target[index]), move)
                 draws = (k * self.mcmc_steps + actions[mine] % self.per_stage - 1).numpy()

@@ -23,6 +23,7 @@ from mcmc_llm.core.protocols import PLAN, PROPOSE
 from mcmc_llm.core.tree import concat_padded, gather_chains
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.proposals.plans import gather_plan, plan_rows
 
 
 def _rows(parts: list[tuple[Any, int]]) -> Any:
@@ -97,7 +98,7 @@ class Prefetching:
         """Submit the acceptance pre-fetches whose context is complete (see `_prefetch_acceptance`)."""
         ready = []  # (key, chain, cut, budget, tokens of step j's proposal the context needs)
         for key, (chain, cut, budget) in self.deferred.items():
-            needed = cut - int(self._plan_of(chain).cut_index[chain])
+            needed = cut - self._current_cut(chain)
             drawn = self._drawn(int(self.current_key[chain])) if needed > 0 else None
             if needed <= 0:
                 ready.append((key, chain, cut, budget, []))
@@ -106,15 +107,16 @@ class Prefetching:
         if not ready:
             return
         chains = [chain for _, chain, _, _, _ in ready]
-        current_cuts = torch.as_tensor([int(self._plan_of(chain).cut_index[chain]) for chain in chains], device=self.device)
+        current_cuts = torch.as_tensor([self._current_cut(chain) for chain in chains], device=self.device)
         shared = torch.minimum(torch.as_tensor([cut for _, _, cut, _, _ in ready], device=self.device), current_cuts)
         contexts = gather_chains(self.position, torch.as_tensor(chains, device=self.device)).contexts(shared).to_lists()
         keys = [key for key, *_ in ready]
         for key in keys:
             del self.deferred[key]
-        plan = _rows([self.prefetch_plans[key] for key in keys])
-        contexts = TokenBatch.from_lists([context + tail for context, (*_, tail) in zip(contexts, ready)], device=self.device)
-        self._submit_planned(keys, torch.as_tensor(chains), plan, contexts)
+        contexts = [context + tail for context, (*_, tail) in zip(contexts, ready)]
+        for plan, positions in plan_rows([self.prefetch_plans[key] for key in keys]):  # plans of other stages keep their samplers
+            self._submit_planned([keys[i] for i in positions], torch.as_tensor([chains[i] for i in positions]), plan,
+                                 TokenBatch.from_lists([contexts[i] for i in positions], device=self.device))
 
     def _branch(self, chain: int, accepted: bool) -> tuple[int | None, list[int]]:
         """After an MH step of a chain with requests pre-fetched from the state it was in: a
@@ -153,15 +155,14 @@ class Prefetching:
             return
         self.from_prefetch[list(promoted)] = True
         self.current_key[list(promoted)] = torch.as_tensor(list(promoted.values()))
-        moved = [(chain, key) for chain, key in promoted.items() if key in self.prefetch_plans]
-        for stage in sorted({int(self.action[chain]) // self.per_stage for chain, _ in moved}):
-            mine = [(chain, key) for chain, key in moved if int(self.action[chain]) // self.per_stage == stage]
-            index = torch.as_tensor([chain for chain, _ in mine], device=self.device)
-            self._store_plans(stage, index, _rows([self.prefetch_plans.pop(key) for _, key in mine]))
+        for chain, key in promoted.items():
+            if key in self.prefetch_plans:
+                self.current_plans[chain] = self.prefetch_plans.pop(key)
         for chain, key in promoted.items():
             if key in self.deferred:
                 del self.deferred[key]
-                plan = gather_chains(self._plan_of(chain), torch.as_tensor([chain]))
+                plan, row = self.current_plans[chain]
+                plan = gather_plan(plan, torch.as_tensor([row]))
                 sub = gather_chains(self.position, torch.as_tensor([chain], device=self.device))
                 self._submit_planned([key], torch.as_tensor([chain]), plan, sub.contexts(plan.cut_index))
 
