@@ -9,6 +9,11 @@ One run, one model, side by side:
       sampled tokens/s, and wall time per finished power sample (= wall / C), pooled over
       `--sampler-repeats` runs with seeds S, S+1, ... (one run's work depends on its draws: the
       run lasts as long as its busiest chain);
+  (b0) the same runs with early rejection off (`--no-compare-early-reject` skips them), same seeds,
+      alternating with (b): the wall time and tokens per finished sample on and off
+      (`early_reject`); with it on, (b) draws fewer tokens for the same chains, so its tokens/s
+      and `sampler_vs_generate` no longer measure the same work as (a) and are reported beside
+      the per-sample figures, not instead of them;
   (b') the same with the other batching (lock-step chains when (b) is continuous), one run at
       seed S, side by side (skip with `--no-compare`);
   (b'') with `--compare-engine`: (b) on the other decoding engine of the transformers backend
@@ -70,6 +75,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sampler-repeats", type=int, default=3, help="runs of (b), seeds S, S+1, ..., pooled")
     parser.add_argument("--batching", choices=BATCHING, default=BATCHING[0], help="batching of (b)")
     parser.add_argument("--no-compare", action="store_true", help="skip (b'), the run with the other batching")
+    parser.add_argument("--no-compare-early-reject", action="store_true", help="skip (b0), the runs with early rejection off")
     parser.add_argument("--engine", choices=("auto", "static", "dynamic"), default="auto",
                         help="decoding engine of a transformers model (mcmc_llm.lm.hf); auto: static where supported")
     parser.add_argument("--packed-linear", choices=("auto", "on", "off"), default="auto",
@@ -186,13 +192,14 @@ def main() -> None:
         plain["tokens"] += int(drawn.tokens.lengths.sum())
         plain["runs"] += 1
 
-    def run_sampler(batching: str, seed: int, on_engine: str | None = None):
+    def run_sampler(batching: str, seed: int, on_engine: str | None = None, early_reject: bool = True):
         if on_engine is not None:
             lm.engine = on_engine
         lm.counter.reset()
         synchronize(device)
         started = time.perf_counter()
-        run = power_sample(lm, [prompt], dataclasses.replace(config, batching=batching), chains_per_prompt=args.chains, seed=seed)
+        run = power_sample(lm, [prompt], dataclasses.replace(config, batching=batching, early_reject=early_reject),
+                           chains_per_prompt=args.chains, seed=seed)
         synchronize(device)
         if on_engine is not None:
             lm.engine = engine
@@ -201,10 +208,12 @@ def main() -> None:
     other_batching = next(b for b in BATCHING if b != args.batching)
     sampler_runs = max(args.sampler_repeats, 1)
     plain_runs = max(args.plain_repeats if args.plain_repeats is not None else sampler_runs + 1, 1)
-    schedule = [run for _ in range(sampler_runs) for run in ("a", "b")] + ["a"] + ([] if args.no_compare else ["b'"])
+    pairs = [("b", "b0") if i % 2 == 0 else ("b0", "b") for i in range(sampler_runs)] if not args.no_compare_early_reject else [("b",)] * sampler_runs
+    schedule = [run for pair in pairs for run in ("a", *pair)] + ["a"] + ([] if args.no_compare else ["b'"])
     schedule += ["b''", "a"] if args.compare_engine and other_engine else []
     schedule += ["a"] * max(0, plain_runs - schedule.count("a"))
     results, walls, other, engine_run = [], [], None, None
+    off_results, off_walls = [], []
     for run in schedule:
         if run == "a" and plain["runs"] < plain_runs:
             run_plain()
@@ -212,6 +221,10 @@ def main() -> None:
             result, wall = run_sampler(args.batching, args.seed + len(results))
             results.append(result)
             walls.append(wall)
+        elif run == "b0":
+            result, wall = run_sampler(args.batching, args.seed + len(off_results), early_reject=False)
+            off_results.append(result)
+            off_walls.append(wall)
         elif run == "b'":
             other, other_wall = run_sampler(other_batching, args.seed)
         elif run == "b''":
@@ -239,6 +252,25 @@ def main() -> None:
     print(f"{'run':<38} {'tokens':>8} {'wall s':>8} {'tokens/s':>9} {'s / finished sample':>20}")
     print(f"{'(a) plain batched generation':<38} {plain_tokens:>8} {plain_wall:>8.1f} {plain_rate:>9.1f} {'-':>20}")
     print(f"{f'(b) power sampler, {args.batching}, {sampler_runs} runs':<38} {sampler_tokens:>8} {sampler_wall:>8.1f} {sampler_rate:>9.1f} {per_sample_sampler:>20.2f}")
+    early = {}
+    if off_results:
+        off_tokens, off_wall = sum(r.compute["tokens_sampled"] for r in off_results), sum(off_walls)
+        drawn = lambda runs: sum(r.compute["tokens_sampled"] + r.compute["tokens_discarded"] for r in runs) / (args.chains * len(runs))  # noqa: E731
+        print(f"{f'(b0) early rejection off, {len(off_results)} runs':<38} {off_tokens:>8} {off_wall:>8.1f} "
+              f"{off_tokens / off_wall:>9.1f} {off_wall / (args.chains * len(off_results)):>20.2f}")
+        identical = sum(a.sequences() == b.sequences() for a, b in zip(results, off_results))
+        early = {"early_reject": {
+            "wall_per_sample_on": round(sampler_wall / (args.chains * sampler_runs), 3),
+            "wall_per_sample_off": round(off_wall / (args.chains * len(off_results)), 3),
+            "wall_saving": round(1 - sampler_wall / off_wall, 4),
+            "tokens_per_sample_on": round(drawn(results), 1), "tokens_per_sample_off": round(drawn(off_results), 1),
+            "token_saving": round(1 - drawn(results) / drawn(off_results), 4),
+            "tokens_rejected_early": sum(r.compute["tokens_rejected_early"] for r in results),
+            "sampler_vs_generate_off": round(off_tokens / off_wall / plain_rate, 3),
+            "runs_with_identical_chains": f"{identical}/{len(results)}",
+        }}
+        print(f"early rejection: {early['early_reject']['wall_saving']:.1%} less wall and {early['early_reject']['token_saving']:.1%} "
+              f"fewer tokens per finished sample; identical chains in {identical} of {len(results)} run pairs")
     if other is not None:
         other_tokens = other.compute["tokens_sampled"]
         print(f"{f'(b´) power sampler, {other_batching}, 1 run':<38} {other_tokens:>8} {other_wall:>8.1f} "
@@ -281,7 +313,7 @@ def main() -> None:
         "speedup_vs_reference": round(per_sample_reference / per_sample_sampler, 2),
         "sampler_vs_generate_per_run": [round(r.compute["tokens_sampled"] / w / plain_rate, 3) for r, w in zip(results, walls)],
         "occupancy_per_run": [round(occupancy(r), 3) for r in results],
-        "batching": args.batching, "engine": engine, "packed_layers": getattr(lm, "packed_layers", 0), "sampler_runs": sampler_runs, "tokens_discarded": discarded, **compared,
+        **early, "batching": args.batching, "engine": engine, "packed_layers": getattr(lm, "packed_layers", 0), "sampler_runs": sampler_runs, "tokens_discarded": discarded, **compared,
         "plain_tokens_per_s": round(plain_rate, 2), "sampler_tokens_per_s": round(sampler_rate, 2),
         "reference_tokens_per_s": round(reference_rate, 2), "sampler_s_per_sample": round(per_sample_sampler, 3),
         "reference_s_per_sample": round(per_sample_reference, 3), "chains": args.chains,

@@ -8,6 +8,9 @@ tokens sampled, tokens encoded (prefill + decode) and the attention-position sum
                                 within-block: N T / 2 + T
   exact expectations (no EOS)   uniform:      T + N sum_k (L_k + 1) / 2,        L_k = kB
                                 within-block: T + N K (B + 1) / 2
+  The formulas count every proposal decoded to its end, so the measurement runs with early
+  rejection off; the same chains with early rejection on (the default: identical chains, checked
+  here) are measured beside it, and `tokens_early_reject` / `saving` report what it spends less.
   attention positions of sampled tokens (prompt length P, token at absolute position j costs j + 1):
                                 uniform:      sum over extensions + N sum_k [ (L_k+1)/2 P + (L_k+1)(2L_k+1)/6 ]
                                 within-block: ... + N sum_k E_m sum_{i=m}^{L_k-1} (P + i + 1), m uniform in block k
@@ -22,6 +25,7 @@ cost_scaling.jsonl with --scaling; `--out` to choose).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -69,12 +73,17 @@ def main() -> None:
         args.chains = args.chains or 200
     rows = []
     print(f"{'kernel':>12} {'T':>4} {'B':>3} {'N':>2} | {'tokens':>8} {'exact E':>8} {'METHOD':>8} | "
-          f"{'attn pos':>10} {'exact E':>10} | {'encoded':>8}")
+          f"{'attn pos':>10} {'exact E':>10} | {'encoded':>8} | {'early rej':>9} {'saving':>7}")
     for kernel in ("uniform", "within-block"):
         for T, B, N in grid:
-            config = PowerSamplerConfig(alpha=4.0, block_size=B, max_new_tokens=T, mcmc_steps=N, cut_rule=kernel)
+            config = PowerSamplerConfig(alpha=4.0, block_size=B, max_new_tokens=T, mcmc_steps=N, cut_rule=kernel, early_reject=False)
             lm.counter.reset()
             result = power_sample(lm, [prompt], config, chains_per_prompt=args.chains, seed=0)
+            early = power_sample(lm, [prompt], dataclasses.replace(config, early_reject=True), chains_per_prompt=args.chains, seed=0)
+            if early.sequences() != result.sequences():
+                raise SystemExit(f"{kernel} T={T} B={B} N={N}: early rejection changed the chains")
+            early_tokens = (early.compute["tokens_sampled"] + early.compute["tokens_discarded"]) / args.chains
+            all_tokens = (result.compute["tokens_sampled"] + result.compute["tokens_discarded"]) / args.chains
             stats = result.trace.stats
             per_chain_tokens = float((stats["tokens_resampled"] + stats["extension_tokens"]).sum(1).mean())
             # attention positions of sampled tokens only, from the trace: a suffix from cut m to L costs
@@ -91,18 +100,20 @@ def main() -> None:
                 "attention_expected": expected_attention(kernel, T, B, N, len(prompt)),
                 "tokens_encoded_per_chain": result.compute["tokens_encoded"] / args.chains,
                 "attention_all_per_chain": result.compute["attention_positions"] / args.chains,
+                "tokens_drawn_per_chain": all_tokens, "tokens_early_reject": early_tokens,
+                "saving": round(1 - early_tokens / all_tokens, 4),
             }
             rows.append(row)
             print(f"{kernel:>12} {T:>4} {B:>3} {N:>2} | {per_chain_tokens:>8.1f} {row['tokens_expected']:>8.1f} "
                   f"{method:>8.1f} | {row['attention_sampled_per_chain']:>10.0f} {row['attention_expected']:>10.0f} | "
-                  f"{row['tokens_encoded_per_chain']:>8.1f}")
+                  f"{row['tokens_encoded_per_chain']:>8.1f} | {early_tokens:>9.1f} {row['saving']:>7.1%}")
     name = "cost_scaling" if args.scaling else "compute_accounting"
     out = args.out or RESULTS / (name + ("_quick" if args.quick else "") + ".jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     worst = max(abs(r["tokens_per_chain"] / r["tokens_expected"] - 1) for r in rows)
     worst_attention = max(abs(r["attention_sampled_per_chain"] / r["attention_expected"] - 1) for r in rows)
-    print(json.dumps({"max_relative_error_tokens": round(worst, 4),
+    print(json.dumps({"max_relative_error_tokens": round(worst, 4), "early_reject_saving": [r["saving"] for r in rows],
                       "max_relative_error_attention": round(worst_attention, 4), "results": str(out)}))
 
 

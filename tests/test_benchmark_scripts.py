@@ -47,3 +47,6 @@ def test_throughput_benchmark_compares_engines_and_projects_math500():
     # T = 3072, B = 192, N = 10, uniform cuts at the cap: 3072 + 10 * sum_k (192 k + 1) / 2 over 16 stages
     assert projection["tokens_per_sample"] == round(3072 + 10 * sum((192 * k + 1) / 2 for k in range(1, 17)))
     assert projection["hours"] > 0
+    early = result["early_reject"]  # (b0): the same seeds with early rejection off, side by side
+    assert early["runs_with_identical_chains"] == "1/1" and early["tokens_per_sample_on"] <= early["tokens_per_sample_off"]
+    assert early["wall_per_sample_on"] > 0 and early["wall_per_sample_off"] > 0

@@ -33,7 +33,7 @@ from mcmc_llm.drivers.asynchronous import AsynchronousChains
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.toy import NgramLM, load_toy
-from mcmc_llm.proposals.plans import concat_plans, gather_plan
+from mcmc_llm.proposals.plans import PlansDiffer, concat_plans, gather_plan
 from mcmc_llm.proposals.suffix import CutPlan, SuffixResampling
 from mcmc_llm.testing import chi_square_check, counts_from_samples
 from tests.power_helpers import FALSE_FAILURE_RATE, TV_RESOLUTION, chains_to_detect
@@ -146,11 +146,21 @@ def test_plan_rows_keep_their_own_samplers():
         return CutPlan(index, index, torch.zeros(chains, dtype=torch.long), (Sampler(LM, rule),),
                        torch.zeros(chains, 3), torch.ones(chains, dtype=torch.bool))
 
-    merged = concat_plans([plan(a, 2, 0), plan(b, 3, 2)])
+    with pytest.raises(PlansDiffer):  # different tuples: joined only with shifted indices, on request
+        concat_plans([plan(a, 2, 0), plan(b, 3, 2)])
+    merged = concat_plans([plan(a, 2, 0), plan(b, 3, 2)], shift=True)
     assert [merged.samplers[int(i)].rule for i in merged.sampler_index] == [a, a, b, b, b]
     sub = gather_plan(merged, torch.as_tensor([4, 0]))
     assert [sub.samplers[int(i)].rule for i in sub.sampler_index] == [b, a] and sub.cut_index.tolist() == [4, 0]
-    per_row = dataclasses.replace(plan(a, 4, 0), samplers=tuple(Sampler(LM, SamplingRule(t)) for t in (1.0, 0.5, 0.3, 0.2)),
-                                  sampler_index=torch.arange(4))
+    shared = concat_plans([plan(a, 2, 0), plan(a, 1, 2)])  # equal tuples: kept, indices unchanged
+    assert len(shared.samplers) == 1 and shared.sampler_index.tolist() == [0, 0, 0]
+    sampler = Sampler(LM, a)
+    per_row = dataclasses.replace(plan(a, 4, 0), samplers=(sampler,) * 4, sampler_index=torch.arange(4))  # built per call
     rows = gather_plan(per_row, torch.as_tensor([3, 1]))
-    assert len(rows.samplers) == 2 and [rows.samplers[int(i)].rule.temperature for i in rows.sampler_index] == [0.2, 0.5]
+    assert rows.samplers == (sampler,) * 2 and rows.sampler_index.tolist() == [0, 1]
+    both = concat_plans([rows, dataclasses.replace(plan(a, 3, 0), samplers=(sampler,) * 3, sampler_index=torch.arange(3))])
+    assert both.samplers == (sampler,) * 5 and both.sampler_index.tolist() == [0, 1, 2, 3, 4]
+    # A proposal's own tuple of distinct samplers keeps its indices (they may mean something: "drafted")
+    own = dataclasses.replace(plan(a, 2, 0), samplers=(Sampler(LM, a), Sampler(SECOND_LM, b)), sampler_index=torch.arange(2))
+    drafted = gather_plan(own, torch.as_tensor([1]))
+    assert drafted.samplers == own.samplers and drafted.sampler_index.tolist() == [1]

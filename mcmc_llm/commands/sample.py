@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                         help="continuous batching: leave idle rows idle instead of pre-fetching each chain's next "
                              "proposal for both outcomes of its MH step (same chains for a seed)")
+    parser.add_argument("--no-early-reject", dest="early_reject", action="store_false",
+                        help="decode every proposal to its end, even once its move is certain to be rejected "
+                             "(early rejection is exact: the same chains for a seed, fewer tokens)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write one JSON record per chain to this JSONL file (replaces an earlier `sample` "
                              "output; any other existing file is refused)")
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,
         mcmc_steps=args.mcmc_steps, cut_rule=args.cut_rule, proposal_temperature=args.proposal_temperature,
         top_k=args.top_k, top_p=args.top_p, cut_sharpness=args.cut_sharpness, ratio=args.ratio, batching=args.batching,
-        prefetch=args.prefetch,
+        prefetch=args.prefetch, early_reject=args.early_reject,
     )
     if args.save_trace and args.out is None:
         raise ValueError("--save-trace needs --out FILE (the trace is written next to it)")

@@ -84,8 +84,8 @@ class SuffixPlan(Protocol):
     Anything else on it is the proposal's own (e.g. the cut law, a mixture component).
 
     A driver may hand `complete` rows of several `plan` calls as one plan; it builds that plan with
-    `mcmc_llm.proposals.plans`, so `samplers[sampler_index[c]]` stays row c's own sampler and
-    `samplers` holds only the samplers of its rows."""
+    `mcmc_llm.proposals.plans`, so `samplers[sampler_index[c]]` stays row c's own sampler, a shared
+    tuple keeps its indices, and a plan with one sampler per row keeps one per row."""
 
     cut_index: torch.Tensor
     max_new_tokens: torch.Tensor

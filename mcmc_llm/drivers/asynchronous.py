@@ -54,11 +54,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mcmc_llm.core.protocols import ACCEPT, PLAN, PROPOSE, TOKENS, Sampler
+from mcmc_llm.core.protocols import PROPOSE, TOKENS, Sampler
 from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder
 from mcmc_llm.core.tree import gather_chains, scatter_chains
-from mcmc_llm.kernels.mh import MetropolisHastings, MHState
+from mcmc_llm.kernels.mh import MHState
+from mcmc_llm.kernels.suffix_mh import SuffixMH, SuffixRequest
+from mcmc_llm.lm.early_stop import EarlyStop
 from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
@@ -83,7 +85,7 @@ class AsynchronousChains(Prefetching):
         proposer: LanguageModel,
         rule: SamplingRule,
         start: SequenceBatch,
-        kernels: Sequence[MetropolisHastings],
+        kernels: Sequence[SuffixMH],
         stage_caps: Sequence[int],
         mcmc_steps: int,
         streams: Streams,
@@ -91,6 +93,7 @@ class AsynchronousChains(Prefetching):
         *,
         reference_lm: LanguageModel | None = None,
         prefetch: bool = True,
+        early_reject: bool = True,
         rows: int | None = None,
         progress: bool = False,
     ):
@@ -100,12 +103,13 @@ class AsynchronousChains(Prefetching):
         self.proposer, self.rule, self.kernels, self.stage_caps = proposer, rule, kernels, stage_caps
         self.mcmc_steps, self.streams, self.reference_lm = mcmc_steps, streams, reference_lm
         self.prefetch, self.rows, self.chains = prefetch, rows or chains, chains
+        self.early_reject = early_reject
         self.per_stage = mcmc_steps + 1  # actions per stage: the extension, then the MH steps
         self.actions = len(stage_caps) * self.per_stage
         self.device = start.tokens.device
         self.position = start
         self.log_target = torch.zeros(chains, dtype=torch.float64, device=self.device)
-        self.current_plans: list[tuple[Any, int] | None] = [None] * chains  # chain -> (plan, row) of its current MH request
+        self.current_plans: list[tuple[SuffixRequest, int] | None] = [None] * chains  # chain -> (request, row) of its current MH step
         self.action = torch.zeros(chains, dtype=torch.long)  # current action of every chain (CPU bookkeeping)
         self.ahead: dict[int, list[int]] = {}  # chain -> keys pre-fetched after its current request, in order
         self.queued = torch.zeros(chains, dtype=torch.long)  # len(ahead[chain])
@@ -113,7 +117,7 @@ class AsynchronousChains(Prefetching):
         self.current_key = torch.arange(chains)  # engine key of every chain's current request
         self.accept_ahead: dict[int, int] = {}  # chain -> key of its next MH step pre-fetched for an acceptance
         self.deferred: dict[int, tuple[int, int, int]] = {}  # such keys whose context is still being generated: (chain, cut, budget)
-        self.length_only = torch.as_tensor([bool(getattr(k.proposal, "reads_lengths_only", False)) for k in kernels], dtype=torch.bool)
+        self.length_only = torch.as_tensor([kernel.reads_lengths_only for kernel in kernels], dtype=torch.bool)
         self.prefetch_plans: dict[int, tuple[Any, int]] = {}  # key -> (plans of its submission, row)
         self.held: dict[int, tuple[Continuation, int]] = {}  # key -> finished pre-fetch, (batch, row)
         self.recorder = recorder
@@ -135,27 +139,37 @@ class AsynchronousChains(Prefetching):
             raise ValueError("a group of requests mixes extensions and MH steps")
         return stage_streams.split(step - 1)
 
+    @staticmethod
+    def _request(request: SuffixRequest) -> SuffixRequest:
+        """`request` with a stop rule for every row (`EarlyStop.never` for none), so that requests of
+        several steps batch together (`proposals.plans.plan_rows`)."""
+        if request.stop is not None:
+            return request
+        return request._replace(stop=EarlyStop.never(len(request.plan.cut_index), request.plan.cut_index.device))
+
     def _current_cut(self, chain: int) -> int:
         """The cut index of `chain`'s current MH request."""
-        plan, row = self.current_plans[chain]
-        return int(plan.cut_index[row])
+        request, row = self.current_plans[chain]
+        return int(request.plan.cut_index[row])
 
     def _send(self, keys: list[int], contexts: TokenBatch, budget: torch.Tensor, samplers: tuple, sampler_index: torch.Tensor,
-              streams: Streams) -> None:
-        """Submit requests to the engine of each row's sampler's LM (rows of one LM share a batch)."""
+              streams: Streams, stop: EarlyStop | None = None) -> None:
+        """Submit requests to the engine of each row's sampler's LM (rows of one LM share a batch),
+        each row stopped early by its `stop` rule (none by default)."""
         index = torch.as_tensor(sampler_index).cpu()
         for lm, rows in rows_by_lm(samplers, index):
             engine = self.engines.setdefault(id(lm), ContinuousBatch(lm, self.rule))
             sub = rows.to(contexts.ids.device)
             engine.submit([keys[r] for r in rows.tolist()], TokenBatch(contexts.ids[sub], contexts.lengths[sub]),
                           budget[rows.to(budget.device)], rules=[samplers[i].rule for i in index[rows].tolist()],
-                          streams=streams.gather(rows))
+                          streams=streams.gather(rows), stop=None if stop is None else gather_chains(stop, rows))
 
-    def _submit_planned(self, keys: list[int], chains: torch.Tensor, plan: Any, contexts: TokenBatch) -> None:
-        """Submit MH requests of `chains` (rows of `plan`), their suffixes drawn from their token streams."""
+    def _submit_planned(self, keys: list[int], chains: torch.Tensor, request: SuffixRequest, contexts: TokenBatch) -> None:
+        """Submit MH requests of `chains` (rows of `request`), their suffixes drawn from their token streams."""
         actions = torch.as_tensor([key // self.chains for key in (k if k >= 0 else -k - 1 for k in keys)])
+        plan = request.plan
         self._send(keys, contexts, plan.max_new_tokens, plan.samplers, plan.sampler_index,
-                   self._streams(chains, actions).split(PROPOSE).split(TOKENS))
+                   self._streams(chains, actions).split(PROPOSE).split(TOKENS), request.stop)
 
     @property
     def _busy_rows(self) -> int:
@@ -186,12 +200,12 @@ class AsynchronousChains(Prefetching):
             sub = gather_chains(self.position, index)
             streams = self._streams(group, actions[mine])
             if is_mh:
-                plan = self.kernels[k].proposal.plan(streams.split(PROPOSE).split(PLAN), sub)
+                request = self._request(self.kernels[k].plan(streams, MHState(sub, self.log_target[index]), early_reject=self.early_reject))
                 if prefetched:
-                    self.prefetch_plans.update({key: (plan, i) for i, key in enumerate(keys)})
+                    self.prefetch_plans.update({key: (request, i) for i, key in enumerate(keys)})
                 else:
                     for i, chain in enumerate(group.tolist()):
-                        self.current_plans[chain] = (plan, i)  # a plan's samplers stay with its own rows
+                        self.current_plans[chain] = (request, i)  # a plan's samplers stay with its own rows
             if prefetched:
                 for chain, key in zip(group.tolist(), keys):
                     self.ahead.setdefault(chain, []).append(key)
@@ -200,7 +214,7 @@ class AsynchronousChains(Prefetching):
                 self.from_prefetch[group] = False
                 self.current_key[group] = torch.as_tensor(keys)
             if is_mh:
-                self._submit_planned(keys, group, plan, sub.contexts(plan.cut_index))
+                self._submit_planned(keys, group, request, sub.contexts(request.plan.cut_index))
             else:
                 contexts, budget = extension_request(sub, self.stage_caps[k])
                 self._send(keys, contexts, budget, self.extender, torch.zeros(len(keys), dtype=torch.long), streams.split(TOKENS))
@@ -212,24 +226,23 @@ class AsynchronousChains(Prefetching):
         actions = self.action[chains]
         kinds = (actions // self.per_stage) * 2 + (actions % self.per_stage > 0)
         accepted = torch.ones(len(chains), dtype=torch.bool)
-        work = []  # (stage, is an MH step, positions in `chains`, the plan of those rows or None)
+        work = []  # (stage, is an MH step, positions in `chains`, the request of those rows or None)
         for kind in torch.unique(kinds).tolist():
             k, is_mh, mine = kind // 2, kind % 2 == 1, (kinds == kind).nonzero().squeeze(-1)
             if not is_mh:
                 work.append((k, False, mine, None))
                 continue
-            for plan, positions in plan_rows([self.current_plans[c] for c in chains[mine].tolist()]):
-                work.append((k, True, mine[positions], plan))
-        for k, is_mh, mine, plan in work:
+            for request, positions in plan_rows([self.current_plans[c] for c in chains[mine].tolist()]):
+                work.append((k, True, mine[positions], request))
+        for k, is_mh, mine, request in work:
             group = chains[mine]
             index = group.to(self.device)
             done = gather_chains(results, mine.to(self.device))
             sub = gather_chains(self.position, index)
             if is_mh:
                 kernel = self.kernels[k]
-                move = kernel.proposal.complete(sub, plan, done)
-                streams = self._streams(group, actions[mine]).split(ACCEPT)
-                new_state, info = kernel.decide(streams, MHState(sub, self.log_target[index]), move)
+                streams = self._streams(group, actions[mine])
+                new_state, info = kernel.finish(streams, MHState(sub, self.log_target[index]), request, done)
                 draws = (k * self.mcmc_steps + actions[mine] % self.per_stage - 1).numpy()
                 self.recorder.record(group.numpy(), draws, new_state, info)
                 self.recorder.stat("prefetched", group.numpy(), draws, self.from_prefetch[group])

@@ -42,7 +42,7 @@ from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder
 from mcmc_llm.core.protocols import TOKENS, SuffixProposal
 from mcmc_llm.core.trace import Trace
-from mcmc_llm.kernels.mh import MetropolisHastings
+from mcmc_llm.kernels.suffix_mh import SuffixMH
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
@@ -50,7 +50,7 @@ from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
 from mcmc_llm.drivers.published_chain import PUBLISHED_TOP_K, published_chain
 from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
-from mcmc_llm.proposals.suffix import SuffixResampling, WithPropose, extend
+from mcmc_llm.proposals.suffix import SuffixResampling, extend
 from mcmc_llm.targets.sequence import PowerTarget, check_alpha
 
 
@@ -84,6 +84,9 @@ class PowerSamplerConfig:
     prefetch: with continuous batching, rows no chain's current request needs pre-fetch each
         chain's next proposal for both outcomes of its MH step in flight
         (`mcmc_llm.drivers.asynchronous`); same law and same chains.  Lock-step chains do not use it.
+    early_reject: stop a proposal as soon as its move is certain to be rejected, where that is
+        exact (`mcmc_llm.kernels.suffix_mh`: the target `alpha log p`, proposal temperature in
+        [1/alpha, 1], a cut rule with a reverse bound); same chains, fewer tokens.
     """
 
     alpha: float = 4.0
@@ -98,6 +101,7 @@ class PowerSamplerConfig:
     ratio: str = "exact"
     batching: str = "continuous"
     prefetch: bool = True
+    early_reject: bool = True
     kernel: dataclasses.InitVar[str | None] = None  # the old name of `cut_rule` (init-only: read `cut_rule`)
 
     def __post_init__(self, kernel):
@@ -125,8 +129,9 @@ class PowerSamplerConfig:
             raise ValueError("ratio='reference' copies the reference code's mcmc_power_samp, which needs a finite alpha")
         if self.batching not in BATCHING:
             raise ValueError(f"unknown batching {self.batching!r}; allowed: {', '.join(BATCHING)}")
-        if not isinstance(self.prefetch, bool):
-            raise ValueError(f"prefetch must be true or false, got {self.prefetch!r}")
+        for name in ("prefetch", "early_reject"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.sampling_rule()  # validates temperature / top-k / top-p
 
     def cut_rule_object(self) -> CutRule:
@@ -289,16 +294,14 @@ def power_sample(
                 f"the proposal for stage {stage.index} is a {type(stage_proposal).__name__}, not a two-phase suffix "
                 "proposal (it needs plan(source, position), complete(position, plan, continuation) and reads_lengths_only)"
             )
-        if not callable(getattr(stage_proposal, "propose", None)):
-            stage_proposal = WithPropose(stage_proposal)  # lock-step kernels call `propose`
-        kernels.append(MetropolisHastings(target.with_cap(stage.cap), stage_proposal, rule=rule_name))
+        kernels.append(SuffixMH(target.with_cap(stage.cap), stage_proposal, rule=rule_name, early_reject=config.early_reject))
     recorder = TraceRecorder(len(repeated), config.num_stages * config.mcmc_steps, _functionals())
     if config.ratio == "reference":
         position, trace = published_chain(config, proposer, lm, position, streams, progress)
     elif config.batching == "continuous":
         position, trace = run_asynchronous_chains(
             proposer, config.sampling_rule(), position, kernels, [stage.cap for stage in config.stages()], config.mcmc_steps,
-            streams, recorder, reference_lm=lm, prefetch=config.prefetch, progress=progress,
+            streams, recorder, reference_lm=lm, prefetch=config.prefetch, early_reject=config.early_reject, progress=progress,
         )
     else:
         position, trace = _lockstep(config, proposer, lm, kernels, position, streams, recorder, progress)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mcmc_llm.core.protocols import PLAN, PROPOSE
+from mcmc_llm.kernels.mh import MHState
 from mcmc_llm.core.tree import concat_padded, gather_chains
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
@@ -80,12 +80,14 @@ class Prefetching:
             group = chains[stages == k]
             index = group.to(self.device)
             sub = gather_chains(self.position, index)
-            streams = self._streams(group, self.action[group] + 1).split(PROPOSE).split(PLAN)
-            plan = self.kernels[k].proposal.plan(streams, dataclasses.replace(sub, lengths=self._assumed_lengths(sub, k)))
+            streams = self._streams(group, self.action[group] + 1)
+            assumed = MHState(dataclasses.replace(sub, lengths=self._assumed_lengths(sub, k)), self.log_target[index])
+            request = self._request(self.kernels[k].plan(streams, assumed, early_reject=False))  # x' is unknown: no stop rule
+            plan = request.plan
             for i, (chain, cut, budget) in enumerate(zip(group.tolist(), plan.cut_index.tolist(), plan.max_new_tokens.tolist())):
                 key = -(int(self.action[chain] + 1) * self.chains + chain) - 1
                 self.accept_ahead[chain] = key
-                self.prefetch_plans[key] = (plan, i)
+                self.prefetch_plans[key] = (request, i)
                 self.deferred[key] = (chain, cut, budget)
         self._submit_acceptances()
 
@@ -114,8 +116,8 @@ class Prefetching:
         for key in keys:
             del self.deferred[key]
         contexts = [context + tail for context, (*_, tail) in zip(contexts, ready)]
-        for plan, positions in plan_rows([self.prefetch_plans[key] for key in keys]):  # plans of other stages keep their samplers
-            self._submit_planned([keys[i] for i in positions], torch.as_tensor([chains[i] for i in positions]), plan,
+        for request, positions in plan_rows([self.prefetch_plans[key] for key in keys]):  # plans of other stages keep their samplers
+            self._submit_planned([keys[i] for i in positions], torch.as_tensor([chains[i] for i in positions]), request,
                                  TokenBatch.from_lists([contexts[i] for i in positions], device=self.device))
 
     def _branch(self, chain: int, accepted: bool) -> tuple[int | None, list[int]]:
@@ -145,7 +147,10 @@ class Prefetching:
             self.prefetch_plans.pop(key, None)
             if key in self.held:
                 batch, row = self.held.pop(key)
-                self.proposer.counter.discard(int(batch.tokens.lengths[row]))
+                drawn = int(batch.tokens.lengths[row])
+                self.proposer.counter.discard(drawn)
+                if bool(batch.stopped()[row]):  # no longer a part of `tokens_sampled`
+                    self.proposer.counter.tokens_rejected_early -= drawn
 
     def _promote(self, promoted: dict[int, int]) -> None:
         """Pre-fetched requests that became their chains' current ones: MH requests' cuts become
@@ -161,9 +166,9 @@ class Prefetching:
         for chain, key in promoted.items():
             if key in self.deferred:
                 del self.deferred[key]
-                plan, row = self.current_plans[chain]
-                plan = gather_plan(plan, torch.as_tensor([row]))
+                request, row = self.current_plans[chain]
+                request = gather_plan(request, torch.as_tensor([row]))
                 sub = gather_chains(self.position, torch.as_tensor([chain], device=self.device))
-                self._submit_planned([key], torch.as_tensor([chain]), plan, sub.contexts(plan.cut_index))
+                self._submit_planned([key], torch.as_tensor([chain]), request, sub.contexts(request.plan.cut_index))
 
     # ------------------------------------------------------------------ actions

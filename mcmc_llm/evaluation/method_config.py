@@ -56,7 +56,7 @@ _CONFIG_CHECKS: dict[str, dict[str, checks.Check]] = {
         "alpha": checks.alpha, "block_size": checks.integer(1), "mcmc_steps": checks.integer(0),
         "kernel": checks.choice(CUT_RULES), "cut_rule": checks.choice(CUT_RULES), "proposal_temperature": checks.number(0.0, strict=True),
         "cut_sharpness": checks.number(0.0), "ratio": checks.choice(RATIOS),
-        "batching": checks.choice(BATCHING), "prefetch": checks.boolean, **_RULE_KEYS,
+        "batching": checks.choice(BATCHING), "prefetch": checks.boolean, "early_reject": checks.boolean, **_RULE_KEYS,
     },
     "smc": {
         "alpha": checks.finite_alpha, "particles": checks.integer(1), "resampling": checks.choice(tuple(RESAMPLING_SCHEMES)),

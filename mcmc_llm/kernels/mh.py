@@ -119,10 +119,14 @@ class MetropolisHastings:
         move = self.proposal.propose(split(source, PROPOSE), state.position)
         return self.decide(split(source, ACCEPT), state, move)
 
-    def decide(self, source: Source, state: MHState, move: Move) -> tuple[MHState, MHInfo]:
+    def decide(
+        self, source: Source, state: MHState, move: Move, *, rejected_early: torch.Tensor | None = None, bound: torch.Tensor | None = None
+    ) -> tuple[MHState, MHInfo]:
         """Accept or reject a proposed `move` from `state`, chain by chain, with uniforms from
         `source` (the second half of `step`, which passes `source.split(ACCEPT)`; a driver that
-        generates proposals itself calls it when a chain's move is ready)."""
+        generates proposals itself calls it when a chain's move is ready).  `rejected_early` [C]:
+        rows whose proposal was stopped because its ratio's upper bound `bound` [C] was already
+        below log u (`kernels.suffix_mh`); they are rejected and report `bound` as their ratio."""
         log_target_proposed = move.target_log_prob
         if log_target_proposed is None:
             log_target_proposed = self.target.log_prob(move.position)
@@ -139,12 +143,16 @@ class MetropolisHastings:
         log_ratio = log_acceptance_ratio(
             state.log_target, log_target_proposed, log_q_forward.to(state.log_target), log_q_backward.to(state.log_target)
         )
+        if rejected_early is not None:
+            log_ratio = torch.where(rejected_early, bound.to(log_ratio), log_ratio)
         if self.rule == "max_swap":
             accepted = log_target_proposed > state.log_target
             acceptance_probability = accepted.to(log_ratio.dtype)
         else:
             acceptance_probability = torch.exp(torch.clamp(log_ratio, max=0.0))
             accepted = torch.log(uniform(source, log_ratio)) < log_ratio
+            if rejected_early is not None:
+                accepted = accepted & ~rejected_early
         new_state = MHState(
             select(accepted, move.position, state.position),
             torch.where(accepted, log_target_proposed, state.log_target),

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from mcmc_llm.core.random import Source, Streams, categorical, random_keys
+from mcmc_llm.lm.early_stop import EarlyStop
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sampling import Continuation, SamplingRule, _is_eos, _token_statistics, sampling_law
 
@@ -41,14 +42,17 @@ class ContinuousBatch:
        (handed to `lm.retire`) and dropped.
 
     It returns the requests that finished as `(keys, Continuation)`; requests with cap 0 finish at
-    the next step with an empty continuation.  Because the forward pass is deferred to the next
+    the next step with an empty continuation.  A request may carry a stop rule (`submit(stop=)`,
+    `mcmc_llm.lm.early_stop.EarlyStop`): once its running bound falls below its threshold the row
+    finishes at once, flagged in `Continuation.stopped_early`, and its tokens are also counted in
+    `counter.tokens_rejected_early`.  Because the forward pass is deferred to the next
     call, a request submitted in reply to a finished one takes the freed row at once: the batch
     stays full for as long as callers have work (the asynchronous power sampler relies on this;
     `sample_continuations` submits everything at once).
     """
 
     _FIELDS = ("tokens", "log_p", "log_q", "entropy")  # what is recorded per generated token
-    _ROW_FIELDS = ("caps", "rule_index", "streams")  # per live row, beside the records
+    _ROW_FIELDS = ("caps", "rule_index", "streams") + tuple(f"stop_{name}" for name in EarlyStop._fields)  # per live row
 
     def __init__(self, lm: LanguageModel, rule: SamplingRule | None = None, generator: torch.Generator | None = None):
         self.lm, self.rule, self.generator = lm, rule if rule is not None else SamplingRule(), generator
@@ -64,8 +68,10 @@ class ContinuousBatch:
             "caps": torch.zeros(0, dtype=torch.long, device=device),
             "rule_index": torch.zeros(0, dtype=torch.long),
             "streams": torch.zeros(0, dtype=torch.int64),
+            **{f"stop_{name}": value for name, value in EarlyStop.never(0, device)._asdict().items()},
         }
         self._counts = torch.zeros(0, dtype=torch.long, device=device)
+        self._score = torch.zeros(0, dtype=torch.float64, device=device)  # running sum of the stop rule's increments
         self._records = {name: torch.zeros(0, 1, dtype=self._dtype(name), device=device) for name in self._FIELDS}
         self._queue_keys: list = []
         self._queue: list[tuple[TokenBatch, dict[str, torch.Tensor]]] = []  # (contexts, per-row settings)
@@ -103,6 +109,7 @@ class ContinuousBatch:
         self._rows_by_key = None
         self._row = {name: value[kept.to(value.device)] for name, value in self._row.items()}
         self._counts = self._counts[kept]
+        self._score = self._score[kept.to(self._score.device)]
         self._records = {name: record[kept] for name, record in self._records.items()}
 
     def cancel(self, keys) -> None:
@@ -141,9 +148,11 @@ class ContinuousBatch:
         *,
         rules: SamplingRule | Sequence[SamplingRule] | None = None,
         streams: Streams | None = None,
+        stop: EarlyStop | None = None,
     ) -> None:
         """Queue one request per context (see the class docstring); `rules` one rule for all or one
-        per row; `streams` one stream per row (required unless the engine has a generator)."""
+        per row; `streams` one stream per row (required unless the engine has a generator); `stop`
+        one early-stop rule per row (default: never)."""
         keys = list(keys)
         count = len(contexts)
         if len(keys) != count:
@@ -161,8 +170,12 @@ class ContinuousBatch:
             streams = random_keys(self.generator, count)
         if len(streams) != count:
             raise ValueError(f"got {len(streams)} random streams for {count} contexts; they must match")
+        device = self._score.device
+        stop = EarlyStop.never(count, device) if stop is None else EarlyStop(*(torch.as_tensor(v, dtype=torch.float64).to(device) for v in stop))
+        if len(stop.threshold) != count:
+            raise ValueError(f"got {len(stop.threshold)} stop rules for {count} contexts; they must match")
         settings = {"caps": caps, "rule_index": torch.as_tensor([self._rule_id(rule) for rule in rules], dtype=torch.long),
-                    "streams": streams.keys}
+                    "streams": streams.keys, **{f"stop_{name}": value for name, value in stop._asdict().items()}}
         positive = caps > 0
         self._empty += [key for key, keep in zip(keys, positive.tolist()) if not keep]
         if bool(positive.any()):
@@ -195,6 +208,7 @@ class ContinuousBatch:
         self._row = {name: torch.cat([self._row[name], settings[name]]) for name in self._ROW_FIELDS}
         added = len(settings["caps"])
         self._counts = torch.cat([self._counts, torch.zeros_like(settings["caps"])])
+        self._score = torch.cat([self._score, torch.zeros_like(settings["stop_threshold"])])
         columns = max(int(settings["caps"].max()), self._records["tokens"].shape[1])
         for name, record in self._records.items():
             grown = torch.nn.functional.pad(record, (0, columns - record.shape[1]))
@@ -238,14 +252,22 @@ class ContinuousBatch:
         self._counts = self._counts + 1
         lm.counter.tokens_sampled += len(self._keys)
         stop = _is_eos(drawn, lm.eos_token_ids)
-        done_mask = stop | (self._counts >= self._row["caps"])
+        complete = stop | (self._counts >= self._row["caps"])
+        rule = EarlyStop(*(self._row[f"stop_{name}"] for name in EarlyStop._fields))
+        self._score = self._score + rule.increments(values["log_p"].to(self._score), values["log_q"].to(self._score))
+        early = rule.stops(self._score, self._counts) & ~complete.to(self._score.device)
+        done_mask = complete | early.to(complete.device)
         done = done_mask.nonzero().squeeze(-1)
+        early_done = early[done.to(early.device)]
+        if bool(early_done.any()):
+            lm.counter.tokens_rejected_early += int(self._counts[done][early_done.to(done.device)].sum())
         finished = (
             [self._keys[i] for i in done.tolist()],
             {name: record[done] for name, record in self._records.items()},
             self._counts[done],
             stop[done],
             self._rule_laws[self._row["rule_index"][done.cpu()]],
+            early_done,
         )
         if len(done) == 0:
             self._pending = drawn
@@ -262,7 +284,7 @@ class ContinuousBatch:
     def _collect(self, finished, empty: list) -> tuple[list, Continuation]:
         """Finished live rows, then finished cap-0 requests, as keys and one right-padded `Continuation`."""
         device = self._counts.device
-        keys, records, counts, ended, laws = finished if finished is not None else ([], {}, None, None, None)
+        keys, records, counts, ended, laws, early = finished if finished is not None else ([], {}, None, None, None, None)
         width = max(int(counts.max()) if keys else 0, 1)
         parts = {}
         for name in self._FIELDS:
@@ -273,7 +295,9 @@ class ContinuousBatch:
         lengths = torch.cat([counts if keys else no_tokens[:0], no_tokens])
         ended = torch.cat([ended if keys else no_tokens[:0].bool(), no_tokens.bool()])
         law = torch.cat([laws.to(device) if keys else no_tokens[:0], no_tokens])
-        continuation = Continuation(TokenBatch(parts["tokens"], lengths), parts["log_p"], parts["log_q"], parts["entropy"], ended, law)
+        stopped = torch.cat([early.to(device) if keys else no_tokens[:0].bool(), no_tokens.bool()])
+        continuation = Continuation(TokenBatch(parts["tokens"], lengths), parts["log_p"], parts["log_q"], parts["entropy"], ended, law,
+                                    stopped)
         return keys + empty, continuation
 
 
@@ -283,10 +307,11 @@ def sample_continuations(
     max_new_tokens: torch.Tensor | int,
     rule: SamplingRule | Sequence[SamplingRule],
     source: Source,
+    stop: EarlyStop | None = None,
 ) -> Continuation:
     """Draw one continuation per context from `rule` (one for all rows, or one per row) applied to
-    `lm`, until EOS or the row's cap.  `source`: per-row `Streams` (row i's t-th token from
-    `source[i].split(t)`), or a shared generator that keys the rows.
+    `lm`, until EOS or the row's cap (or its early-stop rule, `stop`).  `source`: per-row `Streams`
+    (row i's t-th token from `source[i].split(t)`), or a shared generator that keys the rows.
 
     Rows whose cap is 0 get an empty continuation.  Finished rows are handed to `lm.retire` (a
     backend may keep their encoding for later contexts that extend them, such as the prefix `x_<m`
@@ -297,7 +322,7 @@ def sample_continuations(
     caps = torch.as_tensor(max_new_tokens, dtype=torch.long).expand(batch)
     streams = source if isinstance(source, Streams) else random_keys(source, batch)
     engine = ContinuousBatch(lm)
-    engine.submit(range(batch), contexts, caps, rules=rule, streams=streams)  # validates the caps
+    engine.submit(range(batch), contexts, caps, rules=rule, streams=streams, stop=stop)  # validates the caps
     width = max(int(caps.max()) if batch else 0, 1)
     device = contexts.ids.device
     tokens = torch.zeros(batch, width, dtype=torch.long, device=device)
@@ -305,6 +330,7 @@ def sample_continuations(
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     ended = torch.zeros(batch, dtype=torch.bool, device=device)
     law = torch.zeros(batch, dtype=torch.long, device=device)
+    stopped = torch.zeros(batch, dtype=torch.bool, device=device)
     while engine.busy:
         keys, done = engine.step()
         if not keys:
@@ -315,7 +341,8 @@ def sample_continuations(
         for name, values in stats.items():
             values[rows, :span] = getattr(done, name).to(device)
         lengths[rows], ended[rows], law[rows] = done.tokens.lengths.to(device), done.ended.to(device), done.laws().to(device)
-    return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended, law)
+        stopped[rows] = done.stopped().to(device)
+    return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended, law, stopped)
 
 
 def score_continuations(

@@ -83,6 +83,8 @@ class ComputeCounter:
         whose result was used.
     tokens_discarded: tokens drawn for requests that were withdrawn or whose result was thrown
         away (pre-fetched proposals of a branch the chain did not take); not in `tokens_sampled`.
+    tokens_rejected_early: tokens of proposals stopped by an early-rejection rule (exact: their
+        move was already rejected); a part of `tokens_sampled`.
     tokens_encoded: token positions pushed through the model (prefill, re-encoding, decoding).
     forward_passes: model calls.
     attention_positions: sum over encoded tokens of the number of positions each attends to
@@ -91,6 +93,7 @@ class ComputeCounter:
 
     tokens_sampled: int = 0
     tokens_discarded: int = 0
+    tokens_rejected_early: int = 0
     tokens_encoded: int = 0
     forward_passes: int = 0
     attention_positions: int = 0

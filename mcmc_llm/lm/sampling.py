@@ -85,7 +85,10 @@ def sampling_law(lm: LanguageModel, rule: SamplingRule) -> int:
 class Continuation:
     """Continuations of B contexts: tokens (right-padded) and per-token statistics [B, W].
 
-    law: [B], the `sampling_law` id that row's `log_q` is under (0: unknown)."""
+    law: [B], the `sampling_law` id that row's `log_q` is under (0: unknown).
+    stopped_early: [B] bool, rows the engine stopped by their early-stop rule before EOS or their
+        cap (`mcmc_llm.lm.early_stop`): their tokens are a prefix of the suffix the rule rejected;
+        None when no row had a rule."""
 
     tokens: TokenBatch
     log_p: torch.Tensor
@@ -93,6 +96,13 @@ class Continuation:
     entropy: torch.Tensor
     ended: torch.Tensor
     law: torch.Tensor | None = None
+    stopped_early: torch.Tensor | None = None
+
+    def stopped(self) -> torch.Tensor:
+        """`stopped_early` as a [B] tensor (all False when unknown)."""
+        if self.stopped_early is not None:
+            return self.stopped_early
+        return torch.zeros(len(self.tokens), dtype=torch.bool, device=self.tokens.ids.device)
 
     def laws(self) -> torch.Tensor:
         """`law` as a [B] tensor (zeros when unknown)."""

@@ -16,6 +16,12 @@ The protocol (`CutRule`) has four parts:
 * `expected_resampled(length, block_start)`: E[L - m] for a sequence of `length` tokens, the
   tokens one MH step resamples when no EOS is drawn (it feeds `power_token_budget`).
 
+Optionally, `reverse_bound(cut_index, block_start) -> (weight, base)`, each [C]: a promise that
+`log P(m | y) <= -weight * log(base + t)` for every y with at least m + t generated tokens, t >= 1
+(the reverse move's cut term falls as a proposal grows).  Exact early rejection
+(`mcmc_llm.lm.early_stop`) needs it; a rule without it (`CutRuleBase` returns None; priority and
+entropy cuts, whose law reads the tokens, cannot give one) runs every proposal to its end.
+
 `CutRuleBase` implements `sample` and `expected_resampled` from `log_probs`, so a new rule writes
 only `log_probs` (and says whether it reads only lengths).  The built-ins:
 
@@ -99,6 +105,10 @@ class CutRuleBase:
         cut = categorical(source, torch.where(movable[:, None], log_cut, torch.zeros_like(log_cut)))
         return torch.where(movable, cut, position.lengths), log_cut
 
+    def reverse_bound(self, cut_index: torch.Tensor, block_start: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """No bound by default (module docstring): proposals under this rule are never stopped early."""
+        return None
+
     def expected_resampled(self, length: int, block_start: int) -> float:
         if length < 1:
             raise ValueError(f"length must be a positive integer, got {length!r}")
@@ -129,6 +139,10 @@ class UniformCut(CutRuleBase):
     def log_probs(self, position, block_start):
         return normalised(torch.zeros_like(position.log_q), positions_allowed(position))
 
+    def reverse_bound(self, cut_index, block_start):
+        """log P(m | y) = -log L_y <= -log(m + t)."""
+        return torch.ones_like(cut_index, dtype=torch.float64), cut_index.to(torch.float64)
+
     def expected_resampled(self, length, block_start):
         return (length + 1) / 2
 
@@ -142,6 +156,10 @@ class WithinBlockCut(CutRuleBase):
 
     def log_probs(self, position, block_start):
         return normalised(torch.zeros_like(position.log_q), positions_allowed(position, block_start))
+
+    def reverse_bound(self, cut_index, block_start):
+        """log P(m | y) = -log(L_y - lo) <= -log(m - lo + t), for a cut m >= lo in the block."""
+        return torch.ones_like(cut_index, dtype=torch.float64), (cut_index - block_start).to(torch.float64)
 
     def expected_resampled(self, length, block_start):
         return (length - block_start + 1) / 2 if length > block_start else 0.0
@@ -157,6 +175,11 @@ class RestartCut(CutRuleBase):
     def log_probs(self, position, block_start):
         allowed = positions_allowed(position) & (torch.arange(position.capacity, device=position.tokens.device)[None] == 0)
         return normalised(torch.zeros_like(position.log_q), allowed)
+
+    def reverse_bound(self, cut_index, block_start):
+        """log P(0 | y) = 0 for every y."""
+        zeros = torch.zeros_like(cut_index, dtype=torch.float64)
+        return zeros, zeros + 1.0
 
     def expected_resampled(self, length, block_start):
         return float(length)

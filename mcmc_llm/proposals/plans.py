@@ -5,21 +5,30 @@ A `SuffixPlan` (`mcmc_llm.core.protocols`) says that chain c's suffix is drawn b
 chain-wise tree operations (`mcmc_llm.core.tree`), which keep a non-tensor leaf of the first tree,
 would pair one plan's rows with another plan's samplers.  A driver that batches the requests of
 several `plan` calls (asynchronous chains: plans of other steps, other stages, pre-fetched ones)
-must use these instead:
+uses these instead.  Two forms of plan are kept as they are, because proposals read them:
 
-* `gather_plan(plan, rows)`: rows of one plan; every plan record in it (nested ones, such as a
-  mixture's components, too) keeps the samplers its rows use, in their order in the tuple, with
-  `sampler_index` renumbered.  A plan with one sampler per row (`samplers` of length C,
-  `sampler_index = arange(C)`) keeps one per row.
-* `concat_plans(plans)`: the rows of several plans in order, samplers concatenated and each plan's
-  indices shifted by the samplers before it.  Other non-tensor fields must be equal in every
-  plan (`PlansDiffer` otherwise): a plan's own settings are never silently replaced.
-* `plan_rows(parts)`: rows `(plan, row)` of many plans, merged where they can be
-  (`[(merged plan, positions in parts)]`).
+* **shared samplers**: `samplers` is the proposal's own tuple and `sampler_index` may mean
+  something to it (`experiments/custom_kernel.py`'s draft proposal reads index 1 as "drafted").
+  Sub-plans keep the tuple and the indices; plans with equal tuples concatenate without shifting.
+* **one sampler per row** (`samplers` of length C, `sampler_index = arange(C)`, e.g. built per
+  call as `(s,) * C`): sub-plans and concatenations stay in that form, one sampler per row, in row
+  order.  A plan is taken to be in this form when its tuple repeats a sampler (`_per_row`); C
+  distinct samplers indexed 0..C-1 are read as a shared tuple, which is right either way for
+  `samplers[sampler_index[c]]`.
 
-With these, `samplers[sampler_index[c]]` names, for every row c, the sampler of the `plan` call
-that made row c, whatever the batching: this is what makes every driver's steps MH steps for the
-stage's proposal, and what the driver-identity tests check (`tests/test_stage_plans.py`).
+Anything else (plans of different calls with different tuples) is concatenated only with
+`shift=True`: tuples joined, each plan's indices shifted by the samplers before it, which keeps
+`samplers[sampler_index[c]]` right but changes the indices; `plan_rows`, which feeds `complete`,
+never does that and keeps such plans apart.
+
+* `gather_plan(plan, rows)`: rows of one plan (nested plan records, such as a mixture's parts, too).
+* `concat_plans(plans, shift=False)`: the rows of several plans in order; other non-tensor fields
+  must be equal in every plan (`PlansDiffer` otherwise): a plan's settings are never replaced.
+* `plan_rows(parts)`: rows `(plan, row)` of many plans as few batches, `[(plan, positions)]`.
+
+With these, `samplers[sampler_index[c]]` is, for every row c in every batch, the sampler of the
+`plan` call that made row c, whatever the batching: what makes every driver's steps MH steps for
+the stage's proposal, and what `tests/test_stage_plans.py` checks.
 """
 
 from __future__ import annotations
@@ -54,18 +63,38 @@ def _rebuild(plan: Any, fields: dict[str, Any]) -> Any:
     return dataclasses.replace(plan, **fields) if dataclasses.is_dataclass(plan) else plan._replace(**fields)
 
 
+def _per_row(plan: Any) -> bool:
+    """One sampler per row: `samplers` of length C > 1 that repeats a sampler, and `sampler_index =
+    arange(C)`.  (A tuple of C distinct samplers indexed 0..C-1 is read as the proposal's own tuple:
+    its indices may mean something, and keeping them is always right for `samplers[sampler_index]`.)"""
+    index, samplers = plan.sampler_index, plan.samplers
+    if len(samplers) != len(index) or len(index) < 2 or len(_distinct(samplers)) == len(samplers):
+        return False
+    return bool((index.cpu() == torch.arange(len(index))).all())
+
+
+def _distinct(samplers: tuple) -> list:
+    distinct: list = []
+    for sampler in samplers:
+        if not any(sampler is seen or _equal(sampler, seen) for seen in distinct):
+            distinct.append(sampler)
+    return distinct
+
+
 def gather_plan(plan: Any, rows: torch.Tensor) -> Any:
-    """The sub-plan of chains `rows`, each plan record keeping the samplers its rows use (module docstring)."""
+    """The sub-plan of chains `rows`; every plan record in it keeps its form (module docstring)."""
     rows = torch.as_tensor(rows, dtype=torch.long)
 
     def node(tree):
         if not is_plan(tree):
             return NotImplemented
         fields = {name: gather_plan(value, rows) for name, value in _fields(tree).items() if name not in _PLAN_FIELDS}
-        index = tree.sampler_index[rows.to(tree.sampler_index.device)]
-        used, renumbered = torch.unique(index.cpu(), return_inverse=True)
-        samplers = tuple(tree.samplers[i] for i in used.tolist())
-        return _rebuild(tree, {**fields, "samplers": samplers, "sampler_index": renumbered.to(index)})
+        index = tree.sampler_index
+        if _per_row(tree):
+            samplers, index = tuple(tree.samplers[i] for i in rows.tolist()), torch.arange(len(rows), device=index.device)
+        else:
+            samplers, index = tree.samplers, index[rows.to(index.device)]
+        return _rebuild(tree, {**fields, "samplers": samplers, "sampler_index": index})
 
     return map_structure(lambda leaf: leaf[rows.to(leaf.device)] if isinstance(leaf, torch.Tensor) else leaf, plan, node=node)
 
@@ -85,7 +114,7 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
-def concat_plans(plans: Sequence[Any]) -> Any:
+def concat_plans(plans: Sequence[Any], shift: bool = False) -> Any:
     """One plan holding the rows of `plans` in order, every row still naming its own sampler (module docstring)."""
     plans = list(plans)
 
@@ -93,11 +122,20 @@ def concat_plans(plans: Sequence[Any]) -> Any:
         if not is_plan(trees[0]):
             return NotImplemented
         parts = [_fields(tree) for tree in trees]
-        fields = {name: concat_plans([part[name] for part in parts]) for name in parts[0] if name not in _PLAN_FIELDS}
-        samplers, indices = (), []
-        for tree in trees:
-            indices.append(tree.sampler_index + len(samplers))
-            samplers += tuple(tree.samplers)
+        fields = {name: concat_plans([part[name] for part in parts], shift) for name in parts[0] if name not in _PLAN_FIELDS}
+        indices = [tree.sampler_index for tree in trees]
+        if all(_equal(tree.samplers, trees[0].samplers) for tree in trees[1:]):
+            samplers = trees[0].samplers
+        elif all(_per_row(tree) for tree in trees):
+            samplers = sum((tuple(tree.samplers) for tree in trees), ())
+            indices = [torch.arange(len(samplers), device=indices[0].device)]
+        elif shift:
+            samplers, indices = (), []
+            for tree in trees:
+                indices.append(tree.sampler_index + len(samplers))
+                samplers += tuple(tree.samplers)
+        else:
+            raise PlansDiffer("plans of different calls with different samplers (concatenate them with shift=True)")
         return _rebuild(trees[0], {**fields, "samplers": samplers, "sampler_index": torch.cat(indices)})
 
     def leaf(*leaves):
@@ -108,8 +146,8 @@ def concat_plans(plans: Sequence[Any]) -> Any:
 
 def plan_rows(parts: Sequence[tuple[Any, int]]) -> list[tuple[Any, list[int]]]:
     """Rows `(plan, row)` of many plans as few batches: `[(plan, positions)]`, where `plan`'s rows are
-    `parts[positions[0]], parts[positions[1]], ...`.  One batch when the plans can be concatenated
-    (`concat_plans`), else one per `plan` call."""
+    `parts[positions[0]], parts[positions[1]], ...`.  One batch when the plans concatenate without
+    shifting indices (`concat_plans`), else one per `plan` call."""
     by_plan: dict[int, list[int]] = {}
     for position, (plan, _) in enumerate(parts):
         by_plan.setdefault(id(plan), []).append(position)
@@ -119,7 +157,7 @@ def plan_rows(parts: Sequence[tuple[Any, int]]) -> list[tuple[Any, list[int]]]:
         return groups
     try:
         merged = concat_plans([plan for plan, _ in groups])
-    except PlansDiffer:
+    except PlansDiffer:  # kept apart rather than shifted: `complete` may read `sampler_index`
         return groups
     order = [position for _, positions in groups for position in positions]
     inverse = torch.argsort(torch.as_tensor(order))

@@ -36,6 +36,7 @@ import torch
 from mcmc_llm.core.protocols import PLAN, TOKENS, Move, Sampler, SuffixPlan, SuffixProposal
 from mcmc_llm.core.random import Source, gather, split
 from mcmc_llm.core.tree import concat_padded, gather_chains
+from mcmc_llm.lm.early_stop import MARGIN, EarlyStop
 from mcmc_llm.lm.generation import Continuation, SamplingRule, sample_continuations, sampling_law, score_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
@@ -113,19 +114,21 @@ def rows_by_lm(samplers: tuple, sampler_index: torch.Tensor) -> list[tuple[Langu
     return groups
 
 
-def draw_suffixes(position: SequenceBatch, plan: SuffixPlan, source: Source) -> Continuation:
+def draw_suffixes(position: SequenceBatch, plan: SuffixPlan, source: Source, stop: EarlyStop | None = None) -> Continuation:
     """Generate every chain's planned suffix: from prompt + x_<cut_index, at most `max_new_tokens`
-    tokens drawn by its sampler, row c's token t from `source[c].split(t)` (lock-step drivers)."""
+    tokens drawn by its sampler, row c's token t from `source[c].split(t)`, stopping rows by
+    `stop` (lock-step drivers)."""
     contexts = position.contexts(plan.cut_index)
     if len(plan.samplers) == 1:
         sampler = plan.samplers[0]
-        return sample_continuations(sampler.lm, contexts, plan.max_new_tokens, sampler.rule, source)
+        return sample_continuations(sampler.lm, contexts, plan.max_new_tokens, sampler.rule, source, stop)
     index = plan.sampler_index.cpu()
     parts, order = [], []
     for lm, rows in rows_by_lm(plan.samplers, index):
         rules = [plan.samplers[i].rule for i in index[rows].tolist()]
         budget = plan.max_new_tokens[rows.to(plan.max_new_tokens.device)]
-        parts.append(sample_continuations(lm, gather_chains(contexts, rows), budget, rules, gather(source, rows)))
+        rows_stop = None if stop is None else gather_chains(stop, rows)
+        parts.append(sample_continuations(lm, gather_chains(contexts, rows), budget, rules, gather(source, rows), rows_stop))
         order.append(rows)
     return gather_chains(concat_padded(parts), torch.argsort(torch.cat(order)))
 
@@ -135,27 +138,6 @@ def propose_suffix(proposal: SuffixProposal, source: Source, position: SequenceB
     from `source.split(TOKENS)`, complete."""
     plan = proposal.plan(split(source, PLAN), position)
     return proposal.complete(position, plan, draw_suffixes(position, plan, split(source, TOKENS)))
-
-
-class WithPropose:
-    """A two-phase suffix proposal that also has `propose` (plan, generate, complete in one call), as
-    lock-step kernels need; `power_sample` wraps user proposals that define only plan / complete."""
-
-    def __init__(self, proposal: SuffixProposal):
-        self.proposal = proposal
-
-    @property
-    def reads_lengths_only(self) -> bool:
-        return bool(self.proposal.reads_lengths_only)
-
-    def plan(self, source: Source, position: SequenceBatch):
-        return self.proposal.plan(source, position)
-
-    def complete(self, position: SequenceBatch, plan, continuation: Continuation) -> Move:
-        return self.proposal.complete(position, plan, continuation)
-
-    def propose(self, source: Source, position: SequenceBatch) -> Move:
-        return propose_suffix(self.proposal, source, position)
 
 
 class SuffixResampling:
@@ -222,6 +204,38 @@ class SuffixResampling:
 
     def propose(self, source: Source, position: SequenceBatch) -> Move:
         return propose_suffix(self, source, position)
+
+    def early_rejection(self, position: SequenceBatch, plan: CutPlan, alpha: float, log_u: torch.Tensor) -> EarlyStop | None:
+        """The stop rule that rejects a proposal as soon as its move can no longer be accepted, for a
+        target `alpha * sum_t log p` (log p from this proposal's LM); None where the bound does not hold.
+
+        With q the tempered (and possibly truncated) law of p at temperature tau, a proposed token y
+        adds `d = alpha log p(y) - log q(y) = (alpha - 1/tau) log p(y) + log Z`, Z = sum_{v kept}
+        p(v)^(1/tau).  For 1/alpha <= tau <= 1 both terms are <= 0 (alpha - 1/tau >= 0 and log p <= 0;
+        1/tau >= 1 so Z <= sum_v p(v) <= 1; truncation only shrinks Z), so the ratio's suffix sum
+        only falls; the reverse cut term falls too when the cut rule gives `reverse_bound`.  Then
+        the log ratio after t tokens is at most
+
+            offset + sum_{s<t} d_s - weight log(base + t),
+            offset = -alpha sum_{t>=m} log p(x_t) + sum_{t>=m} log q(x_t) - log P(m | x),
+
+        and once that is below log u the move is rejected (docs/method.md).  Off (None) for
+        tau outside [1/alpha, 1], alpha < 1, a target model other than the proposing LM, or a cut
+        rule without `reverse_bound` (priority, entropy)."""
+        tau = float(self.rule.temperature)
+        if alpha is None or alpha < 1 or not (1.0 / alpha - 1e-12 <= tau <= 1.0) or self.reference_lm is not self.lm:
+            return None
+        reverse = self.cut_rule.reverse_bound(plan.cut_index, self.block_start)
+        if reverse is None:
+            return None
+        current = under_law(position, self.sampler)
+        cut_index = plan.cut_index
+        offset = (-alpha * position.suffix_sum(position.log_p, cut_index) + current.suffix_sum(current.log_q, cut_index)
+                  - _at(plan.log_cut, cut_index.clamp(max=position.capacity - 1)))
+        threshold = log_u.to(offset) - offset - MARGIN
+        threshold = torch.where(plan.movable & torch.isfinite(threshold), threshold, torch.full_like(threshold, -torch.inf))
+        weight, base = reverse
+        return EarlyStop(threshold, torch.full_like(threshold, float(alpha)), weight.to(threshold), base.to(threshold))
 
 
 def move_details(position: SequenceBatch, proposed: SequenceBatch, cut_index: torch.Tensor, continuation: Continuation) -> dict:

@@ -58,6 +58,12 @@ class PowerTarget:
     def max_swap(self) -> bool:
         return math.isinf(self.alpha)
 
+    @property
+    def token_power(self) -> float | None:
+        """alpha when `log pi(x) = alpha * sum_t log p(x_t | x_<t)` on S_n (-inf elsewhere), a sum of
+        per-token terms that early rejection can bound; None under max-swap."""
+        return None if self.max_swap else self.alpha
+
     def with_cap(self, max_new_tokens: int) -> "PowerTarget":
         return dataclasses.replace(self, max_new_tokens=max_new_tokens)
 

@@ -26,6 +26,7 @@ class PowerSampling(ConfiguredMethod):
 
     def settings(self) -> dict[str, Any]:
         settings = plain(self.key_values())
+        del settings["early_reject"]  # the same chains either way (exact early rejection): not part of the fingerprint
         if settings["batching"] == "lockstep":  # records written before `batching` existed ran lock-step:
             del settings["batching"], settings["prefetch"]  # leaving them out keeps their fingerprints, so they still resume
         return {"kind": self.kind, **settings}
@@ -47,6 +48,8 @@ class PowerSampling(ConfiguredMethod):
                     "steps": int(accepted.shape[0]),
                     "acceptance_rate": float(accepted.mean()) if accepted.size else None,
                     "tokens_resampled": int(trace.stats["tokens_resampled"][row].sum()),
+                    "tokens_rejected_early": int((trace.stats["tokens_resampled"][row] * trace.stats["rejected_early"][row]).sum()),
+                    "steps_rejected_early": int(trace.stats["rejected_early"][row].sum()),
                     "acceptance_by_stage": [float(accepted[stages == s].mean()) for s in sorted(set(stages.tolist()))],
                     # every MH step in order: its stage, cut position relative to the current length, outcome
                     "step_stage": stages.astype(int).tolist(),
