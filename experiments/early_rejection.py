@@ -51,6 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="on/off pairs per cap, seeds S, S+1, ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="T = 96 only, 2 problems x 4 chains")
+    parser.add_argument("--compare-batching", action="store_true",
+                        help="also run lock-step chains with early rejection off: how many chains match the continuous "
+                             "run in this dtype (the same seed gives the same chains where log-probs do not depend on the batch)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -103,6 +106,12 @@ def main() -> None:
         row["identical_chains"] = round(same / done, 4)
         row["mean_length"] = round(lengths / done, 1)
         row["formula_tokens_per_sample"] = round(power_token_budget(config, max(lengths / done, 1.0)), 1)
+        if args.compare_batching:
+            lockstep = power_sample(lm, prompts, dataclasses.replace(config, early_reject=False, batching="lockstep"),
+                                    chains_per_prompt=args.chains, seed=args.seed + args.repeats - 1)
+            row["lockstep_vs_continuous_identical"] = round(
+                sum(a == b for a, b in zip(lockstep.sequences(), runs[False].sequences())) / samples, 4)
+            print(f"     lock-step vs continuous, early rejection off: identical chains {row['lockstep_vs_continuous_identical']:.3f}")
         print(f"     saving: tokens {row['token_saving']:.1%}, wall {row['wall_saving']:.1%}; identical chains "
               f"{row['identical_chains']:.3f}; formula (no early rejection, mean length {row['mean_length']}) "
               f"{row['formula_tokens_per_sample']} tokens per sample")

@@ -33,7 +33,8 @@ from mcmc_llm.lm.registry import random_model
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.lm.toy import NgramLM, load_toy
 from mcmc_llm.proposals import suffix as suffix_module
-from mcmc_llm.proposals.suffix import SuffixResampling, draw_suffixes, extend
+from mcmc_llm.drivers.extension import extend
+from mcmc_llm.proposals.suffix import SuffixResampling, draw_suffixes
 from mcmc_llm.targets.sequence import PowerTarget
 
 CAP = 10

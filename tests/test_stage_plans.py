@@ -27,7 +27,7 @@ import torch
 
 from mcmc_llm.core.protocols import Sampler
 from mcmc_llm.diagnostics.chain_law import chain_law
-from mcmc_llm.drivers import asynchronous, prefetch
+from mcmc_llm.drivers import asynchronous, prefetch, requests
 from mcmc_llm.drivers import power as schedule
 from mcmc_llm.drivers.asynchronous import AsynchronousChains
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
@@ -100,7 +100,7 @@ def _law(name):
 
 def _first_plan_samplers(parts):
     """The old merge, deliberately wrong: rows of several plans as one, keeping the first plan's samplers."""
-    return [(prefetch._rows(parts), list(range(len(parts))))]  # `_rows`: gather per batch, then `concat_chains`
+    return [(requests.rows_of(parts), list(range(len(parts))))]  # gather per batch, then `concat_chains`
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

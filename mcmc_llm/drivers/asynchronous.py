@@ -11,36 +11,22 @@ and the moment a chain's request finishes, the chain takes its next action and s
 request, which joins the batch in the very next decoding step.  The batch stays full until the
 last chains run out of work.
 
-Pre-fetching (`prefetch=True`).  Once chains run out of work, rows fall idle while the busiest
-chains finish.  Those rows pre-fetch (Brockwell 2006) both branches of a chain's MH step j, in
-flight from state x with cut m:
+Pre-fetching (`prefetch=True`): once chains run out of work, idle rows draw each chain's next
+proposal for both outcomes of its MH step in flight (Brockwell 2006); why that is exact, and the
+bookkeeping, are in `mcmc_llm.drivers.prefetch`.
 
-* the all-reject path: MH steps j+1, j+2, ... of the stage, then the next stage's extension, all
-  from x.  When step j is rejected the chain stays at x and the pre-fetched request, already under
-  way or done, becomes step j+1's; when it is accepted every request pre-fetched from x is
-  withdrawn.  Exact: the pre-fetch for step j+1 is a draw from q(. | x) with its own randomness,
-  independent of step j's proposal and uniform, so given a rejection it has exactly the law of a
-  proposal drawn afterwards.
-* the acceptance: step j+1 from x', for cut rules whose law reads only the length (uniform,
-  within-block, restart).  If step j's proposal draws no EOS, x' has the stage cap's length, so
-  step j+1's cut m' is drawn now from the law for that length; its context is x_<m' when m' <= m,
-  else x_<m and the proposal's first m' - m tokens, and it is submitted once those are drawn.  It
-  is kept only if step j is accepted and x' has the assumed length, an event of step j alone, so
-  given it the pre-fetch has step j+1's exact law; otherwise it is withdrawn.
-Pre-fetches only take rows no chain's current request needs (the batch never exceeds `rows`, by
-default one per chain); their tokens count in `tokens_sampled` when used and in
-`tokens_discarded` otherwise.  The trace's `prefetched` stat marks the steps whose proposal was
-pre-fetched.
-
-The driver talks to proposals only through the two-phase `SuffixProposal` protocol
-(`mcmc_llm.core.protocols`): `plan`, then a generation request per chain (keep x_<cut_index, draw
-at most `max_new_tokens` tokens with the chain's `Sampler`), then `complete`; the acceptance
-pre-fetch is used only when the proposal says `reads_lengths_only`.  Requests go to one
-`ContinuousBatch` per proposing LM; rows with different sampling rules share it.
+The driver talks only to kernels: each stage's `SuffixMH` (`mcmc_llm.kernels.suffix_mh`) makes
+a step's request with `plan` (the proposal's plan and, where exact, an early-rejection stop rule)
+and takes the step with `finish` once the suffixes are back; the extension step is the driver's
+own (`mcmc_llm.drivers.extension`); the acceptance pre-fetch is used only when the kernel says
+`reads_lengths_only`.  Every generation request is a `Request` record (chain, action, pre-fetched
+or not, its plan row, its result while it waits); requests go to one `ContinuousBatch` per
+proposing LM (rows with different sampling rules and stop rules share it).  Pre-fetching is a
+strategy object (`mcmc_llm.drivers.prefetch.Prefetcher`).
 
 Exactness is untouched, and so are the draws: each chain applies exactly the lock-step kernels
-(the same `plan` / `complete` and `MetropolisHastings.decide`, on the sub-batch of chains whose
-requests finished at that decoding step), and every draw comes from the chain's own stream with
+(the same `plan` / `finish`, on the sub-batch of chains whose requests finished at that decoding
+step, with rows of several `plan` calls batched by `proposals.plans`), and every draw comes from the chain's own stream with
 the labels the lock-step driver uses (`mcmc_llm.drivers.power`), so a chain's draws are the same
 whichever order chains are served in, and whether its proposal was pre-fetched or not.  The trace
 has the lock-step layout: one draw per MH step, `(chain, stage * N_MCMC + step)`.
@@ -58,26 +44,25 @@ from mcmc_llm.core.protocols import PROPOSE, TOKENS, Sampler
 from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder
 from mcmc_llm.core.tree import gather_chains, scatter_chains
+from mcmc_llm.drivers.extension import complete_extension, extension_request
+from mcmc_llm.drivers.prefetch import Prefetcher
+from mcmc_llm.drivers.requests import Request, rows_of
 from mcmc_llm.kernels.mh import MHState
 from mcmc_llm.kernels.suffix_mh import SuffixMH, SuffixRequest
 from mcmc_llm.lm.early_stop import EarlyStop
 from mcmc_llm.lm.generation import Continuation, ContinuousBatch, SamplingRule
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
-from mcmc_llm.drivers.prefetch import Prefetching, _rows
 from mcmc_llm.proposals.plans import plan_rows
-from mcmc_llm.proposals.suffix import complete_extension, extension_request, rows_by_lm
+from mcmc_llm.proposals.suffix import rows_by_lm
 
 
-class AsynchronousChains(Prefetching):
+class AsynchronousChains:
     """Algorithm 1 for every chain of `start`, chains asynchronous on continuously refilled batches
-    (module docstring).  `kernels[k]` is stage k's MH kernel (its proposal a `SuffixProposal`);
-    `stage_caps[k]` its length cap; `streams` every chain's root stream; `recorder` receives the
-    trace.  `rows`: the batch's row budget that pre-fetches may fill (default and minimum: one row
-    per chain).  `run()` returns the final positions and the trace.
-
-    A request's key is `action * chains + chain`, where `action = stage * (N_MCMC + 1) + step` (step
-    0: the extension, j >= 1: MH step j).  The common path is batched over chains; only chains with
+    (module docstring).  `kernels[k]` is stage k's `SuffixMH` kernel; `stage_caps[k]` its length
+    cap; `streams` every chain's root stream; `recorder` receives the trace.  `rows`: the batch's
+    row budget that pre-fetches may fill (default and minimum: one row per chain).  `run()` returns
+    the final positions and the trace.  The common path is batched over chains; only chains with
     pre-fetched requests (the tail of a run) are handled one by one."""
 
     def __init__(
@@ -102,33 +87,24 @@ class AsynchronousChains(Prefetching):
             raise ValueError(f"rows must be at least the number of chains ({chains}), got {rows}")
         self.proposer, self.rule, self.kernels, self.stage_caps = proposer, rule, kernels, stage_caps
         self.mcmc_steps, self.streams, self.reference_lm = mcmc_steps, streams, reference_lm
-        self.prefetch, self.rows, self.chains = prefetch, rows or chains, chains
-        self.early_reject = early_reject
+        self.rows, self.chains, self.early_reject = rows or chains, chains, early_reject
         self.per_stage = mcmc_steps + 1  # actions per stage: the extension, then the MH steps
         self.actions = len(stage_caps) * self.per_stage
         self.device = start.tokens.device
         self.position = start
         self.log_target = torch.zeros(chains, dtype=torch.float64, device=self.device)
-        self.current_plans: list[tuple[SuffixRequest, int] | None] = [None] * chains  # chain -> (request, row) of its current MH step
         self.action = torch.zeros(chains, dtype=torch.long)  # current action of every chain (CPU bookkeeping)
-        self.ahead: dict[int, list[int]] = {}  # chain -> keys pre-fetched after its current request, in order
-        self.queued = torch.zeros(chains, dtype=torch.long)  # len(ahead[chain])
-        self.from_prefetch = torch.zeros(chains, dtype=torch.bool)  # the current request was pre-fetched
-        self.current_key = torch.arange(chains)  # engine key of every chain's current request
-        self.accept_ahead: dict[int, int] = {}  # chain -> key of its next MH step pre-fetched for an acceptance
-        self.deferred: dict[int, tuple[int, int, int]] = {}  # such keys whose context is still being generated: (chain, cut, budget)
-        self.length_only = torch.as_tensor([kernel.reads_lengths_only for kernel in kernels], dtype=torch.bool)
-        self.prefetch_plans: dict[int, tuple[Any, int]] = {}  # key -> (plans of its submission, row)
-        self.held: dict[int, tuple[Continuation, int]] = {}  # key -> finished pre-fetch, (batch, row)
+        self.current: list[Request | None] = [None] * chains  # every chain's current request
         self.recorder = recorder
         self.stage_of_draw = np.repeat(np.arange(len(stage_caps)), mcmc_steps)[None].repeat(chains, 0)
         self.extension_tokens = np.zeros((chains, len(stage_caps) * mcmc_steps), dtype=np.int64)
         self.engines: dict[int, ContinuousBatch] = {}  # id(lm) -> the batch its requests share
         self.extender = (Sampler(proposer, rule),)
+        self.prefetcher = Prefetcher(self, [kernel.reads_lengths_only for kernel in kernels]) if prefetch else None
         self.bar = tqdm(total=chains * self.actions, desc="chains (asynchronous)", disable=not progress, leave=False)
 
-    # ------------------------------------------------------------------ streams, plans, engines
-    def _streams(self, chains: torch.Tensor, actions: torch.Tensor) -> Streams:
+    # ------------------------------------------------------------------ streams and engines
+    def streams_of(self, chains: torch.Tensor, actions: torch.Tensor) -> Streams:
         """The streams of `actions[i]` of `chains[i]`: the extension of stage k from
         `root.split(k).split("extend")`, MH step j >= 1 from `root.split(k).split(j - 1)`."""
         stage_streams = self.streams.gather(chains).split(actions // self.per_stage)
@@ -139,113 +115,106 @@ class AsynchronousChains(Prefetching):
             raise ValueError("a group of requests mixes extensions and MH steps")
         return stage_streams.split(step - 1)
 
-    @staticmethod
-    def _request(request: SuffixRequest) -> SuffixRequest:
-        """`request` with a stop rule for every row (`EarlyStop.never` for none), so that requests of
-        several steps batch together (`proposals.plans.plan_rows`)."""
-        if request.stop is not None:
-            return request
-        return request._replace(stop=EarlyStop.never(len(request.plan.cut_index), request.plan.cut_index.device))
+    @property
+    def busy_rows(self) -> int:
+        return sum(engine.rows for engine in self.engines.values())
 
-    def _current_cut(self, chain: int) -> int:
-        """The cut index of `chain`'s current MH request."""
-        request, row = self.current_plans[chain]
-        return int(request.plan.cut_index[row])
+    def drawn(self, request: Request) -> torch.Tensor | None:
+        """Tokens drawn so far for a running request (None when queued, finished or unknown)."""
+        return next((drawn for engine in self.engines.values() if (drawn := engine.drawn(request)) is not None), None)
 
-    def _send(self, keys: list[int], contexts: TokenBatch, budget: torch.Tensor, samplers: tuple, sampler_index: torch.Tensor,
-              streams: Streams, stop: EarlyStop | None = None) -> None:
+    def cancel(self, requests: list[Request]) -> None:
+        """Withdraw requests: running ones leave their batch, finished ones' tokens are discarded."""
+        for engine in self.engines.values():
+            engine.cancel([request for request in requests if request.result is None])
+        for request in requests:
+            if request.result is not None:
+                batch, row = request.result
+                self.proposer.counter.discard(int(batch.tokens.lengths[row]), rejected_early=bool(batch.stopped()[row]))
+                request.result = None
+
+    def _send(self, requests: list[Request], contexts: TokenBatch, budget: torch.Tensor, samplers: tuple,
+              sampler_index: torch.Tensor, streams: Streams, stop: EarlyStop | None = None) -> None:
         """Submit requests to the engine of each row's sampler's LM (rows of one LM share a batch),
         each row stopped early by its `stop` rule (none by default)."""
         index = torch.as_tensor(sampler_index).cpu()
         for lm, rows in rows_by_lm(samplers, index):
             engine = self.engines.setdefault(id(lm), ContinuousBatch(lm, self.rule))
             sub = rows.to(contexts.ids.device)
-            engine.submit([keys[r] for r in rows.tolist()], TokenBatch(contexts.ids[sub], contexts.lengths[sub]),
+            engine.submit([requests[r] for r in rows.tolist()], TokenBatch(contexts.ids[sub], contexts.lengths[sub]),
                           budget[rows.to(budget.device)], rules=[samplers[i].rule for i in index[rows].tolist()],
                           streams=streams.gather(rows), stop=None if stop is None else gather_chains(stop, rows))
 
-    def _submit_planned(self, keys: list[int], chains: torch.Tensor, request: SuffixRequest, contexts: TokenBatch) -> None:
-        """Submit MH requests of `chains` (rows of `request`), their suffixes drawn from their token streams."""
-        actions = torch.as_tensor([key // self.chains for key in (k if k >= 0 else -k - 1 for k in keys)])
-        plan = request.plan
-        self._send(keys, contexts, plan.max_new_tokens, plan.samplers, plan.sampler_index,
-                   self._streams(chains, actions).split(PROPOSE).split(TOKENS), request.stop)
+    def send_planned(self, requests: list[Request], plan: SuffixRequest, contexts: TokenBatch) -> None:
+        """Submit MH requests (rows of the kernel request `plan`), their suffixes drawn from their token streams."""
+        chains = torch.as_tensor([request.chain for request in requests])
+        actions = torch.as_tensor([request.action for request in requests])
+        self._send(requests, contexts, plan.plan.max_new_tokens, plan.plan.samplers, plan.plan.sampler_index,
+                   self.streams_of(chains, actions).split(PROPOSE).split(TOKENS), plan.stop)
 
-    @property
-    def _busy_rows(self) -> int:
-        return sum(engine.rows for engine in self.engines.values())
+    def plan_step(self, stage: int, chains: torch.Tensor, actions: torch.Tensor, position: SequenceBatch,
+                  early_reject: bool = True) -> SuffixRequest:
+        """Stage `stage`'s kernel request for `chains` at `position` (their states, or assumed ones),
+        with a stop rule for every row (`EarlyStop.never` where none), so that the requests of several
+        steps batch together (`proposals.plans.plan_rows`)."""
+        state = MHState(position, self.log_target[chains.to(self.device)])
+        request = self.kernels[stage].plan(self.streams_of(chains, actions), state, early_reject=early_reject and self.early_reject)
+        if request.stop is None:
+            request = request._replace(stop=EarlyStop.never(len(chains), request.plan.cut_index.device))
+        return request
 
-    def _drawn(self, key: int) -> torch.Tensor | None:
-        for engine in self.engines.values():
-            drawn = engine.drawn(key)
-            if drawn is not None:
-                return drawn
-        return None
-
-    # ------------------------------------------------------------------ requests
-    def _decode(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(chain, action) of engine keys: `action * chains + chain`, or `-(that) - 1` for a request
-        pre-fetched for an acceptance."""
-        raw = torch.where(keys >= 0, keys, -keys - 1)
-        return raw % self.chains, raw // self.chains
-
-    def _submit(self, chains: torch.Tensor, actions: torch.Tensor, prefetched: bool) -> None:
+    # ------------------------------------------------------------------ the chains' program
+    def submit(self, chains: torch.Tensor, actions: torch.Tensor, prefetched: bool) -> list[Request]:
         """Request action `actions[i]` of chain `chains[i]` from the chain's current position."""
         kinds = (actions // self.per_stage) * 2 + (actions % self.per_stage > 0)
+        made = []
         for kind in torch.unique(kinds).tolist():
             k, is_mh = kind // 2, kind % 2 == 1
             mine = kinds == kind
-            group, keys = chains[mine], (actions[mine] * self.chains + chains[mine]).tolist()
-            index = group.to(self.device)
-            sub = gather_chains(self.position, index)
-            streams = self._streams(group, actions[mine])
+            group, group_actions = chains[mine], actions[mine]
+            sub = gather_chains(self.position, group.to(self.device))
+            requests = [Request(chain, action, prefetched) for chain, action in zip(group.tolist(), group_actions.tolist())]
             if is_mh:
-                request = self._request(self.kernels[k].plan(streams, MHState(sub, self.log_target[index]), early_reject=self.early_reject))
-                if prefetched:
-                    self.prefetch_plans.update({key: (request, i) for i, key in enumerate(keys)})
-                else:
-                    for i, chain in enumerate(group.tolist()):
-                        self.current_plans[chain] = (request, i)  # a plan's samplers stay with its own rows
-            if prefetched:
-                for chain, key in zip(group.tolist(), keys):
-                    self.ahead.setdefault(chain, []).append(key)
-                self.queued[group] += 1
-            else:
-                self.from_prefetch[group] = False
-                self.current_key[group] = torch.as_tensor(keys)
-            if is_mh:
-                self._submit_planned(keys, group, request, sub.contexts(request.plan.cut_index))
+                plan = self.plan_step(k, group, group_actions, sub)
+                for i, request in enumerate(requests):
+                    request.plan = (plan, i)  # a plan's samplers stay with its own rows
+                self.send_planned(requests, plan, sub.contexts(plan.plan.cut_index))
             else:
                 contexts, budget = extension_request(sub, self.stage_caps[k])
-                self._send(keys, contexts, budget, self.extender, torch.zeros(len(keys), dtype=torch.long), streams.split(TOKENS))
+                self._send(requests, contexts, budget, self.extender, torch.zeros(len(requests), dtype=torch.long),
+                           self.streams_of(group, group_actions).split(TOKENS))
+            if not prefetched:
+                for request in requests:
+                    self.current[request.chain] = request
+            made += requests
+        return made
 
-    def _finish(self, chains: torch.Tensor, results: Continuation) -> tuple[torch.Tensor, torch.Tensor]:
-        """Take the current action of every chain in `chains`, whose request finished with
-        `results` (row i for chains[i]).  Returns the chains whose next request has already
+    def _finish(self, requests: list[Request], results: Continuation) -> tuple[list[Request], torch.Tensor]:
+        """Take the current action of every chain of `requests` (their current ones), finished with
+        `results` (row i for requests[i]).  Returns the chains' next requests that have already
         finished (pre-fetched) and the chains that need a new request."""
+        chains = torch.as_tensor([request.chain for request in requests])
         actions = self.action[chains]
         kinds = (actions // self.per_stage) * 2 + (actions % self.per_stage > 0)
         accepted = torch.ones(len(chains), dtype=torch.bool)
-        work = []  # (stage, is an MH step, positions in `chains`, the request of those rows or None)
+        work = []  # (stage, positions in `chains`, the kernel request of those rows or None for an extension)
         for kind in torch.unique(kinds).tolist():
-            k, is_mh, mine = kind // 2, kind % 2 == 1, (kinds == kind).nonzero().squeeze(-1)
-            if not is_mh:
-                work.append((k, False, mine, None))
+            k, mine = kind // 2, (kinds == kind).nonzero().squeeze(-1)
+            if kind % 2 == 0:
+                work.append((k, mine, None))
                 continue
-            for request, positions in plan_rows([self.current_plans[c] for c in chains[mine].tolist()]):
-                work.append((k, True, mine[positions], request))
-        for k, is_mh, mine, request in work:
+            for plan, positions in plan_rows([requests[i].plan for i in mine.tolist()]):
+                work.append((k, mine[positions], plan))
+        for k, mine, plan in work:
             group = chains[mine]
             index = group.to(self.device)
             done = gather_chains(results, mine.to(self.device))
             sub = gather_chains(self.position, index)
-            if is_mh:
-                kernel = self.kernels[k]
-                streams = self._streams(group, actions[mine])
-                new_state, info = kernel.finish(streams, MHState(sub, self.log_target[index]), request, done)
+            if plan is not None:
+                new_state, info = self.kernels[k].finish(self.streams_of(group, actions[mine]), MHState(sub, self.log_target[index]), plan, done)
                 draws = (k * self.mcmc_steps + actions[mine] % self.per_stage - 1).numpy()
                 self.recorder.record(group.numpy(), draws, new_state, info)
-                self.recorder.stat("prefetched", group.numpy(), draws, self.from_prefetch[group])
+                self.recorder.stat("prefetched", group.numpy(), draws, torch.as_tensor([requests[i].prefetched for i in mine.tolist()]))
                 self.position = scatter_chains(self.position, index, new_state.position)
                 self.log_target = scatter_chains(self.log_target, index, new_state.log_target)
                 accepted[mine] = info.accepted.cpu()
@@ -257,33 +226,24 @@ class AsynchronousChains(Prefetching):
                 self.position = scatter_chains(self.position, index, extended)
         self.action[chains] += 1
         self.bar.update(len(chains))
-        promoted, withdrawn = {}, []
-        for i in (self.queued[chains] > 0).nonzero().squeeze(-1).tolist():
-            key, dropped = self._branch(int(chains[i]), bool(accepted[i]))
-            withdrawn += dropped
-            if key is not None:
-                promoted[int(chains[i])] = key
-        for i, chain in enumerate(chains.tolist() if self.accept_ahead else ()):
-            if chain in self.accept_ahead:
-                key = self.accept_ahead.pop(chain)
-                if self._keeps_acceptance_prefetch(chain, key, bool(accepted[i]), int(actions[i]) // self.per_stage):
-                    promoted[chain] = key
-                elif key in self.deferred:
-                    del self.deferred[key]
-                    self.prefetch_plans.pop(key)
-                else:
-                    withdrawn.append(key)
-        if withdrawn:
-            self._withdraw(withdrawn)
-        self._promote(promoted)
-        ready = [chain for chain, key in promoted.items() if key in self.held]
+        promoted = {} if self.prefetcher is None else self.prefetcher.decided(chains.tolist(), accepted.tolist(), (actions // self.per_stage).tolist())
+        ready = [request for request in promoted.values() if request.result is not None]
         needy = chains[self.action[chains] < self.actions]
         if promoted:
             needy = needy[~torch.isin(needy, torch.as_tensor(list(promoted), dtype=torch.long))]
-        return torch.as_tensor(ready, dtype=torch.long), needy
+        return ready, needy
+
+    # Hooks of the pre-fetching policy (deliberately wrong variants in the tests override them).
+    def _branch(self, chain: int, accepted: bool):
+        return self.prefetcher.branch(chain, accepted)
+
+    def _keeps_acceptance_prefetch(self, chain: int, request: Request, accepted: bool, stage: int) -> bool:
+        """An acceptance pre-fetch is kept only if the step was accepted and the chain's new state
+        has the length its cut was drawn for (the stage cap)."""
+        return accepted and int(self.position.lengths[chain]) == self.stage_caps[stage]
 
     def run(self) -> tuple[SequenceBatch, Any]:
-        self._submit(torch.arange(self.chains), torch.zeros(self.chains, dtype=torch.long), prefetched=False)
+        self.submit(torch.arange(self.chains), torch.zeros(self.chains, dtype=torch.long), prefetched=False)
         while any(engine.busy for engine in self.engines.values()):
             for engine in list(self.engines.values()):
                 if engine.busy:
@@ -291,28 +251,29 @@ class AsynchronousChains(Prefetching):
         self.bar.close()
         return self.position, self.recorder.trace(stage=self.stage_of_draw, extension_tokens=self.extension_tokens)
 
-    def _serve(self, keys: list, continuation: Continuation) -> None:
+    def _serve(self, requests: list[Request], continuation: Continuation) -> None:
         """Take the actions of the chains whose requests just finished, then submit their next requests."""
-        if not keys:
+        if not requests:
             return
-        keys = torch.as_tensor(keys, dtype=torch.long)
-        chains, _ = self._decode(keys)
-        is_current = keys == self.current_key[chains]
-        current = is_current.nonzero().squeeze(-1)
-        for i in (~is_current).nonzero().squeeze(-1).tolist():
-            self.held[int(keys[i])] = (continuation, i)  # a pre-fetch done before the step it waits on
-        ready, results, needy = chains[current], gather_chains(continuation, current.to(self.device)), []
-        while len(ready):
+        current = []
+        for i, request in enumerate(requests):
+            if self.current[request.chain] is request:
+                current.append(i)
+            else:
+                request.result = (continuation, i)  # a pre-fetch done before the step it waits on
+        ready, results, needy = [requests[i] for i in current], gather_chains(continuation, torch.as_tensor(current, dtype=torch.long, device=self.device)), []
+        while ready:
             ready, more = self._finish(ready, results)
             needy.append(more)
-            if len(ready):
-                results = _rows([self.held.pop(int(self.current_key[c])) for c in ready])
+            if ready:
+                results = rows_of([request.result for request in ready])
+                for request in ready:
+                    request.result = None
         needy = torch.cat(needy) if needy else torch.zeros(0, dtype=torch.long)
         if len(needy):
-            self._submit(needy, self.action[needy], prefetched=False)
-        if self.prefetch:
-            self._submit_acceptances()
-            self._fill_idle_rows()
+            self.submit(needy, self.action[needy], prefetched=False)
+        if self.prefetcher is not None:
+            self.prefetcher.fill()
 
 
 def run_asynchronous_chains(proposer, rule, start, kernels, stage_caps, mcmc_steps, streams, recorder, **options):

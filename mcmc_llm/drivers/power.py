@@ -50,7 +50,8 @@ from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
 from mcmc_llm.drivers.published_chain import PUBLISHED_TOP_K, published_chain
 from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
-from mcmc_llm.proposals.suffix import SuffixResampling, extend
+from mcmc_llm.drivers.extension import extend
+from mcmc_llm.proposals.suffix import SuffixResampling
 from mcmc_llm.targets.sequence import PowerTarget, check_alpha
 
 

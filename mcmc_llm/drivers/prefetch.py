@@ -1,68 +1,86 @@
-"""Pre-fetching for asynchronous chains: idle rows draw each chain's next proposal for both
-outcomes of its MH step in flight (after Brockwell 2006).  The exactness argument is in the
-module docstring of `mcmc_llm.drivers.asynchronous`; this mixin holds the bookkeeping:
+"""Pre-fetching for asynchronous chains (after Brockwell 2006): rows no chain's current request
+needs draw each chain's next proposal for both outcomes of its MH step j, in flight from state x
+with cut m (`rows` caps the batch, by default one row per chain):
 
-* `_fill_idle_rows`: what to pre-fetch into the rows no current request needs;
-* `_prefetch_acceptance` / `_submit_acceptances`: step j+1 for the branch where step j is
-  accepted (proposals that read only lengths);
-* `_branch`, `_keeps_acceptance_prefetch`, `_withdraw`, `_promote`: what becomes of pre-fetches
-  once the step they wait on is decided.
+* the all-reject path: MH steps j+1, j+2, ... of the stage, then the next stage's extension, all
+  from x.  If step j is rejected the chain stays at x and the pre-fetched request, under way or
+  done, becomes step j+1's; if it is accepted every request pre-fetched from x is withdrawn.
+  Exact: the pre-fetch for step j+1 is a draw from q(. | x) with its own randomness, independent
+  of step j's proposal and uniform, so given a rejection it has the law of a proposal drawn after.
+* the acceptance: step j+1 from x', for kernels that plan from lengths only (uniform,
+  within-block, restart cuts).  If step j's proposal draws no EOS, x' has the stage cap's length,
+  so step j+1's cut m' is drawn now for that length; its context is x_<m' when m' <= m, else x_<m
+  and the proposal's first m' - m tokens, submitted once those are drawn.  It is kept only if
+  step j is accepted and x' has the assumed length, an event of step j alone, so given it the
+  pre-fetch has step j+1's exact law; otherwise it is withdrawn.
 
-Every pre-fetched request draws from the streams of the action it pre-fetches, so a chain's
-draws are the same with and without pre-fetching.
+Tokens of used pre-fetches count in `tokens_sampled`, of withdrawn ones in `tokens_discarded`; the
+trace's `prefetched` stat marks the steps whose proposal was pre-fetched.  Every pre-fetch draws
+from the streams of the action it pre-fetches, so a chain's draws are the same with and without.
+
+Its interface to the driver is narrow.  The driver calls `fill()` after every decoding step, and
+`decided(chains, accepted, stages)` once steps are decided (it returns the pre-fetches that became
+current requests, and withdraws those of the branches not taken).  It calls back the driver's
+`submit`, `plan_step`, `send_planned`, `drawn` and `cancel`, reads the chains' `action`,
+`position` and `current` requests, and asks its two policy hooks, `_branch` and
+`_keeps_acceptance_prefetch`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from mcmc_llm.kernels.mh import MHState
-from mcmc_llm.core.tree import concat_padded, gather_chains
+from mcmc_llm.core.tree import gather_chains
+from mcmc_llm.drivers.requests import Request
 from mcmc_llm.lm.protocol import TokenBatch
-from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.plans import gather_plan, plan_rows
 
 
-def _rows(parts: list[tuple[Any, int]]) -> Any:
-    """Rows `(batch, row)` of several chain-batched trees as one batch, in order (one gather per
-    batch; 2-D leaves, such as a continuation's per-token records, right-padded to one width)."""
-    sources: dict[int, list[int]] = {}
-    for i, (batch, _) in enumerate(parts):
-        sources.setdefault(id(batch), []).append(i)
-    pieces, order = [], []
-    for positions in sources.values():
-        batch = parts[positions[0]][0]
-        pieces.append(gather_chains(batch, torch.as_tensor([parts[i][1] for i in positions])))
-        order += positions
-    return gather_chains(concat_padded(pieces), torch.argsort(torch.as_tensor(order)))
+class Prefetcher:
+    """Pre-fetches of asynchronous chains (module docstring).  `length_only[k]`: stage k's kernel
+    plans from lengths alone, so its next step can be pre-fetched for an acceptance.
 
+    ahead[chain]: requests pre-fetched on the all-reject path after the chain's current one, in order;
+    accept_ahead[chain]: its next MH step pre-fetched for an acceptance;
+    waiting[request]: such requests whose context is still being generated, with (cut, budget)."""
 
-class Prefetching:
-    """Pre-fetching methods of `AsynchronousChains` (which holds the state they use)."""
+    def __init__(self, chains: Any, length_only: Sequence[bool]):  # chains: the `AsynchronousChains` driver
+        self.chains = chains
+        self.length_only = torch.as_tensor(list(length_only), dtype=torch.bool)
+        self.ahead: dict[int, list[Request]] = {}
+        self.queued = torch.zeros(chains.chains, dtype=torch.long)  # len(ahead[chain])
+        self.accept_ahead: dict[int, Request] = {}
+        self.waiting: dict[Request, tuple[int, int]] = {}
 
-    def _fill_idle_rows(self) -> None:
-        """Pre-fetch into the rows no current request needs, in rounds, chains with the most actions
-        left first: the next action on the all-reject path of every chain that has none; then the
-        next MH step of an acceptance (`_prefetch_acceptance`); then deeper on the all-reject path."""
-        while (free := self.rows - self._busy_rows - len(self.deferred)) > 0:
-            last = self.action + self.queued
-            on_reject_path = (self.action < self.actions) & (last % self.per_stage > 0) & (last + 1 < self.actions)
-            stage = (self.action // self.per_stage).clamp(max=len(self.stage_caps) - 1)
-            on_accept_path = (
-                (self.action < self.actions) & (self.action % self.per_stage > 0) & ((self.action + 1) % self.per_stage > 0)
-                & self.length_only[stage] & ~torch.isin(torch.arange(self.chains), torch.as_tensor(list(self.accept_ahead), dtype=torch.long))
-            )
+    def fill(self) -> None:
+        """Submit the acceptance pre-fetches whose context is complete, then pre-fetch into the rows
+        no current request needs, in rounds, chains with the most actions left first: the next
+        action on the all-reject path of every chain that has none; then the next MH step of an
+        acceptance (`_prefetch_acceptance`); then deeper on the all-reject path."""
+        driver = self.chains
+        self._submit_acceptances()
+        while (free := driver.rows - driver.busy_rows - len(self.waiting)) > 0:
+            action, actions, per_stage = driver.action, driver.actions, driver.per_stage
+            last = action + self.queued
+            on_reject_path = (action < actions) & (last % per_stage > 0) & (last + 1 < actions)
+            stage = (action // per_stage).clamp(max=len(driver.stage_caps) - 1)
+            has_accept = torch.zeros(driver.chains, dtype=torch.bool)
+            has_accept[list(self.accept_ahead)] = True
+            on_accept_path = ((action < actions) & (action % per_stage > 0) & ((action + 1) % per_stage > 0)
+                              & self.length_only[stage] & ~has_accept)
             for candidates, accept in ((on_reject_path & (self.queued == 0), False), (on_accept_path, True), (on_reject_path, False)):
                 chains = candidates.nonzero().squeeze(-1)
                 if len(chains):
-                    chains = chains[torch.argsort(self.action[chains], stable=True)][:free]
+                    chains = chains[torch.argsort(action[chains], stable=True)][:free]
                     if accept:
                         self._prefetch_acceptance(chains)
                     else:
-                        self._submit(chains, last[chains] + 1, prefetched=True)
+                        for request in driver.submit(chains, last[chains] + 1, prefetched=True):
+                            self.ahead.setdefault(request.chain, []).append(request)
+                        self.queued[chains] += 1
                     break
             else:
                 return
@@ -74,101 +92,94 @@ class Prefetching:
         is drawn now, from that length; the context `x'_<m'` is `x_<m'` when m' <= m (step j's
         cut), else `x_<m` followed by step j's first m' - m tokens, submitted once they are drawn
         (`_submit_acceptances`).  Kept only if step j is accepted with x' of the assumed length:
-        a condition on step j alone, so given it the pre-fetch has its exact law."""
-        stages = self.action[chains] // self.per_stage
+        a condition on step j alone, so given it the pre-fetch has its exact law.  Its tokens are
+        never stopped early: x' is not known when it is planned."""
+        driver = self.chains
+        stages = driver.action[chains] // driver.per_stage
         for k in torch.unique(stages).tolist():
             group = chains[stages == k]
-            index = group.to(self.device)
-            sub = gather_chains(self.position, index)
-            streams = self._streams(group, self.action[group] + 1)
-            assumed = MHState(dataclasses.replace(sub, lengths=self._assumed_lengths(sub, k)), self.log_target[index])
-            request = self._request(self.kernels[k].plan(streams, assumed, early_reject=False))  # x' is unknown: no stop rule
-            plan = request.plan
-            for i, (chain, cut, budget) in enumerate(zip(group.tolist(), plan.cut_index.tolist(), plan.max_new_tokens.tolist())):
-                key = -(int(self.action[chain] + 1) * self.chains + chain) - 1
-                self.accept_ahead[chain] = key
-                self.prefetch_plans[key] = (request, i)
-                self.deferred[key] = (chain, cut, budget)
+            sub = gather_chains(driver.position, group.to(driver.device))
+            assumed = dataclasses.replace(sub, lengths=self._assumed_lengths(sub, k))
+            plan = driver.plan_step(k, group, driver.action[group] + 1, assumed, early_reject=False)
+            for i, (chain, cut, budget) in enumerate(zip(group.tolist(), plan.plan.cut_index.tolist(), plan.plan.max_new_tokens.tolist())):
+                request = Request(chain, int(driver.action[chain]) + 1, prefetched=True, plan=(plan, i))
+                self.accept_ahead[chain] = request
+                self.waiting[request] = (cut, budget)
         self._submit_acceptances()
 
-    def _assumed_lengths(self, sub: SequenceBatch, stage: int) -> torch.Tensor:
+    def _assumed_lengths(self, sub, stage: int) -> torch.Tensor:
         """The length an acceptance pre-fetch's cut is drawn for: the stage cap, which the accepted
         state has when its proposal draws no EOS (`_keeps_acceptance_prefetch` checks it)."""
-        return torch.full_like(sub.lengths, self.stage_caps[stage])
+        return torch.full_like(sub.lengths, self.chains.stage_caps[stage])
+
+    def _current_cut(self, chain: int) -> int:
+        plan, row = self.chains.current[chain].plan
+        return int(plan.plan.cut_index[row])
 
     def _submit_acceptances(self) -> None:
         """Submit the acceptance pre-fetches whose context is complete (see `_prefetch_acceptance`)."""
-        ready = []  # (key, chain, cut, budget, tokens of step j's proposal the context needs)
-        for key, (chain, cut, budget) in self.deferred.items():
-            needed = cut - self._current_cut(chain)
-            drawn = self._drawn(int(self.current_key[chain])) if needed > 0 else None
+        driver = self.chains
+        ready = []  # (request, cut, tokens of step j's proposal the context needs)
+        for request, (cut, _) in self.waiting.items():
+            needed = cut - self._current_cut(request.chain)
+            drawn = driver.drawn(driver.current[request.chain]) if needed > 0 else None
             if needed <= 0:
-                ready.append((key, chain, cut, budget, []))
+                ready.append((request, cut, []))
             elif drawn is not None and len(drawn) >= needed:
-                ready.append((key, chain, cut, budget, drawn[:needed].tolist()))
+                ready.append((request, cut, drawn[:needed].tolist()))
         if not ready:
             return
-        chains = [chain for _, chain, _, _, _ in ready]
-        current_cuts = torch.as_tensor([self._current_cut(chain) for chain in chains], device=self.device)
-        shared = torch.minimum(torch.as_tensor([cut for _, _, cut, _, _ in ready], device=self.device), current_cuts)
-        contexts = gather_chains(self.position, torch.as_tensor(chains, device=self.device)).contexts(shared).to_lists()
-        keys = [key for key, *_ in ready]
-        for key in keys:
-            del self.deferred[key]
-        contexts = [context + tail for context, (*_, tail) in zip(contexts, ready)]
-        for request, positions in plan_rows([self.prefetch_plans[key] for key in keys]):  # plans of other stages keep their samplers
-            self._submit_planned([keys[i] for i in positions], torch.as_tensor([chains[i] for i in positions]), request,
-                                 TokenBatch.from_lists([contexts[i] for i in positions], device=self.device))
+        chains = [request.chain for request, _, _ in ready]
+        current_cuts = torch.as_tensor([self._current_cut(chain) for chain in chains], device=driver.device)
+        shared = torch.minimum(torch.as_tensor([cut for _, cut, _ in ready], device=driver.device), current_cuts)
+        contexts = gather_chains(driver.position, torch.as_tensor(chains, device=driver.device)).contexts(shared).to_lists()
+        contexts = [context + tail for context, (_, _, tail) in zip(contexts, ready)]
+        requests = [request for request, _, _ in ready]
+        for request in requests:
+            del self.waiting[request]
+        for plan, positions in plan_rows([request.plan for request in requests]):  # plans of other stages keep their samplers
+            driver.send_planned([requests[i] for i in positions], plan,
+                                TokenBatch.from_lists([contexts[i] for i in positions], device=driver.device))
 
-    def _branch(self, chain: int, accepted: bool) -> tuple[int | None, list[int]]:
+    def branch(self, chain: int, accepted: bool) -> tuple[Request | None, list[Request]]:
         """After an MH step of a chain with requests pre-fetched from the state it was in: a
         rejection keeps that state, so the first pre-fetch becomes the current request; an
-        acceptance leaves it, so every pre-fetch is withdrawn.  Returns (the promoted key or None,
-        the withdrawn keys)."""
-        keys = self.ahead.pop(chain)
+        acceptance leaves it, so every pre-fetch is withdrawn.  Returns (the promoted request or
+        None, the withdrawn ones)."""
+        requests = self.ahead.pop(chain)
         self.queued[chain] = 0
         if accepted:
-            return None, keys
-        if len(keys) > 1:
-            self.ahead[chain], self.queued[chain] = keys[1:], len(keys) - 1
-        return keys[0], []
+            return None, requests
+        if len(requests) > 1:
+            self.ahead[chain], self.queued[chain] = requests[1:], len(requests) - 1
+        return requests[0], []
 
-    def _keeps_acceptance_prefetch(self, chain: int, key: int, accepted: bool, stage: int) -> bool:
-        """An acceptance pre-fetch is kept only if the step was accepted and the chain's new state
-        has the length its cut was drawn for (the stage cap)."""
-        return accepted and int(self.position.lengths[chain]) == self.stage_caps[stage]
-
-    def _withdraw(self, keys: list[int]) -> None:
-        """Drop pre-fetched requests: running ones leave the batch, finished ones' tokens are discarded."""
-        running = [key for key in keys if key not in self.held]
-        for engine in self.engines.values():
-            engine.cancel(running)
-        for key in keys:
-            self.prefetch_plans.pop(key, None)
-            if key in self.held:
-                batch, row = self.held.pop(key)
-                drawn = int(batch.tokens.lengths[row])
-                self.proposer.counter.discard(drawn)
-                if bool(batch.stopped()[row]):  # no longer a part of `tokens_sampled`
-                    self.proposer.counter.tokens_rejected_early -= drawn
-
-    def _promote(self, promoted: dict[int, int]) -> None:
-        """Pre-fetched requests that became their chains' current ones: MH requests' cuts become
-        current, and acceptance pre-fetches whose context was not complete are submitted now (the
-        accepted proposal is the chain's state: their context is in it)."""
-        if not promoted:
-            return
-        self.from_prefetch[list(promoted)] = True
-        self.current_key[list(promoted)] = torch.as_tensor(list(promoted.values()))
-        for chain, key in promoted.items():
-            if key in self.prefetch_plans:
-                self.current_plans[chain] = self.prefetch_plans.pop(key)
-        for chain, key in promoted.items():
-            if key in self.deferred:
-                del self.deferred[key]
-                request, row = self.current_plans[chain]
-                request = gather_plan(request, torch.as_tensor([row]))
-                sub = gather_chains(self.position, torch.as_tensor([chain], device=self.device))
-                self._submit_planned([key], torch.as_tensor([chain]), request, sub.contexts(request.plan.cut_index))
-
-    # ------------------------------------------------------------------ actions
+    def decided(self, chains: list[int], accepted: list[bool], stages: list[int]) -> dict[int, Request]:
+        """The steps of `chains` are decided: the pre-fetches that become their current requests
+        (made so here), every other pre-fetch of a branch not taken withdrawn.  Acceptance
+        pre-fetches whose context was not complete are submitted now (the accepted proposal is the
+        chain's state: their context is in it)."""
+        driver, promoted, withdrawn = self.chains, {}, []
+        for chain, outcome, stage in zip(chains, accepted, stages):
+            if self.queued[chain] > 0:
+                request, dropped = driver._branch(chain, outcome)
+                withdrawn += dropped
+                if request is not None:
+                    promoted[chain] = request
+            if chain in self.accept_ahead:
+                request = self.accept_ahead.pop(chain)
+                if driver._keeps_acceptance_prefetch(chain, request, outcome, stage):
+                    promoted[chain] = request
+                elif self.waiting.pop(request, None) is None:
+                    withdrawn.append(request)
+        if withdrawn:
+            driver.cancel(withdrawn)
+        for chain, request in promoted.items():
+            driver.current[chain] = request
+            if request in self.waiting:
+                del self.waiting[request]
+                plan, row = request.plan
+                plan = gather_plan(plan, torch.as_tensor([row]))
+                sub = gather_chains(driver.position, torch.as_tensor([chain], device=driver.device))
+                driver.send_planned([request], plan, sub.contexts(plan.plan.cut_index))
+        return promoted

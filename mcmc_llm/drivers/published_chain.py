@@ -44,7 +44,8 @@ from mcmc_llm.lm.generation import sample_continuations
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.cut_rules import UniformCut
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
-from mcmc_llm.proposals.suffix import CutPlan, complete_extension
+from mcmc_llm.drivers.extension import complete_extension
+from mcmc_llm.proposals.suffix import CutPlan
 
 #: The top-k of `transformers`' `generate` by default, which the published chain samples under.
 PUBLISHED_TOP_K = 50

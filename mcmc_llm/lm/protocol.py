@@ -107,10 +107,12 @@ class ComputeCounter:
         # sum_{i=start}^{start+count-1} (i + 1)
         self.attention_positions += int((count * (2 * start + count + 1) / 2).sum())
 
-    def discard(self, tokens: int) -> None:
-        """Move `tokens` already counted as sampled to `tokens_discarded` (their result was not used)."""
+    def discard(self, tokens: int, rejected_early: bool = False) -> None:
+        """Move `tokens` already counted as sampled to `tokens_discarded` (their result was not used;
+        `rejected_early`: they were also counted in `tokens_rejected_early`, which keeps only used ones)."""
         self.tokens_sampled -= int(tokens)
         self.tokens_discarded += int(tokens)
+        self.tokens_rejected_early -= int(tokens) if rejected_early else 0
 
     def snapshot(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -12,9 +12,9 @@ uses these instead.  Two forms of plan are kept as they are, because proposals r
   Sub-plans keep the tuple and the indices; plans with equal tuples concatenate without shifting.
 * **one sampler per row** (`samplers` of length C, `sampler_index = arange(C)`, e.g. built per
   call as `(s,) * C`): sub-plans and concatenations stay in that form, one sampler per row, in row
-  order.  A plan is taken to be in this form when its tuple repeats a sampler (`_per_row`); C
-  distinct samplers indexed 0..C-1 are read as a shared tuple, which is right either way for
-  `samplers[sampler_index[c]]`.
+  order.  A plan is taken to be in this form when its tuple repeats a sampler or it has one row
+  (`_per_row`); C > 1 distinct samplers indexed 0..C-1 are read as a shared tuple, which is right
+  either way for `samplers[sampler_index[c]]`.
 
 Anything else (plans of different calls with different tuples) is concatenated only with
 `shift=True`: tuples joined, each plan's indices shifted by the samplers before it, which keeps
@@ -64,11 +64,12 @@ def _rebuild(plan: Any, fields: dict[str, Any]) -> Any:
 
 
 def _per_row(plan: Any) -> bool:
-    """One sampler per row: `samplers` of length C > 1 that repeats a sampler, and `sampler_index =
-    arange(C)`.  (A tuple of C distinct samplers indexed 0..C-1 is read as the proposal's own tuple:
-    its indices may mean something, and keeping them is always right for `samplers[sampler_index]`.)"""
+    """One sampler per row: `samplers` of length C, `sampler_index = arange(C)`, and the tuple
+    repeats a sampler or C = 1.  (C > 1 distinct samplers indexed 0..C-1 are read as the proposal's
+    own tuple: its indices may mean something, and keeping them is always right for
+    `samplers[sampler_index]`.)"""
     index, samplers = plan.sampler_index, plan.samplers
-    if len(samplers) != len(index) or len(index) < 2 or len(_distinct(samplers)) == len(samplers):
+    if len(samplers) != len(index) or (len(index) > 1 and len(_distinct(samplers)) == len(samplers)):
         return False
     return bool((index.cpu() == torch.arange(len(index))).all())
 
@@ -124,11 +125,11 @@ def concat_plans(plans: Sequence[Any], shift: bool = False) -> Any:
         parts = [_fields(tree) for tree in trees]
         fields = {name: concat_plans([part[name] for part in parts], shift) for name in parts[0] if name not in _PLAN_FIELDS}
         indices = [tree.sampler_index for tree in trees]
-        if all(_equal(tree.samplers, trees[0].samplers) for tree in trees[1:]):
-            samplers = trees[0].samplers
-        elif all(_per_row(tree) for tree in trees):
+        if all(_per_row(tree) for tree in trees):  # (one-row plans are in both forms: this one keeps a per-call plan's)
             samplers = sum((tuple(tree.samplers) for tree in trees), ())
             indices = [torch.arange(len(samplers), device=indices[0].device)]
+        elif all(_equal(tree.samplers, trees[0].samplers) for tree in trees[1:]):
+            samplers = trees[0].samplers
         elif shift:
             samplers, indices = (), []
             for tree in trees:
