@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import numpy as np
+
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.evaluation.methods.base import ConfiguredMethod, MethodSample, plain
 
@@ -43,13 +45,14 @@ class PowerSampling(ConfiguredMethod):
             diagnostics: dict[str, Any] = {"steps": 0, "acceptance_rate": None, "tokens_resampled": 0, "acceptance_by_stage": []}
             if trace is not None:
                 accepted = trace.stats["accepted"][row].astype(float)
+                stopped = trace.stats.get("rejected_early", np.zeros_like(trace.stats["accepted"]))  # the published chain has none
                 stages = trace.stats["stage"][row]
                 diagnostics = {
                     "steps": int(accepted.shape[0]),
                     "acceptance_rate": float(accepted.mean()) if accepted.size else None,
                     "tokens_resampled": int(trace.stats["tokens_resampled"][row].sum()),
-                    "tokens_rejected_early": int((trace.stats["tokens_resampled"][row] * trace.stats["rejected_early"][row]).sum()),
-                    "steps_rejected_early": int(trace.stats["rejected_early"][row].sum()),
+                    "tokens_rejected_early": int((trace.stats["tokens_resampled"][row] * stopped[row]).sum()),
+                    "steps_rejected_early": int(stopped[row].sum()),
                     "acceptance_by_stage": [float(accepted[stages == s].mean()) for s in sorted(set(stages.tolist()))],
                     # every MH step in order: its stage, cut position relative to the current length, outcome
                     "step_stage": stages.astype(int).tolist(),
