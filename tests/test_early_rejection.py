@@ -166,8 +166,9 @@ def test_chains_are_identical_with_and_without_early_rejection(monkeypatch, driv
     assert (stats["tokens_resampled"] <= stats["proposal_budget"]).all()
 
 
-@pytest.mark.parametrize("batching", ["continuous", "lockstep"])
-def test_chains_are_identical_on_a_random_weight_transformers_model(batching):
+@pytest.mark.parametrize("batching,rows", [("continuous", 1), ("continuous", 3), ("lockstep", 1)])
+def test_chains_are_identical_on_a_random_weight_transformers_model(monkeypatch, batching, rows):
+    _rows(monkeypatch, rows)
     lm = random_model("llama-tiny", device="cpu", dtype="float64", seed=2)
     config = PowerSamplerConfig(alpha=4.0, block_size=4, max_new_tokens=16, mcmc_steps=3, batching=batching)
     runs = _on_and_off(lm, config, [[5, 6, 7], [8, 9]], chains=4, seed=3)
