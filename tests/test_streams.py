@@ -149,3 +149,18 @@ def test_a_two_phase_user_proposal_runs_in_both_batchings_with_the_same_chains()
     _same_chains(runs["lockstep"], runs["continuous"], slice(None))
     with pytest.raises(TypeError, match="the proposal for stage 0 is a object, not a two-phase suffix proposal"):
         power_sample(lm, [[]], CONFIG, proposal=lambda stage: object())
+
+
+def test_stream_uniforms_hash_on_the_tensors_device_with_the_same_bits():
+    """The engine's per-token draws (`stream_uniforms`, int64 tensor ops that run on a GPU too) are the
+    host hash's bits exactly, for any keys and labels (negative ones included), and so are its tokens."""
+    from mcmc_llm.core.random import categorical, inverse_cdf, stream_uniforms
+
+    generator = torch.Generator().manual_seed(5)
+    keys = torch.randint(-(2**63), 2**63 - 1, (4096,), generator=generator, dtype=torch.int64)
+    labels = torch.cat([torch.arange(2048), torch.randint(-(2**63), 2**63 - 1, (2048,), generator=generator, dtype=torch.int64)])
+    on_device = stream_uniforms(keys, labels)
+    on_host = Streams(keys).split(labels).uniform((4096,))
+    assert torch.equal(on_device, on_host)  # bit for bit
+    log_weights = torch.log_softmax(torch.randn(4096, 50, generator=generator, dtype=torch.float64), -1)
+    assert torch.equal(inverse_cdf(log_weights, on_device), categorical(Streams(keys).split(labels), log_weights))

@@ -18,7 +18,9 @@ deterministic function of its seed.  Two kinds of source are accepted by `unifor
 top 53 bits of the hash, shifted half a step off zero: `u = (floor(h / 2^11) + 1/2) / 2^53`, in
 (0, 1).  Categorical draws are by inverse CDF from one uniform per row; normals by Box–Muller.
 Draws are made on the CPU and moved to the device of the tensors they are used with, so the same
-seed gives the same chain on CPU and GPU whenever the model's arithmetic agrees.
+seed gives the same chain on CPU and GPU whenever the model's arithmetic agrees.  The generation
+engine's per-token draws are hashed where the keys live instead (`stream_uniforms`: the same
+bits with int64 tensor ops, so a GPU decode step needs no host round trip for its randomness).
 """
 
 from __future__ import annotations
@@ -44,6 +46,31 @@ def _mix(z: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * _MIX1
         z = (z ^ (z >> np.uint64(27))) * _MIX2
         return z ^ (z >> np.uint64(31))
+
+
+def _signed(word: np.uint64) -> int:
+    return int(word) - (1 << 64) if int(word) >= 1 << 63 else int(word)
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 words (as uint64)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix_tensor(z: torch.Tensor) -> torch.Tensor:
+    """`_mix` on int64 tensors of any device: the same 64 bits (int64 arithmetic wraps like uint64)."""
+    z = z + _signed(_GOLDEN)
+    z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
+    z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
+    return z ^ _shift_right(z, 31)
+
+
+def stream_uniforms(keys: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`Streams(keys).split(labels).uniform((R,))` with tensor ops on the device of `keys` (int64
+    [R]; `labels` int64 [R] there too): row r's first draw from child stream `labels[r]`, float64."""
+    child = _mix_tensor(keys ^ _mix_tensor(labels))
+    bits = _mix_tensor(child ^ _mix_tensor(torch.zeros_like(child)))  # the child's draw number 0
+    return (_shift_right(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
 
 
 def _word(label: Union[int, str, torch.Tensor]) -> np.ndarray:
@@ -175,10 +202,16 @@ def categorical(source: Source, log_weights: torch.Tensor) -> torch.Tensor:
     Inverse-CDF sampling: one uniform per row (so a row's draw depends only on its own weights
     and its own stream), and an entry of probability zero can never be drawn.
     """
+    return inverse_cdf(log_weights, source)
+
+
+def inverse_cdf(log_weights: torch.Tensor, source: "Source | torch.Tensor") -> torch.Tensor:
+    """Row r's draw from `softmax(log_weights[r])` by inverse CDF at one uniform: `source` is a
+    source (`uniform` draws it) or the uniforms themselves, float64 [R] (`stream_uniforms`)."""
     weights = torch.softmax(log_weights.to(torch.float64), dim=-1)
     cumulative = torch.cumsum(weights, dim=-1)
-    thresholds = uniform(source, cumulative[:, :1]) * cumulative[:, -1:]
-    index = torch.searchsorted(cumulative, thresholds, right=True).squeeze(-1)
+    u = source[:, None].to(cumulative) if isinstance(source, torch.Tensor) else uniform(source, cumulative[:, :1])
+    index = torch.searchsorted(cumulative, u * cumulative[:, -1:], right=True).squeeze(-1)
     return index.clamp_(max=log_weights.shape[-1] - 1)
 
 

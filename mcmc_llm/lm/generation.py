@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from mcmc_llm.core.random import Source, Streams, categorical, random_keys
+from mcmc_llm.core.random import Source, Streams, inverse_cdf, random_keys, stream_uniforms
 from mcmc_llm.lm.early_stop import EarlyStop
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sampling import Continuation, SamplingRule, _is_eos, _token_statistics, sampling_law
@@ -67,7 +67,7 @@ class ContinuousBatch:
         self._row = {
             "caps": torch.zeros(0, dtype=torch.long, device=device),
             "rule_index": torch.zeros(0, dtype=torch.long),
-            "streams": torch.zeros(0, dtype=torch.int64),
+            "streams": torch.zeros(0, dtype=torch.int64, device=device),  # every row's key, hashed on the device
             **{f"stop_{name}": value for name, value in EarlyStop.never(0, device)._asdict().items()},
         }
         self._counts = torch.zeros(0, dtype=torch.long, device=device)
@@ -175,7 +175,7 @@ class ContinuousBatch:
         if len(stop.threshold) != count:
             raise ValueError(f"got {len(stop.threshold)} stop rules for {count} contexts; they must match")
         settings = {"caps": caps, "rule_index": torch.as_tensor([self._rule_id(rule) for rule in rules], dtype=torch.long),
-                    "streams": streams.keys, **{f"stop_{name}": value for name, value in stop._asdict().items()}}
+                    "streams": streams.keys.to(device), **{f"stop_{name}": value for name, value in stop._asdict().items()}}
         positive = caps > 0
         self._empty += [key for key, keep in zip(keys, positive.tolist()) if not keep]
         if bool(positive.any()):
@@ -244,7 +244,7 @@ class ContinuousBatch:
         lm, state = self.lm, self._state
         logprobs = state.logprobs.to(torch.float64)
         proposal = self._proposal_logprobs(logprobs)
-        drawn = categorical(Streams(self._row["streams"]).split(self._counts.cpu()), proposal)
+        drawn = inverse_cdf(proposal, stream_uniforms(self._row["streams"], self._counts.to(self._row["streams"].device)))
         rows = torch.arange(len(self._keys), device=drawn.device)
         values = {"tokens": drawn, **_token_statistics(logprobs, drawn, self.rule, proposal)}
         for name, record in self._records.items():
