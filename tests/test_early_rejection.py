@@ -162,7 +162,7 @@ def test_chains_are_identical_with_and_without_early_rejection(monkeypatch, driv
     assert on["tokens_sampled"] + on["tokens_discarded"] < off["tokens_sampled"] + off["tokens_discarded"]
     stats = runs[True].trace.stats
     assert (stats["tokens_resampled"] + stats["extension_tokens"]).sum() == on["tokens_sampled"]
-    assert (stats["tokens_resampled"] * stats["rejected_early"]).sum() <= on["tokens_rejected_early"]
+    assert (stats["tokens_resampled"] * stats["rejected_early"]).sum() == on["tokens_rejected_early"]  # withdrawn ones leave the count
     assert (stats["tokens_resampled"] <= stats["proposal_budget"]).all()
 
 

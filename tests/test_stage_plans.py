@@ -33,7 +33,7 @@ from mcmc_llm.drivers.asynchronous import AsynchronousChains
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.toy import NgramLM, load_toy
-from mcmc_llm.proposals.plans import PlansDiffer, concat_plans, gather_plan
+from mcmc_llm.proposals.plans import PlansDiffer, concat_plans, gather_plan, plan_rows
 from mcmc_llm.proposals.suffix import CutPlan, SuffixResampling
 from mcmc_llm.testing import chi_square_check, counts_from_samples
 from tests.power_helpers import FALSE_FAILURE_RATE, TV_RESOLUTION, chains_to_detect
@@ -146,12 +146,14 @@ def test_plan_rows_keep_their_own_samplers():
         return CutPlan(index, index, torch.zeros(chains, dtype=torch.long), (Sampler(LM, rule),),
                        torch.zeros(chains, 3), torch.ones(chains, dtype=torch.bool))
 
-    with pytest.raises(PlansDiffer):  # different tuples: joined only with shifted indices, on request
-        concat_plans([plan(a, 2, 0), plan(b, 3, 2)])
-    merged = concat_plans([plan(a, 2, 0), plan(b, 3, 2)], shift=True)
-    assert [merged.samplers[int(i)].rule for i in merged.sampler_index] == [a, a, b, b, b]
-    sub = gather_plan(merged, torch.as_tensor([4, 0]))
-    assert [sub.samplers[int(i)].rule for i in sub.sampler_index] == [b, a] and sub.cut_index.tolist() == [4, 0]
+    first, second = plan(a, 2, 0), plan(b, 3, 2)
+    with pytest.raises(PlansDiffer):  # different tuples: never joined (indices would change)
+        concat_plans([first, second])
+    groups = plan_rows([(second, 2), (first, 0), (second, 0)])  # kept apart, each row with its own sampler
+    assert sorted(positions for _, positions in groups) == [[0, 2], [1]]
+    for group, positions in groups:
+        assert [group.samplers[int(i)].rule for i in group.sampler_index] == [[b, a, b][p] for p in positions]
+        assert group.cut_index.tolist() == [[4, 0, 2][p] for p in positions]
     shared = concat_plans([plan(a, 2, 0), plan(a, 1, 2)])  # equal tuples: kept, indices unchanged
     assert len(shared.samplers) == 1 and shared.sampler_index.tolist() == [0, 0, 0]
     sampler = Sampler(LM, a)

@@ -52,6 +52,10 @@ def _signed(word: np.uint64) -> int:
     return int(word) - (1 << 64) if int(word) >= 1 << 63 else int(word)
 
 
+_GOLDEN_I64, _MIX1_I64, _MIX2_I64 = _signed(_GOLDEN), _signed(_MIX1), _signed(_MIX2)  # the same words as int64
+_MIX_ZERO_I64 = _signed(_mix(np.uint64(0)))  # mix(0): every child stream's first draw is mix(key ^ mix(0))
+
+
 def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
     """Logical right shift of int64 words (as uint64)."""
     return (z >> bits) & ((1 << (64 - bits)) - 1)
@@ -59,9 +63,9 @@ def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
 
 def _mix_tensor(z: torch.Tensor) -> torch.Tensor:
     """`_mix` on int64 tensors of any device: the same 64 bits (int64 arithmetic wraps like uint64)."""
-    z = z + _signed(_GOLDEN)
-    z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
-    z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
+    z = z + _GOLDEN_I64
+    z = (z ^ _shift_right(z, 30)) * _MIX1_I64
+    z = (z ^ _shift_right(z, 27)) * _MIX2_I64
     return z ^ _shift_right(z, 31)
 
 
@@ -69,7 +73,7 @@ def stream_uniforms(keys: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """`Streams(keys).split(labels).uniform((R,))` with tensor ops on the device of `keys` (int64
     [R]; `labels` int64 [R] there too): row r's first draw from child stream `labels[r]`, float64."""
     child = _mix_tensor(keys ^ _mix_tensor(labels))
-    bits = _mix_tensor(child ^ _mix_tensor(torch.zeros_like(child)))  # the child's draw number 0
+    bits = _mix_tensor(child ^ _MIX_ZERO_I64)  # the child's draw number 0
     return (_shift_right(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
 
 

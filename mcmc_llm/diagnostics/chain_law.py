@@ -104,9 +104,10 @@ def _ended(sequence: tuple[int, ...], eos: set[int]) -> bool:
 def _log_accept(chain, tokens, alpha, x, y, m, proposing=None) -> float:
     """The chain's log MH ratio for moving x -> y at cut m (log q from `proposing`, default `tokens`)."""
     if chain == "exact":
-        proposing = proposing or tokens
-        p_x, p_y = tokens.sums(x, m, len(x))[0], tokens.sums(y, m, len(y))[0]
-        q_x, q_y = proposing.sums(x, m, len(x))[1], proposing.sums(y, m, len(y))[1]
+        p_x, q_x = tokens.sums(x, m, len(x))
+        p_y, q_y = tokens.sums(y, m, len(y))
+        if proposing is not None and proposing is not tokens:  # log q from the stage's own proposal
+            q_x, q_y = proposing.sums(x, m, len(x))[1], proposing.sums(y, m, len(y))[1]
         return alpha * (p_y - p_x) + q_x - q_y + math.log(len(x)) - math.log(len(y))
     shared = min(len(x), len(y))
     p_x, q_x = tokens.sums(x, m, shared)

@@ -44,10 +44,9 @@ class EarlyStop(NamedTuple):
         return score - self.weight * torch.log(self.base + drawn.to(torch.float64))
 
     def increments(self, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-        """`alpha log p - log q` of one drawn token per row, [R] (0 for rows that never stop: their
-        `alpha` is 0 and `log q` may be anything finite)."""
-        active = torch.isfinite(self.threshold)
-        return torch.where(active, self.alpha * log_p - log_q, torch.zeros_like(log_p))
+        """`alpha log p - log q` of one drawn token per row, [R] (meaningless, and harmless, for rows
+        that never stop: nothing is below their threshold -inf)."""
+        return self.alpha * log_p - log_q
 
     def stops(self, score: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
         """Rows whose bound after `drawn` tokens is below their threshold, [R] bool."""

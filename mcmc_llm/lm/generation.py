@@ -244,7 +244,7 @@ class ContinuousBatch:
         lm, state = self.lm, self._state
         logprobs = state.logprobs.to(torch.float64)
         proposal = self._proposal_logprobs(logprobs)
-        drawn = inverse_cdf(proposal, stream_uniforms(self._row["streams"], self._counts.to(self._row["streams"].device)))
+        drawn = inverse_cdf(proposal, stream_uniforms(self._row["streams"], self._counts))
         rows = torch.arange(len(self._keys), device=drawn.device)
         values = {"tokens": drawn, **_token_statistics(logprobs, drawn, self.rule, proposal)}
         for name, record in self._records.items():
@@ -254,13 +254,13 @@ class ContinuousBatch:
         stop = _is_eos(drawn, lm.eos_token_ids)
         complete = stop | (self._counts >= self._row["caps"])
         rule = EarlyStop(*(self._row[f"stop_{name}"] for name in EarlyStop._fields))
-        self._score = self._score + rule.increments(values["log_p"].to(self._score), values["log_q"].to(self._score))
-        early = rule.stops(self._score, self._counts) & ~complete.to(self._score.device)
-        done_mask = complete | early.to(complete.device)
+        self._score = self._score + rule.increments(values["log_p"], values["log_q"])
+        early = rule.stops(self._score, self._counts) & ~complete
+        done_mask = complete | early
         done = done_mask.nonzero().squeeze(-1)
-        early_done = early[done.to(early.device)]
+        early_done = early[done]
         if bool(early_done.any()):
-            lm.counter.tokens_rejected_early += int(self._counts[done][early_done.to(done.device)].sum())
+            lm.counter.tokens_rejected_early += int(self._counts[done][early_done].sum())
         finished = (
             [self._keys[i] for i in done.tolist()],
             {name: record[done] for name, record in self._records.items()},

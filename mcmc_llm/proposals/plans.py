@@ -16,14 +16,12 @@ uses these instead.  Two forms of plan are kept as they are, because proposals r
   (`_per_row`); C > 1 distinct samplers indexed 0..C-1 are read as a shared tuple, which is right
   either way for `samplers[sampler_index[c]]`.
 
-Anything else (plans of different calls with different tuples) is concatenated only with
-`shift=True`: tuples joined, each plan's indices shifted by the samplers before it, which keeps
-`samplers[sampler_index[c]]` right but changes the indices; `plan_rows`, which feeds `complete`,
-never does that and keeps such plans apart.
+Anything else (plans of different calls with different tuples) is not concatenated: joining the
+tuples would change the indices, which `complete` may read, so `plan_rows` keeps such plans apart.
 
 * `gather_plan(plan, rows)`: rows of one plan (nested plan records, such as a mixture's parts, too).
-* `concat_plans(plans, shift=False)`: the rows of several plans in order; other non-tensor fields
-  must be equal in every plan (`PlansDiffer` otherwise): a plan's settings are never replaced.
+* `concat_plans(plans)`: the rows of several plans in order (`PlansDiffer` when their samplers
+  differ as above, or another non-tensor field does: a plan's settings are never replaced).
 * `plan_rows(parts)`: rows `(plan, row)` of many plans as few batches, `[(plan, positions)]`.
 
 With these, `samplers[sampler_index[c]]` is, for every row c in every batch, the sampler of the
@@ -69,17 +67,17 @@ def _per_row(plan: Any) -> bool:
     own tuple: its indices may mean something, and keeping them is always right for
     `samplers[sampler_index]`.)"""
     index, samplers = plan.sampler_index, plan.samplers
-    if len(samplers) != len(index) or (len(index) > 1 and len(_distinct(samplers)) == len(samplers)):
+    if len(samplers) != len(index) or (len(index) > 1 and not _repeats(samplers)):
         return False
     return bool((index.cpu() == torch.arange(len(index))).all())
 
 
-def _distinct(samplers: tuple) -> list:
-    distinct: list = []
-    for sampler in samplers:
-        if not any(sampler is seen or _equal(sampler, seen) for seen in distinct):
-            distinct.append(sampler)
-    return distinct
+def _repeats(samplers: tuple) -> bool:
+    """Some sampler occurs twice (by ==; `Sampler`s hash by their LM's identity and their rule)."""
+    try:
+        return len(set(samplers)) < len(samplers)
+    except TypeError:  # an unhashable sampler: compare pairwise
+        return any(_equal(a, b) for i, a in enumerate(samplers) for b in samplers[i + 1:])
 
 
 def gather_plan(plan: Any, rows: torch.Tensor) -> Any:
@@ -115,7 +113,7 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
-def concat_plans(plans: Sequence[Any], shift: bool = False) -> Any:
+def concat_plans(plans: Sequence[Any]) -> Any:
     """One plan holding the rows of `plans` in order, every row still naming its own sampler (module docstring)."""
     plans = list(plans)
 
@@ -123,20 +121,15 @@ def concat_plans(plans: Sequence[Any], shift: bool = False) -> Any:
         if not is_plan(trees[0]):
             return NotImplemented
         parts = [_fields(tree) for tree in trees]
-        fields = {name: concat_plans([part[name] for part in parts], shift) for name in parts[0] if name not in _PLAN_FIELDS}
+        fields = {name: concat_plans([part[name] for part in parts]) for name in parts[0] if name not in _PLAN_FIELDS}
         indices = [tree.sampler_index for tree in trees]
         if all(_per_row(tree) for tree in trees):  # (one-row plans are in both forms: this one keeps a per-call plan's)
             samplers = sum((tuple(tree.samplers) for tree in trees), ())
             indices = [torch.arange(len(samplers), device=indices[0].device)]
         elif all(_equal(tree.samplers, trees[0].samplers) for tree in trees[1:]):
             samplers = trees[0].samplers
-        elif shift:
-            samplers, indices = (), []
-            for tree in trees:
-                indices.append(tree.sampler_index + len(samplers))
-                samplers += tuple(tree.samplers)
         else:
-            raise PlansDiffer("plans of different calls with different samplers (concatenate them with shift=True)")
+            raise PlansDiffer("plans of different calls with different samplers")
         return _rebuild(trees[0], {**fields, "samplers": samplers, "sampler_index": torch.cat(indices)})
 
     def leaf(*leaves):
@@ -158,7 +151,7 @@ def plan_rows(parts: Sequence[tuple[Any, int]]) -> list[tuple[Any, list[int]]]:
         return groups
     try:
         merged = concat_plans([plan for plan, _ in groups])
-    except PlansDiffer:  # kept apart rather than shifted: `complete` may read `sampler_index`
+    except PlansDiffer:  # kept apart: `complete` may read `sampler_index`
         return groups
     order = [position for _, positions in groups for position in positions]
     inverse = torch.argsort(torch.as_tensor(order))
