@@ -47,7 +47,7 @@ def test_shapes_determinism_and_generation_path(kind):
             assert sample.ended == (sample.length > 0 and sample.tokens[-1] in lm.eos_token_ids)
             assert 0 not in sample.tokens[:-1]  # EOS only at the end
             assert math.isfinite(sample.log_p) and sample.log_p <= 0
-            assert set(sample.compute) == {"tokens_sampled", "tokens_discarded", "tokens_rejected_early", "tokens_encoded", "forward_passes", "attention_positions"}
+            assert set(sample.compute) == {"tokens_sampled", "tokens_discarded", "tokens_rejected_early", "tokens_encoded", "forward_passes", "attention_positions", "tokens_overrun"}
     # every token was drawn by sample_continuations, the only code that counts tokens_sampled
     sampled = lm.counter.tokens_sampled
     output_tokens = sum(s.length for row in out for s in row)
@@ -190,7 +190,7 @@ def test_smc_and_rollout_methods(kind):
             assert sample.ended == (sample.length > 0 and sample.tokens[-1] in lm.eos_token_ids)
             assert math.isfinite(sample.log_p) and sample.log_p <= 0
             assert set(sample.diagnostics) == SMC_DIAGNOSTICS[kind]
-            assert set(sample.compute) == {"tokens_sampled", "tokens_discarded", "tokens_rejected_early", "tokens_encoded", "forward_passes", "attention_positions"}
+            assert set(sample.compute) == {"tokens_sampled", "tokens_discarded", "tokens_rejected_early", "tokens_encoded", "forward_passes", "attention_positions", "tokens_overrun"}
             if kind == "smc":
                 d = sample.diagnostics
                 assert math.isfinite(d["log_normalizer"]) and 1 <= d["final_ess"] <= 4 + 1e-9

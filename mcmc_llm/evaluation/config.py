@@ -1,6 +1,6 @@
 """Experiment configs: a TOML file read into frozen dataclasses, validated key by key.
 
-    [model]     spec, device, dtype, chat_template, eos_token_ids, threads, engine, packed_linear
+    [model]     spec, device, dtype, chat_template, eos_token_ids, threads, engine, packed_linear, graphs
     [task]      name, path, subset, seed, options, prompt_format, chat_template
     [sampling]  max_new_tokens, samples_per_problem, seed, batch_size, problems_per_call
     [[methods]] name, kind, samples, max_new_tokens, + the keys of the kind (`method_config.METHOD_KEYS`)
@@ -30,6 +30,7 @@ SECTIONS = ("model", "task", "sampling", "methods", "output", "scaleout")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 ENGINES = ("auto", "static", "dynamic")  # `HFLanguageModel.ENGINES` (not imported: configs load without torch)
 PACKED_LINEAR = ("auto", "on", "off")  # `mcmc_llm.lm.packed_linear.MODES` (likewise)
+GRAPHS = ("auto", "off", "eager", "compiled")  # `mcmc_llm.lm.hf_decode_step.GRAPH_MODES` (likewise)
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,7 @@ class ModelConfig:
     threads: int | None = None
     engine: str = "auto"  # decoding engine of a transformers model; changes speed, never results (not fingerprinted)
     packed_linear: str = "auto"  # oneDNN-packed CPU weights; changes speed and float32 rounding only (not fingerprinted, like device)
+    graphs: str = "auto"  # static-shape (compiled, CUDA-graph) decoding step; speed and rounding only (not fingerprinted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +176,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
         eos_token_ids=_tuple(t.get("eos_token_ids", checks.token_ids)), threads=t.get("threads", checks.integer(1)),
         engine=t.get("engine", checks.choice(ENGINES), "auto"),
         packed_linear=t.get("packed_linear", checks.choice(PACKED_LINEAR), "auto"),
+        graphs=t.get("graphs", checks.choice(GRAPHS), "auto"),
     )
     t.done()
     t = sections["task"]

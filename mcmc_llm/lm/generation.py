@@ -45,17 +45,30 @@ class ContinuousBatch:
     the next step with an empty continuation.  A request may carry a stop rule (`submit(stop=)`,
     `mcmc_llm.lm.early_stop.EarlyStop`): once its running bound falls below its threshold the row
     finishes at once, flagged in `Continuation.stopped_early`, and its tokens are also counted in
-    `counter.tokens_rejected_early`.  Because the forward pass is deferred to the next
-    call, a request submitted in reply to a finished one takes the freed row at once: the batch
-    stays full for as long as callers have work (the asynchronous power sampler relies on this;
-    `sample_continuations` submits everything at once).
+    `counter.tokens_rejected_early`.  Because the forward pass is deferred to the next call, a
+    request submitted in reply to a finished one takes the freed row at once: the batch stays full
+    while callers have work (the asynchronous power sampler relies on this).
+
+    Finish reads (`read_every` = k, default `lm.finish_read_interval`, else 1).  Which rows are
+    done is decided on the device at every step, but the host reads it, and retires those rows,
+    only every k-th step: the one host synchronisation of a step.  A row done between reads stays
+    in the batch until the read, unrecorded (its tokens, log-probs, count and stop score stay as
+    at its end); the up to k - 1 pushes made for it move from `tokens_encoded` to
+    `counter.tokens_overrun`.  Each row's t-th token still comes from its own stream, so draws,
+    continuations and token counters are those of k = 1; only when a request is reported differs.
     """
 
     _FIELDS = ("tokens", "log_p", "log_q", "entropy")  # what is recorded per generated token
-    _ROW_FIELDS = ("caps", "rule_index", "streams") + tuple(f"stop_{name}" for name in EarlyStop._fields)  # per live row
-
-    def __init__(self, lm: LanguageModel, rule: SamplingRule | None = None, generator: torch.Generator | None = None):
+    _ROW_FIELDS = ("caps", "rule_index", "streams", "starts") + tuple(f"stop_{name}" for name in EarlyStop._fields)  # per live row
+    _FINISH = ("alive", "ended", "early", "overrun")  # per live row, on the device: where each row stands between reads
+    _NONE_FINISHED = ([], {}, None, None, None, None)  # what `_draw` returns when no row finishes
+    def __init__(self, lm: LanguageModel, rule: SamplingRule | None = None, generator: torch.Generator | None = None,
+                 read_every: int | None = None):
         self.lm, self.rule, self.generator = lm, rule if rule is not None else SamplingRule(), generator
+        self.read_every = int(read_every if read_every is not None else getattr(lm, "finish_read_interval", 1))
+        if self.read_every < 1:
+            raise ValueError(f"read_every must be a positive number of steps, got {read_every!r}")
+        self._since_read = 0  # steps since the host last read which rows are done
         device = lm.device
         self._rules: list[SamplingRule] = []  # the distinct rules requests asked for; rows hold an index
         self._rule_laws = torch.zeros(0, dtype=torch.long)
@@ -68,10 +81,14 @@ class ContinuousBatch:
             "caps": torch.zeros(0, dtype=torch.long, device=device),
             "rule_index": torch.zeros(0, dtype=torch.long),
             "streams": torch.zeros(0, dtype=torch.int64, device=device),  # every row's key, hashed on the device
+            "starts": torch.zeros(0, dtype=torch.long, device=device),  # context lengths (where a row's pushes start)
             **{f"stop_{name}": value for name, value in EarlyStop.never(0, device)._asdict().items()},
         }
         self._counts = torch.zeros(0, dtype=torch.long, device=device)
         self._score = torch.zeros(0, dtype=torch.float64, device=device)  # running sum of the stop rule's increments
+        self._finish = {name: torch.zeros(0, dtype=torch.long if name == "overrun" else torch.bool, device=device)
+                        for name in self._FINISH}
+        self._sampled = torch.zeros((), dtype=torch.long, device=device)  # tokens drawn by running rows since the last read
         self._records = {name: torch.zeros(0, 1, dtype=self._dtype(name), device=device) for name in self._FIELDS}
         self._queue_keys: list = []
         self._queue: list[tuple[TokenBatch, dict[str, torch.Tensor]]] = []  # (contexts, per-row settings)
@@ -110,6 +127,7 @@ class ContinuousBatch:
         self._row = {name: value[kept.to(value.device)] for name, value in self._row.items()}
         self._counts = self._counts[kept]
         self._score = self._score[kept.to(self._score.device)]
+        self._finish = {name: value[kept.to(value.device)] for name, value in self._finish.items()}
         self._records = {name: record[kept] for name, record in self._records.items()}
 
     def cancel(self, keys) -> None:
@@ -133,6 +151,7 @@ class ContinuousBatch:
             return
         device = self._counts.device
         kept = torch.as_tensor([i for i, g in enumerate(gone) if not g], dtype=torch.long, device=device)
+        self._count_sampled()
         self.lm.counter.discard(int(self._counts[torch.as_tensor(gone, device=device)].sum()))
         if len(kept) == 0:
             self._state = self._pending = None
@@ -175,11 +194,12 @@ class ContinuousBatch:
         if len(stop.threshold) != count:
             raise ValueError(f"got {len(stop.threshold)} stop rules for {count} contexts; they must match")
         settings = {"caps": caps, "rule_index": torch.as_tensor([self._rule_id(rule) for rule in rules], dtype=torch.long),
-                    "streams": streams.keys.to(device), **{f"stop_{name}": value for name, value in stop._asdict().items()}}
+                    "streams": streams.keys.to(device), "starts": contexts.lengths.to(device=device, dtype=torch.long),
+                    **{f"stop_{name}": value for name, value in stop._asdict().items()}}
         positive = caps > 0
         self._empty += [key for key, keep in zip(keys, positive.tolist()) if not keep]
         if bool(positive.any()):
-            longest = int((contexts.lengths.to(caps.device) + caps).max())
+            longest = int((contexts.lengths.to(caps.device) + caps).max()) + self.read_every - 1  # a done row's pushes until the read
             self.lm.reserve(self.rows + int(positive.sum()), longest)
             rows = positive.nonzero().squeeze(-1)
             self._queue_keys += [keys[i] for i in rows.tolist()]
@@ -209,6 +229,7 @@ class ContinuousBatch:
         added = len(settings["caps"])
         self._counts = torch.cat([self._counts, torch.zeros_like(settings["caps"])])
         self._score = torch.cat([self._score, torch.zeros_like(settings["stop_threshold"])])
+        self._finish = {name: torch.cat([value, value.new_full((added,), name == "alive")]) for name, value in self._finish.items()}
         columns = max(int(settings["caps"].max()), self._records["tokens"].shape[1])
         for name, record in self._records.items():
             grown = torch.nn.functional.pad(record, (0, columns - record.shape[1]))
@@ -222,7 +243,7 @@ class ContinuousBatch:
             self._state = lm.admit(self._state, pending, self._take_queue()) if self._queue_keys else lm.advance(self._state, pending)
         elif self._queue_keys:
             self._state = lm.start(self._take_queue())
-        finished = self._draw() if self._keys else None
+        finished = self._draw() if self._keys else self._NONE_FINISHED
         empty, self._empty = self._empty, []
         return self._collect(finished, empty)
 
@@ -238,53 +259,75 @@ class ContinuousBatch:
             proposal[rows] = self._rules[index].proposal_logprobs(logprobs[rows])
         return proposal
 
-    def _draw(self) -> tuple[list, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw a token for every live row; finish and drop the rows that are done.  Returns the
-        finished rows' keys, records, token counts, EOS flags and laws."""
-        lm, state = self.lm, self._state
+    def _count_sampled(self) -> None:
+        """Add the tokens drawn by running rows since the last read to the counter (a host read)."""
+        self.lm.counter.tokens_sampled += int(self._sampled)
+        self._sampled.zero_()
+
+    def _draw(self) -> tuple[list, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw a token for every live row and record it for the rows still running; every
+        `read_every`-th step, finish and drop the rows that are done.  Returns the finished rows'
+        keys, records, token counts, EOS flags, laws and early-stop flags."""
+        lm, state, finish = self.lm, self._state, self._finish
         logprobs = state.logprobs.to(torch.float64)
         proposal = self._proposal_logprobs(logprobs)
         drawn = inverse_cdf(proposal, stream_uniforms(self._row["streams"], self._counts))
+        running = finish["alive"]
         rows = torch.arange(len(self._keys), device=drawn.device)
         values = {"tokens": drawn, **_token_statistics(logprobs, drawn, self.rule, proposal)}
+        column = self._counts.clamp(max=self._records["tokens"].shape[1] - 1)
         for name, record in self._records.items():
-            record[rows, self._counts] = values[name].to(record.dtype)
-        self._counts = self._counts + 1
-        lm.counter.tokens_sampled += len(self._keys)
-        stop = _is_eos(drawn, lm.eos_token_ids)
-        complete = stop | (self._counts >= self._row["caps"])
+            record[rows, column] = torch.where(running, values[name].to(record.dtype), record[rows, column])
+        finish["overrun"] += ~running  # this step's forward pass pushed a token for every row already done
+        self._counts = self._counts + running
+        self._sampled += running.sum()
+        stop = _is_eos(drawn, lm.eos_token_ids) & running
+        complete = stop | (running & (self._counts >= self._row["caps"]))
         rule = EarlyStop(*(self._row[f"stop_{name}"] for name in EarlyStop._fields))
-        self._score = self._score + rule.increments(values["log_p"], values["log_q"])
-        early = rule.stops(self._score, self._counts) & ~complete
-        done_mask = complete | early
-        done = done_mask.nonzero().squeeze(-1)
-        early_done = early[done]
-        if bool(early_done.any()):
-            lm.counter.tokens_rejected_early += int(self._counts[done][early_done].sum())
+        self._score = self._score + torch.where(running, rule.increments(values["log_p"], values["log_q"]), 0.0)
+        early = running & rule.stops(self._score, self._counts) & ~complete
+        finish["ended"] |= stop
+        finish["early"] |= early
+        finish["alive"] = running & ~(complete | early)
+        self._since_read += 1
+        if self._since_read < self.read_every:
+            self._pending = drawn
+            return self._NONE_FINISHED
+        self._since_read = 0
+        return self._retire_done(drawn)
+
+    def _retire_done(self, drawn: torch.Tensor):
+        """The host read: finish the rows that are done (handed to `lm.retire`, dropped from the batch)."""
+        lm, finish = self.lm, self._finish
+        done = (~finish["alive"]).nonzero().squeeze(-1)
+        self._count_sampled()
+        if len(done) == 0:
+            self._pending = drawn
+            return self._NONE_FINISHED
+        counts, early_done = self._counts[done], finish["early"][done]
+        lm.counter.tokens_rejected_early += int(counts[early_done].sum())
+        lm.counter.record_overrun(self._row["starts"][done] + counts - 1, finish["overrun"][done])
         finished = (
             [self._keys[i] for i in done.tolist()],
             {name: record[done] for name, record in self._records.items()},
-            self._counts[done],
-            stop[done],
+            counts,
+            finish["ended"][done],
             self._rule_laws[self._row["rule_index"][done.cpu()]],
             early_done,
         )
-        if len(done) == 0:
-            self._pending = drawn
-            return finished
-        lm.retire(state, done)
-        kept = (~done_mask).nonzero().squeeze(-1)
+        lm.retire(self._state, done)
+        kept = finish["alive"].nonzero().squeeze(-1)
         if len(kept) == 0:
             self._state = None
         else:
-            self._state, self._pending = lm.select_rows(state, kept), drawn[kept]
+            self._state, self._pending = lm.select_rows(self._state, kept), drawn[kept]
         self._keep_live(kept)
         return finished
 
     def _collect(self, finished, empty: list) -> tuple[list, Continuation]:
         """Finished live rows, then finished cap-0 requests, as keys and one right-padded `Continuation`."""
         device = self._counts.device
-        keys, records, counts, ended, laws, early = finished if finished is not None else ([], {}, None, None, None, None)
+        keys, records, counts, ended, laws, early = finished
         width = max(int(counts.max()) if keys else 0, 1)
         parts = {}
         for name in self._FIELDS:

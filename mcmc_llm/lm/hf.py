@@ -1,9 +1,8 @@
 """A transformers causal LM as a `LanguageModel`: batched, KV-cached, with prompt-prefix reuse.
 
-Layout of a batch (`mcmc_llm.lm.hf_layout`).  Row b of the KV cache holds `S` slots, of which a
-boolean mask marks the real tokens; masked slots ("holes") may sit anywhere, and every forward pass
-gets the 2-D mask and explicit `position_ids` (the i-th real token of a row has position i), so
-holes change nothing but cost.
+Layout of a batch (`mcmc_llm.lm.hf_layout`): row b of the KV cache holds `S` slots, a boolean mask
+marks the real tokens, and explicit `position_ids` give the i-th real token position i, so masked
+slots ("holes") change nothing but cost.
 
 Prefix and sequence reuse (`mcmc_llm.lm.hf_reuse`).  `register_prefix(ids)` declares a prompt;
 `start`/`positionwise` find, for each row, the longest registered prefix its context begins with,
@@ -21,8 +20,7 @@ and has linear states (a consumed state raises `StaleStateError`); "dynamic" (`h
 layout above) has immutable states, so a caller may branch from any state.
 
 Supported: decoder-only models whose layers are all full attention (Llama, Qwen2/2.5, Mistral
-without sliding window, Phi-3, SmolLM2, ...).  Sliding-window and linear-attention layers are
-rejected, because their caches are not addressed by slot masks.
+without sliding window, Phi-3, SmolLM2, ...); sliding-window and linear attention are rejected.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from mcmc_llm.lm.devices import resolve_device, resolve_dtype
 from mcmc_llm.lm.hf_dynamic import DynamicEngine
 from mcmc_llm.lm.hf_layout import HFState, cache_from_kv, check_full_attention, kv_from_cache, query_block, reused_slots
 from mcmc_llm.lm.hf_reuse import Encoded, PrefixCache, Reuse, SequenceStash
+from mcmc_llm.lm.hf_decode_step import FINISH_READ_INTERVAL
 from mcmc_llm.lm.hf_slots import SlotState, static_slots_supported
 from mcmc_llm.lm.hf_static import ATTENTION, StaticSlotEngine
 from mcmc_llm.lm.packed_linear import set_packed_linears
@@ -56,9 +55,7 @@ class HFLanguageModel(LanguageModel):
         `config.eos_token_id` and `tokenizer.eos_token_id`, deduplicated.
     prefix_cache_size: encoded prefixes kept (LRU).
     sequence_cache_size: retired rows kept for reuse (LRU; at least `STASH_PER_ROW` = 4 per row of
-        the largest batch: each chain needs its current sequence, and with asynchronous chains a
-        chain on a long proposal must not lose it while the others retire several short ones);
-        0 turns sequence reuse off.
+        the largest batch, so a chain on a long proposal keeps its sequence); 0 turns reuse off.
     score_chunk_elements: `positionwise` applies the LM head and `reduce` to chunks of positions
         holding at most this many `batch * positions * vocab` entries.
     engine: "static" (in-place key/value slots, linear states), "dynamic" (immutable states), or
@@ -66,6 +63,8 @@ class HFLanguageModel(LanguageModel):
         or eager (it takes an explicit 4-D mask), else dynamic.
     packed_linear: "auto" / "on" / "off": float32 CPU linear layers on weights packed once for
         oneDNN (`mcmc_llm.lm.packed_linear`; same products up to summation order), or not.
+    graphs: the static engine's decoding step, "auto" / "off" / "eager" / "compiled" (`hf_decode_step`);
+        "compiled" also reads finished rows every FINISH_READ_INTERVAL steps (`finish_read_interval`).
     """
 
     ENGINES = ("auto", "static", "dynamic")
@@ -86,6 +85,7 @@ class HFLanguageModel(LanguageModel):
         score_chunk_elements: int = 2**24,
         engine: str = "auto",
         packed_linear: str = "auto",
+        graphs: str = "auto",
         name: str | None = None,
     ):
         self.engine = engine  # validated by the setter
@@ -116,6 +116,7 @@ class HFLanguageModel(LanguageModel):
         self._largest_batch = 0
         self.num_layers = int(config.num_hidden_layers)
         self._static = StaticSlotEngine(self)
+        self.graphs = graphs
         self._dynamic = DynamicEngine(self)
         self._check_head()
 
@@ -177,6 +178,15 @@ class HFLanguageModel(LanguageModel):
         if value not in self.ENGINES:
             raise ValueError(f"unknown engine {value!r}; choose one of {', '.join(self.ENGINES)}")
         self._engine_name = value
+
+    @property
+    def graphs(self) -> str:  # the static engine's decoding step: "off", "eager" or "compiled"
+        return self._static.steps.mode
+
+    @graphs.setter
+    def graphs(self, mode: str) -> None:  # validated and resolved for the device by DecodeSteps
+        self._static.use_graphs(mode)
+        self.finish_read_interval = FINISH_READ_INTERVAL if self.graphs == "compiled" else 1
 
     def pack_linear(self, mode: str = "on") -> int:
         """Compute float32 CPU linear layers from oneDNN-packed weights ("on", "auto") or not ("off");

@@ -67,6 +67,14 @@ class SlotArena:
         self.live = 0
         self.version = 0
         self.copied_positions = 0
+        self.newest = None  # weak reference to the newest state of this arena (set by the engine)
+
+    def reset(self) -> None:
+        """Empty the arena for a new batch (buffers kept; states of the old batch become stale)."""
+        self.lengths = [0] * self.capacity_rows
+        self.live = 0
+        self.version += 1
+        self.newest = None
 
     # ---------------------------------------------------------------- storage
     def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

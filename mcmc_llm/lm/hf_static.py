@@ -11,9 +11,11 @@ own positions into the stash.  States are linear (see `hf_slots`).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import torch
 
+from mcmc_llm.lm.hf_decode_step import DecodeSteps
 from mcmc_llm.lm.hf_layout import query_block, rest_logprobs
 from mcmc_llm.lm.hf_reuse import Encoded, Reuse
 from mcmc_llm.lm.hf_slots import SlotArena, SlotState, slot_cache, visible_mask
@@ -28,7 +30,16 @@ class StaticSlotEngine:
 
     def __init__(self, lm):
         self.lm = lm
+        self._steps_by_mode: dict[str, DecodeSteps] = {}
+        self.use_graphs("off")
+
+    def use_graphs(self, mode: str) -> None:
+        """Decode with the static-shape step in `mode` (`hf_decode_step.GRAPH_MODES`); the steps of
+        each mode are kept, so switching back reuses what was compiled."""
+        steps = DecodeSteps(self.lm, mode)  # validates and resolves the mode for the device
+        self.steps = self._steps_by_mode.setdefault(steps.mode, steps)
         self.reserved = (0, 0)  # (rows, tokens per row) announced for the next start or admission
+        self._last_arena: SlotArena | None = None
 
     def reserve(self, rows: int, length: int) -> None:
         """Announce `rows` rows of up to `length` tokens: the next `start` makes its arena that large,
@@ -91,11 +102,14 @@ class StaticSlotEngine:
             physical = torch.empty_like(physical).index_copy_(0, order, physical)
         offsets = arena.lengths[:live] + [plan.length for plan in plans]
         ids = torch.cat([physical, torch.as_tensor([plan.last for plan in plans], dtype=torch.long, device=device)])
-        hidden = self._forward(arena, 0, ids[:, None], offsets)
+        arena.ensure(len(offsets), max(offsets) + 1)
+        if len(offsets) == arena.live and self.steps.serves(arena):  # padding rows beyond `live` are free rows
+            logprobs = self.steps.run(arena, ids, torch.as_tensor(offsets, dtype=torch.long).to(device, non_blocking=True))
+        else:
+            logprobs = lm._logprobs(self._forward(arena, 0, ids[:, None], offsets)[:, -1])
         lm.counter.record_encoding(torch.as_tensor(offsets), torch.ones(len(offsets), dtype=torch.long))
         for row in range(len(offsets)):
             arena.lengths[row] += 1
-        logprobs = lm._logprobs(hidden[:, -1])
         if not identity:
             logprobs = torch.cat([logprobs[order], logprobs[live:]])
         return logprobs
@@ -104,7 +118,21 @@ class StaticSlotEngine:
     def _next(arena: SlotArena, logprobs: torch.Tensor, rows: tuple[int, ...]) -> SlotState:
         arena.version += 1
         lengths = torch.as_tensor([arena.lengths[r] for r in rows], dtype=torch.long, device=arena.device)
-        return SlotState(logprobs, lengths, arena, rows, arena.version)
+        state = SlotState(logprobs, lengths, arena, rows, arena.version)
+        arena.newest = weakref.ref(state)
+        return state
+
+    def _arena(self, rows: int, slots: int) -> SlotArena:
+        """An arena for a new batch.  With a static-shape step on, the last one is reused when no
+        state of it is left (states are linear: only the newest could be used) and it is large
+        enough, so that its compiled steps and captured graphs are reused too; otherwise a new one."""
+        last = self._last_arena
+        if (self.steps.mode != "off" and last is not None and (last.newest is None or last.newest() is None)
+                and last.capacity_rows >= rows and last.capacity_slots >= slots):
+            last.reset()
+            return last
+        self._last_arena = SlotArena(self.lm.device, rows, slots)
+        return self._last_arena
 
     # ---------------------------------------------------------------- protocol
     def start(self, contexts: TokenBatch) -> SlotState:
@@ -112,7 +140,7 @@ class StaticSlotEngine:
         plans = self.lm._plan(rows)
         count = len(rows)
         reserved_rows, reserved_length = self._take_reserved()
-        arena = SlotArena(self.lm.device, max(count, reserved_rows), max(max(map(len, rows)) + 1, reserved_length))
+        arena = self._arena(max(count, reserved_rows), max(max(map(len, rows)) + 1, reserved_length))
         arena.live = count
         arena.write_reused(plans, 0)
         return self._next(arena, self._encode_rests(arena, 0, rows, plans), tuple(range(count)))

@@ -85,10 +85,14 @@ class ComputeCounter:
         away (pre-fetched proposals of a branch the chain did not take); not in `tokens_sampled`.
     tokens_rejected_early: tokens of proposals stopped by an early-rejection rule (exact: their
         move was already rejected); a part of `tokens_sampled`.
-    tokens_encoded: token positions pushed through the model (prefill, re-encoding, decoding).
+    tokens_encoded: token positions pushed through the model (prefill, re-encoding, decoding) for
+        rows still running; pushes of rows already finished but not yet read back by the host
+        (`ContinuousBatch(read_every=k)`) are in `tokens_overrun` instead.
     forward_passes: model calls.
     attention_positions: sum over encoded tokens of the number of positions each attends to
         (a token at absolute position i attends to i + 1 positions); the attention cost proxy.
+    tokens_overrun: token positions pushed for rows after they finished, before the host read
+        their end (at most k - 1 per row with finish reads every k steps; 0 with k = 1).
     """
 
     tokens_sampled: int = 0
@@ -97,6 +101,7 @@ class ComputeCounter:
     tokens_encoded: int = 0
     forward_passes: int = 0
     attention_positions: int = 0
+    tokens_overrun: int = 0
 
     def record_encoding(self, start_positions: torch.Tensor, num_tokens: torch.Tensor) -> None:
         """Account one forward pass encoding `num_tokens[b]` tokens at positions from `start_positions[b]`."""
@@ -106,6 +111,16 @@ class ComputeCounter:
         self.tokens_encoded += int(count.sum())
         # sum_{i=start}^{start+count-1} (i + 1)
         self.attention_positions += int((count * (2 * start + count + 1) / 2).sum())
+
+    def record_overrun(self, start_positions: torch.Tensor, num_tokens: torch.Tensor) -> None:
+        """Move `num_tokens[b]` pushes at positions from `start_positions[b]`, already recorded by
+        `record_encoding`, to `tokens_overrun`: they were made for rows that had finished."""
+        start = start_positions.to(torch.float64)
+        count = num_tokens.to(torch.float64)
+        overrun = int(count.sum())
+        self.tokens_encoded -= overrun
+        self.tokens_overrun += overrun
+        self.attention_positions -= int((count * (2 * start + count + 1) / 2).sum())
 
     def discard(self, tokens: int, rejected_early: bool = False) -> None:
         """Move `tokens` already counted as sampled to `tokens_discarded` (their result was not used;
@@ -130,6 +145,8 @@ class LanguageModel(ABC):
     counter: ComputeCounter
     #: The longest context (prompt + generated tokens) the model handles; None: no limit (toy LMs).
     max_context: int | None = None
+    #: Decoding steps between the host's reads of which rows are done (`ContinuousBatch`); 1: every step.
+    finish_read_interval: int = 1
 
     @property
     def device(self) -> torch.device:
