@@ -1,6 +1,7 @@
 """Thread-count benchmark for CPU runs: the README's demo workload at 1 and 2 torch threads.
 
-The default thread policy of the CLI (`mcmc_llm.lm.threads`) was chosen with this script.  One
+The default thread policy of the CLI and of every script (`mcmc_llm.lm.threads`) was chosen with
+this script, so here `--threads` takes the thread counts to compare (each run sets its own).  One
 run measures every thread count side by side, interleaved (1, 2, 2, 1, 1, 2, ...), so a change in
 machine load during the run moves all of them alike:
 
@@ -15,7 +16,7 @@ It prints one line per run, then a table (median, min, max seconds; sampled toke
 ratio of each thread count's median to 1 thread's, the load average before and after, and
 whether another job (`experiments/mixing_study.py`) was running.  The last line is JSON.
 
-    python experiments/bench_threads.py                    # ~1-10 minutes on 2 cores (depends on load)
+    python experiments/bench_threads.py                    # 6 timed runs of the demo, a line as each finishes
     python experiments/bench_threads.py --end-to-end --repeats 2
 """
 
@@ -28,6 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from mcmc_llm.scripts import script_main
 
 DEMO_PROMPT = "What is 12 + 30? Answer briefly."
 DEMO = dict(alpha=4.0, block_size=16, max_new_tokens=48, mcmc_steps=2, chains=2)
@@ -137,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -22,7 +22,7 @@ One run, one model, side by side:
       re-encoding of prompt + prefix, batch 1) for every extension and every proposal, with the
       same B, N_MCMC and T_max; wall time per finished power sample.
 
-It prints a table; the last line is JSON with `sampler_vs_generate` = (b)/(a) tokens/s and
+It prints a line as each run finishes, then a table; the last line is JSON with `sampler_vs_generate` = (b)/(a) tokens/s and
 `speedup_vs_reference` = (c)/(b) wall time per finished sample (both pooled), and each run of (b)
 on its own (`sampler_vs_generate_per_run`, and `occupancy_per_run`: used tokens per row of every
 forward pass, `tokens_sampled / (forward_passes * C)`; where a pass costs the same whatever its
@@ -34,7 +34,7 @@ upper bound) at the sampler rate measured in this run.  The rate was measured at
 and chain count, so at T = 3072 attention costs more per token than here: a lower bound on time
 per token, an upper bound on tokens.
 
-    python experiments/bench_throughput.py --quick      # ~3 minutes on 2 CPU cores, embedded model
+    python experiments/bench_throughput.py --quick      # embedded model: 4 runs of (a), 3 + 3 of (b)/(b0), 1 of (b'), 3 of (c)
     python experiments/bench_throughput.py --model random:qwen2-0.5b --device cuda --chains 16
 """
 
@@ -48,11 +48,13 @@ import time
 
 import torch
 
+from mcmc_llm.commands.common import add_threads_argument
 from mcmc_llm.core.random import Streams, categorical, make_generator
 from mcmc_llm.lm.generation import sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model
 from mcmc_llm.drivers.power import BATCHING, PowerSamplerConfig, power_sample, power_token_budget
+from mcmc_llm.scripts import script_main
 
 MATH500_PROBLEMS = 500
 PROMPT = "Write a detailed story about a lighthouse keeper who finds a mysterious map. Use several paragraphs."
@@ -84,8 +86,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--project-length", type=float, default=None,
                         help="expected output length for the MATH500 projection (default: the paper's cap, 3072: an upper bound)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="T_max=64, B=16, N_MCMC=2: about 3 minutes on 2 cores")
+    add_threads_argument(parser)
+    parser.add_argument("--quick", action="store_true", help="T_max=64, B=16, N_MCMC=2")
     args = parser.parse_args()
     if args.quick:
         args.max_new_tokens, args.block_size, args.mcmc_steps = 64, 16, 2
@@ -163,10 +165,8 @@ def stream_draw_cost(vocab: int, rows: int, repeats: int = 200) -> dict:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     lm = load_model(args.model, device=args.device, dtype=args.dtype, engine=None if args.engine == "auto" else args.engine,
-                    packed_linear=None if args.packed_linear == "auto" else args.packed_linear)
+                    packed_linear=None if args.packed_linear == "auto" else args.packed_linear, threads=args.threads)
     device = lm.device
     engine = ("static" if lm._uses_static_slots() else "dynamic") if hasattr(lm, "engine") else "-"
     other_engine = {"static": "dynamic", "dynamic": "static"}.get(engine)
@@ -214,8 +214,23 @@ def main() -> None:
     schedule += ["a"] * max(0, plain_runs - schedule.count("a"))
     results, walls, other, engine_run = [], [], None, None
     off_results, off_walls = [], []
+    names = {"a": "(a) plain generation", "b": "(b) power sampler", "b0": "(b0) power sampler, early rejection off",
+             "b'": f"(b') power sampler, {other_batching}", "b''": f"(b'') power sampler, {other_engine} engine"}
+    total = len(schedule) - schedule.count("a") + min(plain_runs, schedule.count("a")) + args.reference_samples
+    print(f"model {getattr(lm, 'name', args.model)} on {device}, {torch.get_num_threads()} threads; {total} runs, "
+          "a line as each finishes", flush=True)
+    finished = 0
+
+    def report(name: str, wall: float) -> None:
+        nonlocal finished
+        finished += 1
+        print(f"run {finished}/{total}: {name}, {wall:.1f} s", flush=True)
+
     for run in schedule:
-        if run == "a" and plain["runs"] < plain_runs:
+        started = time.perf_counter()
+        if run == "a" and plain["runs"] >= plain_runs:
+            continue
+        if run == "a":
             run_plain()
         elif run == "b":
             result, wall = run_sampler(args.batching, args.seed + len(results))
@@ -229,14 +244,18 @@ def main() -> None:
             other, other_wall = run_sampler(other_batching, args.seed)
         elif run == "b''":
             engine_run, engine_wall = run_sampler(args.batching, args.seed, other_engine)
+        report(names[run], time.perf_counter() - started)
     plain_tokens, plain_wall = plain["tokens"], plain["wall"]
     sampler_tokens, sampler_wall = sum(r.compute["tokens_sampled"] for r in results), sum(walls)
     discarded = sum(r.compute["tokens_discarded"] for r in results)
 
-    started = time.perf_counter()
-    reference = [reference_power_sample(lm, prompt, config, args.seed + i) for i in range(args.reference_samples)]
-    synchronize(device)
-    reference_wall = time.perf_counter() - started
+    reference, reference_wall = [], 0.0
+    for i in range(args.reference_samples):
+        started = time.perf_counter()
+        reference.append(reference_power_sample(lm, prompt, config, args.seed + i))
+        synchronize(device)
+        reference_wall += time.perf_counter() - started
+        report("(c) published-code mirror, one sample", time.perf_counter() - started)
     reference_tokens = sum(r["tokens_sampled"] for r in reference)
 
     plain_rate = plain_tokens / plain_wall
@@ -310,6 +329,7 @@ def main() -> None:
         })
     print(json.dumps({
         "sampler_vs_generate": round(sampler_rate / plain_rate, 3),
+        "threads": torch.get_num_threads(),
         "speedup_vs_reference": round(per_sample_reference / per_sample_sampler, 2),
         "sampler_vs_generate_per_run": [round(r.compute["tokens_sampled"] / w / plain_rate, 3) for r, w in zip(results, walls)],
         "occupancy_per_run": [round(occupancy(r), 3) for r in results],
@@ -326,4 +346,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

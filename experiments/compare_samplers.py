@@ -17,8 +17,10 @@ runs; for the rollout sampler the K x M candidate tokens pushed in front of the 
     python experiments/compare_samplers.py            # full study (~5-10 minutes on 2 cores)
     python experiments/compare_samplers.py --quick    # smoke version (< 1 minute)
 
-Rows are appended to experiments/results/compare_samplers[_quick].jsonl as each run completes; a
-rerun skips rows already recorded.  `python paper_figures/compare_samplers.py` draws the figure.
+Rows are appended to `--out` (default experiments/results/compare_samplers.jsonl; with --quick, a new
+temporary directory outside the repository) as each run completes; a rerun with the same `--out`
+skips rows already recorded, and Ctrl-C keeps what is written.  One torch thread unless
+`--threads N` or OMP_NUM_THREADS (`mcmc_llm.lm.threads`).  `python paper_figures/compare_samplers.py` draws the figure.
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mcmc_llm.commands.common import add_threads_argument
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.diagnostics.exact import count_states, total_variation, tv_noise_floor
 from mcmc_llm.lm.exact import power_law, tempered_law
 from mcmc_llm.lm.support import ExactLaw
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
+from mcmc_llm.lm.threads import configure_threads
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
+from mcmc_llm.scripts import keeping, quick_output, script_main
 from mcmc_llm.smc import RolloutConfig, SMCConfig, power_smc, rollout_sample
 from resume import completed_keys  # sibling module: experiments/resume.py
 
@@ -55,7 +60,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--draws", type=int, default=4000, help="independent runs (final samples) per setting")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="small settings for a smoke test (< 1 minute)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSONL (default experiments/results/compare_samplers.jsonl; --quick: a new temporary directory)")
+    add_threads_argument(parser)
     parser.add_argument("--bias-tables", action="store_true",
                         help="instead of the comparison, measure the SMC draw bias and the rollout sampler's bias "
                              "(the tables of docs/smc.md); written to experiments/results/smc_bias_tables.json")
@@ -76,7 +83,7 @@ def parse_args() -> argparse.Namespace:
         args.grid = {"MH uniform": [0, 4, 16], "MH within-block": [4], "MH entropy": [4], "SMC": [1, 8, 64],
                      "SMC + 2 MH (end)": [8], "rollout K=V": [1, 4], "best-of-N": [1, 8, 64]}
     if args.out is None:
-        args.out = RESULTS / ("compare_samplers_quick.jsonl" if args.quick else "compare_samplers.jsonl")
+        args.out = quick_output("compare_samplers") / "compare_samplers.jsonl" if args.quick else RESULTS / "compare_samplers.jsonl"
     return args
 
 
@@ -225,7 +232,7 @@ def bias_tables(out: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(1)
+    threads = configure_threads(args.threads, "cpu")
     if args.bias_tables:
         bias_tables(RESULTS / "smc_bias_tables.json")
         return
@@ -238,12 +245,13 @@ def main() -> None:
     floor = tv_noise_floor(args.exact, args.draws)
     done = completed_keys(args.out, ("method", "value", "seed"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"results: {args.out}", flush=True)
     print(f"model toy:{args.model}, n={args.max_new_tokens}, alpha={args.alpha}, B={args.block_size} (MH), "
           f"{args.draws} draws, |S_n|={len(target)}, TV(tempered, p^alpha)={target.tv(args.tempered):.4f}, "
           f"noise floor {floor:.4f}")
     print(f"{'method':>18} {'value':>5} {'seed':>4} {'tokens/sample':>13} {'TV(p^a)':>8} {'wall':>6}")
     started_all = time.perf_counter()
-    with args.out.open("a") as handle:
+    with keeping(args.out, f"rerun with --out {args.out} to resume"), args.out.open("a") as handle:
         for method, settings in args.grid.items():
             for value in settings:
                 for seed in range(args.seeds):
@@ -274,8 +282,8 @@ def main() -> None:
                 "tokens_per_sample": round(float(np.mean([r["tokens_per_sample"] for r in picked])), 1),
             }
     print(json.dumps({"largest_setting": summary, "noise_floor": round(floor, 4), "results": str(args.out),
-                      "wall_s": round(time.perf_counter() - started_all, 1)}))
+                      "wall_s": round(time.perf_counter() - started_all, 1), "threads": threads}))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -19,7 +19,8 @@ tokens sampled, tokens encoded (prefill + decode) and the attention-position sum
     python experiments/compute_accounting.py --scaling [--quick]   # T in 32..256 x B in 16..64, N = 2 (~1 min)
 
 Prints a table and, last, a JSON line; writes experiments/results/compute_accounting.jsonl (or
-cost_scaling.jsonl with --scaling; `--out` to choose).
+cost_scaling.jsonl with --scaling; with --quick, into a new temporary directory outside the
+repository; `--out` to choose).  One torch thread unless `--threads N` or OMP_NUM_THREADS.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
-
+from mcmc_llm.commands.common import add_threads_argument
+from mcmc_llm.lm.threads import configure_threads
 from mcmc_llm.lm.toy import NgramLM
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample, power_token_budget
+from mcmc_llm.scripts import quick_output, script_main
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,9 +61,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="the (T, B) grid of the cost-scaling figure")
     parser.add_argument("--chains", type=int, default=None, help="chains per setting (default 200; 64 with --scaling)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSONL (default experiments/results/NAME.jsonl; --quick: a new temporary directory)")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    configure_threads(args.threads, "cpu")
     lm = NgramLM.random(8, 2, seed=0, eos_logit=-30.0)
     prompt = [1, 2, 3, 4]
     if args.scaling:
@@ -106,9 +110,9 @@ def main() -> None:
             rows.append(row)
             print(f"{kernel:>12} {T:>4} {B:>3} {N:>2} | {per_chain_tokens:>8.1f} {row['tokens_expected']:>8.1f} "
                   f"{method:>8.1f} | {row['attention_sampled_per_chain']:>10.0f} {row['attention_expected']:>10.0f} | "
-                  f"{row['tokens_encoded_per_chain']:>8.1f} | {early_tokens:>9.1f} {row['saving']:>7.1%}")
+                  f"{row['tokens_encoded_per_chain']:>8.1f} | {early_tokens:>9.1f} {row['saving']:>7.1%}", flush=True)
     name = "cost_scaling" if args.scaling else "compute_accounting"
-    out = args.out or RESULTS / (name + ("_quick" if args.quick else "") + ".jsonl")
+    out = args.out or (quick_output(name) if args.quick else RESULTS) / f"{name}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     worst = max(abs(r["tokens_per_chain"] / r["tokens_expected"] - 1) for r in rows)
@@ -118,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

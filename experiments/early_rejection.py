@@ -19,8 +19,9 @@ a change in machine load moves both), and compared:
     python experiments/early_rejection.py                 # both caps, 4 problems x 8 chains (~30 min on 2 cores)
     python experiments/early_rejection.py --quick         # T = 96 only, 2 problems x 4 chains
 
-Prints a table, writes experiments/results/early_rejection[_quick].jsonl (one line per cap) and,
-last, a JSON line.
+Prints a table, writes `--out` (default experiments/results/early_rejection.jsonl; with --quick, a
+new temporary directory outside the repository; one line per cap) and, last, a JSON line.  One
+torch thread unless `--threads N` or OMP_NUM_THREADS (`mcmc_llm.lm.threads`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from pathlib import Path
 
 import torch
 
+from mcmc_llm.commands.common import add_threads_argument
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample, power_token_budget
 from mcmc_llm.lm.registry import load_model
+from mcmc_llm.scripts import quick_output, script_main
 from mcmc_llm.tasks.registry import get_task
 
 RESULTS = Path(__file__).parent / "results"
@@ -44,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_argument(parser)
     parser.add_argument("--problems", type=int, default=4)
     parser.add_argument("--chains", type=int, default=8, help="samples per problem")
     parser.add_argument("--caps", type=int, nargs="+", default=[96, 192])
@@ -54,7 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compare-batching", action="store_true",
                         help="also run lock-step chains with early rejection off: how many chains match the continuous "
                              "run in this dtype (the same seed gives the same chains where log-probs do not depend on the batch)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSONL (default experiments/results/early_rejection.jsonl; --quick: a new temporary directory)")
     args = parser.parse_args()
     if args.quick:
         args.caps, args.problems, args.chains = [96], 2, 4
@@ -63,8 +67,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    lm = load_model(args.model, device="cpu", dtype=args.dtype)
+    out = args.out or (quick_output("early_rejection") if args.quick else RESULTS) / "early_rejection.jsonl"
+    print(f"results: {out} (written when every cap is done)", flush=True)
+    lm = load_model(args.model, device="cpu", dtype=args.dtype, threads=args.threads)
+    threads = torch.get_num_threads()
     problems = get_task("arithmetic", difficulty=1).load(subset=args.problems, seed=0)
     prompts = [list(lm.encode_prompt(problem.prompt)) for problem in problems]
     samples = len(prompts) * args.chains
@@ -83,6 +89,7 @@ def main() -> None:
                 started = time.perf_counter()
                 runs[flag] = power_sample(lm, prompts, dataclasses.replace(config, early_reject=flag), chains_per_prompt=args.chains, seed=seed)
                 wall = time.perf_counter() - started
+                print(f"     T={cap} seed {seed} early rejection {'on' if flag else 'off'}: {wall:.0f} s", flush=True)
                 compute = runs[flag].compute
                 totals[flag]["tokens"] += compute["tokens_sampled"] + compute["tokens_discarded"]
                 totals[flag]["early"] += compute["tokens_rejected_early"]
@@ -92,7 +99,7 @@ def main() -> None:
             lengths += int(runs[False].final.lengths.sum())
         done = samples * args.repeats
         row = {"max_new_tokens": cap, "block_size": 32, "mcmc_steps": 4, "alpha": 4.0, "problems": len(prompts),
-               "chains_per_problem": args.chains, "repeats": args.repeats, "dtype": args.dtype, "threads": args.threads}
+               "chains_per_problem": args.chains, "repeats": args.repeats, "dtype": args.dtype, "threads": threads}
         for flag, name in ((False, "off"), (True, "on")):
             t = totals[flag]
             row[f"tokens_per_sample_{name}"] = round(t["tokens"] / done, 1)
@@ -116,11 +123,10 @@ def main() -> None:
               f"{row['identical_chains']:.3f}; formula (no early rejection, mean length {row['mean_length']}) "
               f"{row['formula_tokens_per_sample']} tokens per sample")
         rows.append(row)
-    out = args.out or RESULTS / ("early_rejection" + ("_quick" if args.quick else "") + ".jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps({"results": str(out), "rows": rows}))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

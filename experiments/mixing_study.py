@@ -28,7 +28,10 @@ CPU reproduction (difficulty 1, seed 0).  Four phases, each appended to its own 
     python experiments/mixing_study.py --phase accuracy
     python experiments/mixing_study.py --quick --phase all     # a smoke run (tiny settings)
 
-Each phase uses one torch thread, so two phases can run side by side on two cores.
+Results go to `--out` (default experiments/results/cpu/mixing/; with --quick, a new temporary
+directory outside the repository); Ctrl-C keeps what is written, and a rerun with the same `--out`
+resumes.  Each phase uses one torch thread (unless `--threads N` or OMP_NUM_THREADS), so two phases
+can run side by side on two cores.
 `python paper_figures/mixing_study.py` computes every number in docs/results.md from the files
 and draws the figure.
 """
@@ -43,8 +46,10 @@ from pathlib import Path
 
 import torch
 
+from mcmc_llm.commands.common import add_threads_argument
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.lm.registry import load_model
+from mcmc_llm.scripts import keeping, quick_output, script_main
 from mcmc_llm.smc.power_smc import SMCConfig, power_smc
 from mcmc_llm.tasks.arithmetic import ArithmeticTask, extract_integer
 from resume import completed_keys  # sibling module: experiments/resume.py
@@ -63,7 +68,10 @@ ACCURACY_KERNELS = ("uniform", "published ratio", "published chain")
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=("reference", "mcmc", "mcmc-extra", "smc", "accuracy", "all"), required=True)
-    parser.add_argument("--quick", action="store_true", help="tiny settings, written to mixing_quick/")
+    parser.add_argument("--quick", action="store_true", help="tiny settings, written to a new temporary directory")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results directory (default experiments/results/cpu/mixing; --quick: a new temporary directory)")
+    add_threads_argument(parser)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--reference-batches", type=int, default=1,
                         help="reference: batches of R independent SMC runs per problem (more batches: a tighter reference)")
@@ -74,7 +82,8 @@ def parse_args() -> argparse.Namespace:
         settings.update(problems=2, extra_problems=1, max_new_tokens=8, block_size=4, chains=2, accuracy_chains=2,
                         particles=8, runs=2, small_particles=(2,), small_runs=2)
     args.settings = settings
-    args.out = RESULTS.with_name("mixing_quick") if args.quick else RESULTS
+    if args.out is None:
+        args.out = quick_output("mixing_study") if args.quick else RESULTS
     return args
 
 
@@ -201,13 +210,20 @@ def run_small_smc(args, lm, task, problems) -> None:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    print(f"results: {args.out}", flush=True)
     s = args.settings
-    lm = load_model("default", device="cpu", dtype=args.dtype)
+    lm = load_model("default", device="cpu", dtype=args.dtype, threads=args.threads)
     task = ArithmeticTask(difficulty=1)
     problems = task.load(subset=s["problems"] + s["extra_problems"], seed=0)
     phases = ("reference", "mcmc", "mcmc-extra", "smc", "accuracy") if args.phase == "all" else (args.phase,)
+    with keeping(args.out, f"rerun with --out {args.out} to resume"):
+        run_phases(args, phases, lm, task, problems)
+    print(json.dumps({"phases": list(phases), "results": str(args.out)}))
+
+
+def run_phases(args, phases, lm, task, problems) -> None:
+    s = args.settings
     for phase in phases:
         if phase == "reference":
             run_reference(args, lm, task, problems)
@@ -222,8 +238,7 @@ def main() -> None:
         else:
             run_mcmc(args, lm, task, problems[s["problems"]:], path=args.out / "accuracy.jsonl",
                      grid=[(10, ACCURACY_KERNELS)], chains=s["accuracy_chains"], key_offset=s["problems"])
-    print(json.dumps({"phases": list(phases), "results": str(args.out)}))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -15,7 +15,8 @@ T = 64, N_MCMC = 2, C = 8 chains) for many seeds, continuous batching with and w
     python experiments/prefetch_occupancy.py            # 200 seeds, ~1 minute
     python experiments/prefetch_occupancy.py --seeds 20 --chains 8 --mcmc-steps 4
 
-Prints a table and, last, a JSON line.
+Prints a line per setting as it finishes, a table and, last, a JSON line.  One torch thread unless
+`--threads N` or OMP_NUM_THREADS (`mcmc_llm.lm.threads`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import dataclasses
 import json
 import statistics
 
-import torch
-
+from mcmc_llm.commands.common import add_threads_argument
 from mcmc_llm.lm.generation import ContinuousBatch
+from mcmc_llm.lm.threads import configure_threads
 from mcmc_llm.lm.toy import NgramLM
 from mcmc_llm.drivers import asynchronous as continuous
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
+from mcmc_llm.scripts import script_main
 
 
 class _CountingBatch(ContinuousBatch):
@@ -52,8 +54,9 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--mcmc-steps", type=int, default=2)
+    add_threads_argument(parser)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    configure_threads(args.threads, "cpu")
     continuous.ContinuousBatch = _CountingBatch  # the asynchronous chains' engine, instrumented
     lm = NgramLM.random(64, 2, seed=0, eos_logit=-30.0)
     config = PowerSamplerConfig(alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,
@@ -76,6 +79,7 @@ def main() -> None:
             "occupancy_median": statistics.median(occupancy), "steps_mean": statistics.fmean(steps),
             "discarded_per_used_token": statistics.fmean(discarded), "acceptance": statistics.fmean(acceptance),
         }
+        print(f"prefetch {prefetch}: {args.seeds} seeds done", flush=True)
     print(f"{args.seeds} seeds, {args.chains} chains, alpha={args.alpha}, B={args.block_size}, "
           f"T={args.max_new_tokens}, N_MCMC={args.mcmc_steps}; toy LM without EOS")
     print(f"{'prefetch':>9} {'occupancy mean':>15} {'median':>7} {'min':>6} {'steps':>7} {'discarded/used':>15} {'acceptance':>11}")
@@ -86,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -6,18 +6,23 @@ mass outside S_T (unterminated sequences shorter than T, which only the publishe
 
     python experiments/published_chain_law.py     # seconds; writes experiments/results/published_chain_law.jsonl
 
-The last line printed is a JSON summary; docs/method.md quotes the table.
+The last line printed is a JSON summary; docs/method.md quotes the table.  One torch thread unless
+`--threads N` or OMP_NUM_THREADS (`mcmc_llm.lm.threads`); `--out` writes the rows elsewhere.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from mcmc_llm.commands.common import add_threads_argument
 from mcmc_llm.diagnostics.chain_law import CHAINS, chain_law
 from mcmc_llm.diagnostics.exact import total_variation
 from mcmc_llm.lm.exact import power_law
+from mcmc_llm.lm.threads import configure_threads
 from mcmc_llm.lm.toy import load_toy
+from mcmc_llm.scripts import script_main
 
 SETTINGS = [("tiny", 6, 2), ("bigram", 4, 2), ("trigram", 4, 2), ("derail", 4, 2)]
 STEPS = (1, 10, 100)
@@ -26,6 +31,11 @@ OUT = Path(__file__).parent / "results" / "published_chain_law.jsonl"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"results JSONL (default {OUT.relative_to(OUT.parents[2])})")
+    add_threads_argument(parser)
+    args = parser.parse_args()
+    configure_threads(args.threads, "cpu")
     rows = []
     print(f"{'model':>8} {'T':>2} {'B':>2} {'chain':>10} " + " ".join(f"{'N=' + str(n) + ' TV, outside':>20}" for n in STEPS))
     for model, cap, block in SETTINGS:
@@ -40,11 +50,12 @@ def main() -> None:
                        "mcmc_steps": steps, "tv_power": total_variation(law, target), "mass_outside_s_n": outside}
                 rows.append(row)
                 cells.append(f"{row['tv_power']:>10.3f}, {outside:>8.3f}")
-            print(f"{model:>8} {cap:>2} {block:>2} {chain:>10} " + " ".join(f"{c:>20}" for c in cells))
-    OUT.write_text("".join(json.dumps(row) + "\n" for row in rows))
+            print(f"{model:>8} {cap:>2} {block:>2} {chain:>10} " + " ".join(f"{c:>20}" for c in cells), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     worst = {chain: max(r["tv_power"] for r in rows if r["chain"] == chain and r["mcmc_steps"] == max(STEPS)) for chain in CHAINS}
-    print(json.dumps({"max_tv_at_n_100": {k: round(v, 3) for k, v in worst.items()}, "results": str(OUT)}))
+    print(json.dumps({"max_tv_at_n_100": {k: round(v, 3) for k, v in worst.items()}, "results": str(args.out)}))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

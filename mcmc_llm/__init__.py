@@ -13,6 +13,9 @@ Where things live (each folder holds one kind of piece):
 * `smc/`         Power-SMC and the rollout sampler;
 * `diagnostics/`, `tasks/`, `evaluation/`, `commands/` (the CLI).
 
+Writing your own cut rule, proposal or target: every name it needs is in `mcmc_llm.authoring`
+(a re-exporting façade; `check_kernel` checks a kernel against exact laws).
+
 The most used names are importable from here: `from mcmc_llm import power_sample, PowerSamplerConfig`.
 """
 

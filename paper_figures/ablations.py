@@ -15,6 +15,7 @@ import numpy as np
 
 from common import MAIN, arguments, on_problems_of, records, save
 from mcmc_llm.evaluation.bootstrap import pass_at_k_interval
+from mcmc_llm.scripts import script_main
 
 
 def points(sources):
@@ -74,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import COLORS, LABELS, MAIN, arguments, records, save
+from mcmc_llm.scripts import script_main
 
 METHODS = ("power_uniform", "power_within_block")
 BINS = np.linspace(0.0, 1.0, 11)
@@ -58,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

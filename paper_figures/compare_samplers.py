@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mcmc_llm.scripts import script_main
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -28,6 +28,7 @@ from common import MAIN, arguments, save
 from mcmc_llm.evaluation.bootstrap import bootstrap_interval
 from mcmc_llm.evaluation.grading import GRADINGS
 from per_problem import Point, Store
+from mcmc_llm.scripts import script_main
 
 NAMES = {
     "low_temp": "low temperature", "power_uniform": "power (uniform cuts)", "power_within_block": "power (within-block cuts)",
@@ -150,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

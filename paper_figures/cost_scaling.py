@@ -9,6 +9,7 @@ approximation (N T^2/(4B) + T, and N T/2 + T).
 from __future__ import annotations
 
 from common import arguments, rows, save
+from mcmc_llm.scripts import script_main
 
 STYLE = {16: "tab:blue", 32: "tab:orange", 64: "tab:green"}
 
@@ -55,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

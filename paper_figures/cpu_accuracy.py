@@ -14,6 +14,7 @@ import numpy as np
 
 from common import COLORS, LABELS, MAIN, arguments, methods_present, records, save
 from mcmc_llm.evaluation.bootstrap import bootstrap_interval, pass_at_k_by_problem, pass_at_k_interval
+from mcmc_llm.scripts import script_main
 
 PAIRS = [("power_uniform", "low_temp"), ("power_uniform", "base"), ("power_uniform", "power_within_block"),
          ("power_uniform", "best_of_n"), ("power_uniform", "greedy"), ("power_within_block", "low_temp")]
@@ -62,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

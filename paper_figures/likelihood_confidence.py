@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from common import COLORS, LABELS, MAIN, arguments, methods_present, records, save
+from mcmc_llm.scripts import script_main
 
 METHODS = ("base", "low_temp", "power_uniform", "power_within_block", "best_of_n")
 PRINTED = METHODS + ("greedy",)
@@ -53,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

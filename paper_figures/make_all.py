@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mcmc_llm.scripts import script_main
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SCRIPTS = ("cpu_accuracy.py", "pass_at_k.py", "likelihood_confidence.py", "ablations.py", "acceptance.py", "cost_scaling.py",
@@ -45,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -31,6 +31,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from mcmc_llm.scripts import script_main
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONALS = {"log_p": "log p", "log_p_per_token": "log p per token", "length": "length", "ended": "EOS rate",
                "correct": "accuracy", "correct_strict": "accuracy (strict)", "modal": "P(modal answer)"}
@@ -286,4 +288,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -27,6 +27,7 @@ from mcmc_llm.evaluation.bootstrap import bootstrap_interval, bootstrap_p_value,
 from mcmc_llm.evaluation.grading import GRADINGS
 from mcmc_llm.evaluation.multiplicity import holm_adjust
 from per_problem import Point, Store
+from mcmc_llm.scripts import script_main
 
 NAMES = {
     "low_temp": "low temp", "power_uniform": "power", "power_within_block": "power (within-block)", "greedy": "greedy",
@@ -116,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from common import COLORS, LABELS, MAIN, arguments, records, save
 from mcmc_llm.evaluation.bootstrap import outcomes_by_problem, pass_at_k_interval
+from mcmc_llm.scripts import script_main
 
 METHODS = ("base", "low_temp", "power_uniform")
 
@@ -38,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

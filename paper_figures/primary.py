@@ -38,6 +38,7 @@ from common import arguments, records, save
 from mcmc_llm.evaluation.bootstrap import bootstrap_interval, sign_flip_p_value
 from mcmc_llm.evaluation.grading import regraded, grading_summary
 from mcmc_llm.evaluation.multiplicity import holm_adjust
+from mcmc_llm.scripts import script_main
 from per_problem import Point, Store
 
 PRIMARY, PILOT = "primary", "primary_pilot"
@@ -143,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

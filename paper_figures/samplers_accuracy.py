@@ -19,6 +19,7 @@ import numpy as np
 from common import MAIN, arguments, on_problems_of, records, save
 from mcmc_llm.evaluation.bootstrap import bootstrap_interval, pass_at_k_by_problem, pass_at_k_interval
 from mcmc_llm.evaluation.grading import regraded
+from mcmc_llm.scripts import script_main
 
 POINTS = [  # (file, method, label, colour)
     (MAIN, "base", "base (tau=1)", "tab:gray"),
@@ -70,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -25,6 +25,7 @@ from common import MAIN, arguments, save
 from mcmc_llm.evaluation.bootstrap import pass_at_k_interval
 from mcmc_llm.evaluation.grading import grading_summary
 from per_problem import Point, Store
+from mcmc_llm.scripts import script_main
 
 MAIN_METHODS = [  # (method, label)
     ("greedy", "greedy"), ("base", "base (tau=1)"), ("low_temp", "low temperature (tau=1/4)"),
@@ -100,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -26,6 +26,7 @@ from mcmc_llm.evaluation.bootstrap import bootstrap_interval, pass_at_k_interval
 from mcmc_llm.evaluation.grading import GRADINGS, grading_summary
 from mcmc_llm.evaluation.multiplicity import holm_adjust
 from per_problem import Point, Store
+from mcmc_llm.scripts import script_main
 
 SECOND = "cap192"
 CAPS = {MAIN: 96, SECOND: 192}
@@ -108,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -216,7 +216,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       "            any_flag |= not summary.ok", "            any_flag = not summary.ok",
       ["tests/test_cli_diagnose.py"], "a flag on an early prompt is forgotten by the final warning"),
     m("diagnose-reads-every-stage", "diagnostics", "mcmc_llm/commands/diagnose.py",
-      "stage=None if args.all_stages else -1,", "stage=None,",
+      "summary = summarize(part, stage=args.stages,", 'summary = summarize(part, stage="all",',
       ["tests/test_cli_diagnose.py"], "ESS and R-hat over every stage, not the last one"),
     m("diagnose-first-prompt-only", "diagnostics", "mcmc_llm/commands/diagnose.py",
       "            rows = slice(prompt * chains, (prompt + 1) * chains)", "            rows = slice(0, chains)",

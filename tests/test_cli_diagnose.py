@@ -6,7 +6,8 @@ stats `accepted`, `acceptance_probability`, `proposal_differs`, `stage`, ...; me
 `chains_per_prompt`), saved with the library's `save_trace` next to a JSONL of `sample` records that
 agrees with the trace.  The CLI runs in-process (`mcmc_llm.cli.main`), its output captured.  Every
 number `diagnose` prints is checked against ArviZ's `ess` / `rhat` called directly on the draws the
-command is documented to use (the last stage of each prompt's chains, unless --all-stages).
+command is documented to use (the last stage of each prompt's chains, unless --stages says otherwise).
+`diagnose` on `mcmc-llm run` results and `grade`'s per-method summary are checked at the end.
 """
 
 from __future__ import annotations
@@ -162,12 +163,29 @@ def test_diagnose_a_saved_run_prints_arvizs_numbers_and_no_flag(tmp_path, capsys
 
 def test_diagnose_all_stages_uses_every_draw(tmp_path, capsys):
     trace = mh_trace(seed=0)
-    code, out = diagnose(capsys, save_run(trace, tmp_path), "--all-stages", "--no-plots")
+    code, out = diagnose(capsys, save_run(trace, tmp_path), "--stages", "all", "--no-plots")
     assert code == 0 and "plots written" not in out and not list(tmp_path.glob("*.png"))
+    assert "ESS / R-hat on --stages all)" in out.splitlines()[0]
     for prompt, section in enumerate(prompt_sections(out)):
         rows = slice(prompt * CHAINS, (prompt + 1) * CHAINS)
         assert "ESS / R-hat on all draws" in section
         assert_row_matches(section, "log_p", trace.samples["log_p"][rows])
+
+
+def test_diagnose_one_stage_and_a_stage_the_run_lacks(tmp_path, capsys):
+    trace = mh_trace(seed=0)
+    jsonl = save_run(trace, tmp_path)
+    code, out = diagnose(capsys, jsonl, "--stages", "1", "--no-plots")
+    assert code == 0 and "--stages all uses every draw, as az.summary(trace.to_arviz()) does" in out.splitlines()[0]
+    first = prompt_sections(out)[0]
+    assert f"ESS / R-hat on stage 1 ({STEPS_PER_STAGE} draws per chain)" in first
+    assert_row_matches(first, "log_p", trace.samples["log_p"][:CHAINS][:, trace.stats["stage"][0] == 1])
+    with pytest.raises(SystemExit) as stopped:
+        main(["diagnose", str(jsonl), "--stages", "5"])
+    assert stopped.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "no step is at stage 5 on every chain; the stages recorded are 0, 1, 2" in err
+    assert "Traceback" not in err and not list(tmp_path.glob("*.png"))
 
 
 # --- diagnose: stuck runs -------------------------------------------------------------------------------
@@ -248,3 +266,90 @@ def test_grade_reports_a_grader_failure_on_its_record_and_grades_the_others(tmp_
     assert summary["skipped"] == 1 and summary["skipped_reasons"] == {"grader failed": 1}
     assert summary["statuses"] == {"correct": 2, "error": 1, "wrong": 1}
     assert summary["accuracy"] == pytest.approx(2 / 3) and summary["pass@k"]["1"] == pytest.approx(2 / 3)
+
+
+# --- diagnose on `mcmc-llm run` results -----------------------------------------------------------------
+
+def results_record(task_id: str, method: str, index: int, accepted=None, stages=None) -> dict:
+    """A `mcmc-llm run` record; with `accepted`, a power record listing its MH steps."""
+    record = {"task_id": task_id, "method": method, "kind": "power" if accepted else "base", "sample_index": index,
+              "fingerprint": "f", "completion": "1", "passed": False, "status": "wrong", "length": 1, "diagnostics": {}}
+    if accepted:
+        record["diagnostics"] = {"step_accepted": accepted, "step_stage": stages,
+                                 "step_relative_cut": [0.1 * (i % 10) for i in range(len(accepted))]}
+    return record
+
+
+def test_diagnose_run_results_per_method_and_problem(tmp_path, capsys):
+    steps = [0, 0, 1, 1, 2, 2]
+    chains = {("p/0", 0): [1, 0, 1, 1, 0, 1], ("p/0", 1): [0, 0, 0, 0, 0, 0], ("p/1", 0): [1, 1, 1, 1, 1, 0],
+              ("p/1", 1): [1, 0, 0, 1, 1, 1]}
+    records = [results_record(task, "power", index, accepted, steps) for (task, index), accepted in chains.items()]
+    records += [results_record(task, "base", index) for task in ("p/0", "p/1") for index in (0, 1)]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, out = diagnose(capsys, path)
+    assert code == 0
+    assert out.startswith(f"== {path} (`mcmc-llm run` results: 8 records, 2 methods, 2 problems")
+    power, base = out.split("-- method ")[1:]
+    pooled = np.array(list(chains.values()), dtype=float)
+    assert power.startswith(f"power (kind power, 4 records): 2 problems; acceptance {pooled.mean():.3f} over 24 moves; "
+                            "by stage " + " ".join(f"{k}:{pooled[:, 2 * k:2 * k + 2].mean():.2f}" for k in range(3)))
+    assert "ESS / R-hat: not available" in power
+    for task in ("p/0", "p/1"):
+        rows = np.array([chains[(task, 0)], chains[(task, 1)]], dtype=float)
+        (row,) = [line.split() for line in power.splitlines() if line.split()[:1] == [task]]
+        assert row[1:4] == ["2", "6", f"{rows.mean():.3f}"]
+    assert "chain 1 accepted none of its 6 moves" in [line for line in power.splitlines() if "p/0" in line][0]
+    assert base.startswith("base (kind base, 4 records): no per-step data")
+    assert f"plots written: {path}.power.acceptance.png" in power
+    assert Path(f"{path}.power.acceptance.png").read_bytes()[:8] == PNG_MAGIC
+    assert not Path(f"{path}.base.acceptance.png").exists()
+    assert out.rstrip().endswith("WARNING: some chains were flagged (see above)")
+
+
+def test_diagnose_reads_a_real_run_of_the_evaluation_runner(tmp_path, capsys):
+    from mcmc_llm.evaluation import load_config, run_experiment
+    from tests.test_evaluation_support import write_config
+
+    methods = '\n[[methods]]\nname = "base"\nkind = "base"\n\n[[methods]]\nname = "power"\nkind = "power"\n' \
+              'alpha = 4.0\nblock_size = 4\nmcmc_steps = 2\n'
+    report = run_experiment(load_config(write_config(tmp_path, problems=2, samples=2, methods=methods)), progress=False)
+    code, out = diagnose(capsys, tmp_path, "--no-plots")  # the folder: no trace in it, one results file
+    assert code == 0 and out.startswith(f"== {report.path} (`mcmc-llm run` results: 8 records, 2 methods, 2 problems")
+    power = [r for r in report.records if r["method"] == "power"]
+    rate = np.mean([a for r in power for a in r["diagnostics"]["step_accepted"]])
+    assert f"-- method power (kind power, 4 records): 2 problems; acceptance {rate:.3f} over 16 moves" in out
+    assert "-- method base (kind base, 4 records): no per-step data" in out
+
+
+def test_diagnose_names_a_jsonl_that_is_neither(tmp_path, capsys):
+    path = tmp_path / "notes.jsonl"
+    path.write_text('{"hello": 1}\n')
+    with pytest.raises(SystemExit) as stopped:
+        main(["diagnose", str(path)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "no saved trace found" in err and "not a `mcmc-llm run` results file" in err and "Traceback" not in err
+
+
+# --- grade: per method -----------------------------------------------------------------------------------
+
+def test_grade_summarises_each_method_with_one_stated_denominator(tmp_path, capsys):
+    """greedy: 1 sample per problem, both right; power: 2 samples per problem, 2 of 2 right on problem 0 and 0
+    of 2 on problem 1.  Pooled, the methods are mixed; by_method keeps them apart."""
+    rows = [("greedy", 0, 0, 6), ("greedy", 1, 0, 11), ("power", 0, 0, 6), ("power", 0, 1, 6), ("power", 1, 0, 99),
+            ("power", 1, 1, 12)]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps({"task_id": f"arithmetic/d1/s0/{task}", "method": method, "sample_index": index,
+                                        "completion": f"\\boxed{{{answer}}}"}) + "\n"
+                            for method, task, index, answer in rows))
+    assert main(["grade", "--task", "arithmetic", "--option", "difficulty=1", "--input", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]
+    assert summary["accuracy_denominator"].startswith("problems: mean over task ids of passed / graded")
+    assert summary["by_method"] == {
+        "greedy": {"problems": 2, "graded": 2, "passed": 2, "accuracy": 1.0, "pass@k": {"1": 1.0}},
+        "power": {"problems": 2, "graded": 4, "passed": 2, "accuracy": 0.5, "pass@k": {"1": 0.5}},
+    }
+    assert summary["graded"] == 6 and summary["passed"] == 4
+    assert summary["accuracy"] == pytest.approx((3 / 3 + 1 / 3) / 2)  # pooled over methods: problem 0 3/3, 1 1/3

@@ -168,15 +168,16 @@ def test_stuck_chains_are_flagged():
     trace = power_like_trace()
     trace.stats["accepted"][2] = False  # chain 2 never moves ...
     trace.samples["log_p"][2] = 10.0  # ... so its functionals are frozen, here far from the other chains
-    trace.samples["log_target"][:] = 1.5  # every chain constant at the same value: R-hat 0/0
+    trace.samples["log_target"][:] = 1.5  # every chain constant at the same value: the chains agree (R-hat 1)
     summary = summarize(trace)
     assert [flag.subject for flag in summary.flags_of_kind("zero_acceptance")] == ["chain 2"]
     constant = {flag.subject for flag in summary.flags_of_kind("constant_chain")}
     assert "log_p, chain 2" in constant
     assert {f"log_target, chain {c}" for c in range(4)} <= constant
-    assert math.isnan(summary.functionals["log_target"].rhat)
+    assert summary.functionals["log_target"].rhat == 1.0  # 0/0 computed; defined as 1: the chains agree
     assert math.isnan(summary.functionals["log_target"].ess_bulk)  # ArviZ's N would be meaningless
-    assert "log_target" in {flag.subject for flag in summary.flags_of_kind("rhat_nonfinite")}
+    assert "log_target" not in {flag.subject for flag in summary.flags_of_kind("rhat_nonfinite")}
+    assert any(note.startswith("log_target: every chain holds one value") for note in summary.notes)
     assert "log_p" in {flag.subject for flag in summary.flags_of_kind("rhat_high")}
     assert not summary.ok
 

@@ -29,7 +29,7 @@ from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.lm.toy import load_toy
-from mcmc_llm.proposals import suffix as suffix_module
+from mcmc_llm.proposals import two_phase as two_phase_module
 from mcmc_llm.proposals.mixture import MixtureProposal
 from mcmc_llm.proposals.suffix import SuffixResampling
 from mcmc_llm.targets.sequence import PowerTarget
@@ -81,7 +81,7 @@ def test_cycle_of_temperatures_truncations_and_cut_rules_keeps_the_power_law(lm)
 
 def test_the_old_cached_log_q_makes_the_mixture_biased(lm, monkeypatch):
     """Companion: the backward term from the cached `log_q`, whichever law drew the tokens (the bug)."""
-    monkeypatch.setattr(suffix_module, "under_law", lambda position, sampler: position)
+    monkeypatch.setattr(two_phase_module, "under_law", lambda position, sampler: position)
     law, start = _exact_start(lm)
     result = _conserved(Mixture(_kernels(lm), [0.5, 0.5]), law, start)
     assert not result.passed, result.message

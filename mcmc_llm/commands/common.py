@@ -1,4 +1,4 @@
-"""What the commands share: output-path checks, safe writes, model flags, threads, progress, prompts.
+"""What the commands share: output-path checks, safe writes, model flags, threads, progress, prompts, records.
 
 Every path a command will write is checked by `check_output_path` before any model is loaded, so
 a bad path is a one-line error naming the path and the reason, never a traceback after the work is
@@ -162,25 +162,6 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> None:
         raise
 
 
-def fit_prompt(ids: list[int], max_context: int | None, max_new_tokens: int, truncate: str | None,
-               index: int = 0) -> list[int]:
-    """The prompt's ids if they fit in the model's context with `max_new_tokens` after them; with
-    truncate="left", its last tokens that fit; otherwise ValueError naming both numbers."""
-    if max_context is None:
-        return ids
-    if max_new_tokens >= max_context:
-        raise ValueError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt: the model's context "
-                         f"is {max_context} tokens")
-    room = max_context - max_new_tokens
-    if len(ids) <= room:
-        return ids
-    if truncate == "left":
-        return ids[-room:]
-    raise ValueError(f"prompt {index} is {len(ids)} tokens, more than the model's context ({max_context} tokens) "
-                     f"minus --max-new-tokens ({max_new_tokens}) = {room}; shorten it, lower --max-new-tokens, "
-                     "or pass --truncate-prompt left")
-
-
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --device, --dtype and --threads: the flags of every command that loads a model."""
     from mcmc_llm.lm.registry import MODEL_SPEC_HELP
@@ -209,17 +190,119 @@ def prepare_model_run(args: argparse.Namespace, outputs: dict[str, Path | None])
     return progress
 
 
-def load_model_and_prompts(args: argparse.Namespace):
-    """(lm, prompt texts, prompt ids): `--model` loaded, each `--prompt` encoded and checked against the
-    model's context (`fit_prompt`, `--truncate-prompt`)."""
-    from mcmc_llm.lm.registry import load_model
+def read_prompts(args: argparse.Namespace) -> list[str | None]:
+    """The prompt texts of a `sample` run, in order: each `--prompt TEXT` (`--prompt -`: standard
+    input, one prompt per line), then the `"prompt"` field of each line of `--prompt-file FILE`
+    (JSONL); blank lines are skipped.  [None] (the empty prompt) when none is given.  ValueError
+    naming the file and line of anything unreadable."""
+    texts: list[str | None] = []
+    flags = list(getattr(args, "prompt", None) or [])
+    if flags.count("-") > 1:
+        raise ValueError("--prompt - (standard input) can be given once")
+    for text in flags:
+        if text != "-":
+            texts.append(text)
+            continue
+        lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        if not lines:
+            raise ValueError("--prompt -: standard input holds no prompt (one prompt per line)")
+        texts += lines
+    path = getattr(args, "prompt_file", None)
+    if path is not None:
+        texts += read_prompt_file(Path(path))
+    return texts or [None]
 
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    texts = args.prompt or [None]
-    truncate = getattr(args, "truncate_prompt", None)
-    prompts = [fit_prompt(lm.encode_prompt(text), getattr(lm, "max_context", None), args.max_new_tokens, truncate, i)
-               for i, text in enumerate(texts)]
+
+def read_prompt_file(path: Path) -> list[str]:
+    """The `"prompt"` strings of a JSONL file, one object per non-blank line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"--prompt-file {path} cannot be read: {getattr(error, 'strerror', None) or error}") from None
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise ValueError(f"--prompt-file {path} line {number}: expected a JSON object with a string \"prompt\" "
+                             f"field, got {line[:80]!r}")
+        prompts.append(record["prompt"])
+    if not prompts:
+        raise ValueError(f"--prompt-file {path} holds no prompt (one JSON object with a \"prompt\" field per line)")
+    return prompts
+
+
+def add_sample_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The prompt, chat-template, EOS and output-text flags of `sample` (read by
+    `load_model_and_prompts` and `sequence_fields`)."""
+    parser.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                        help="prompt text (repeat for several prompts, batched together); '-' reads prompts from "
+                             "standard input, one per line; for models without a tokenizer, space-separated token "
+                             "ids (default: the empty prompt for toy models)")
+    parser.add_argument("--prompt-file", type=Path, default=None, metavar="FILE",
+                        help="JSONL file of prompts, one object per line with a string \"prompt\" field (other "
+                             "fields ignored); read after any --prompt")
+    parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                        help="wrap each text prompt as one user turn in the tokenizer's chat template (default: on "
+                             "for the embedded instruct model, off for other models)")
+    parser.add_argument("--eos-token-id", type=positive_int("--eos-token-id", 0), action="append", default=None,
+                        metavar="ID", help="a token id that ends a sequence (repeat for several): replaces the "
+                                           "model's EOS set (default: the model's own)")
+    parser.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                        help="a stop string: it must be exactly one token, which joins the EOS set (the sequence ends "
+                             "at that token; the same text made of other tokens does not end it)")
+    parser.add_argument("--keep-special-tokens", action="store_true",
+                        help="keep special tokens (EOS, <|im_end|>) in the printed and recorded text (default: left "
+                             "out, as decode(..., skip_special_tokens=True); `tokens` always holds every token)")
+    parser.add_argument("--token-logprobs", action="store_true",
+                        help="add to each record `token_logprobs`: the base model's log-probability of each "
+                             "generated token (they sum to `log_p`)")
+
+
+def load_model_and_prompts(args: argparse.Namespace):
+    """(lm, prompt texts, prompt ids): the prompts read (`read_prompts`), `--model` loaded with the
+    thread policy, `--chat-template`, `--eos-token-id` and `--stop` (`stop_token_ids`), and each
+    prompt encoded and checked against the model's context (`encode_prompts`, `--truncate-prompt`)."""
+    from mcmc_llm.lm.prompts import encode_prompts
+    from mcmc_llm.lm.registry import load_model, with_eos_token_ids
+    from mcmc_llm.lm.text import stop_token_ids
+
+    texts = read_prompts(args)
+    chat_template = getattr(args, "chat_template", None)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, chat_template=chat_template,
+                    eos_token_ids=getattr(args, "eos_token_id", None), threads=getattr(args, "threads", None))
+    if chat_template and not getattr(getattr(lm, "tokenizer", None), "chat_template", None):
+        raise ValueError(f"--chat-template needs a tokenizer with a chat template; model {args.model or 'default'!r} "
+                         "has none (use --no-chat-template)")
+    stops = stop_token_ids(lm, getattr(args, "stop", None) or [])
+    if stops:
+        lm = with_eos_token_ids(lm, list(lm.eos_token_ids) + [t for t in stops if t not in lm.eos_token_ids])
+    prompts = encode_prompts(lm, texts, args.max_new_tokens, getattr(args, "truncate_prompt", None))
     return lm, texts, prompts
+
+
+def sequence_fields(final, lm, args: argparse.Namespace) -> list[dict]:
+    """Per row of the SequenceBatch `final`: `tokens` (EOS included if emitted), `text` (special
+    tokens left out unless --keep-special-tokens), `length`, `ended_with_eos`, `log_p`, and with
+    --token-logprobs `token_logprobs` (per-token base log-probabilities summing to `log_p`)."""
+    from mcmc_llm.drivers.power import token_log_probs
+    from mcmc_llm.lm.text import completion_text
+
+    skip = not getattr(args, "keep_special_tokens", False)
+    log_p = final.total_log_p().tolist()
+    per_token = token_log_probs(final) if getattr(args, "token_logprobs", False) else None
+    rows = []
+    for row, tokens in enumerate(final.to_lists()):
+        fields = {"tokens": tokens, "text": completion_text(lm, tokens, skip), "length": len(tokens),
+                  "ended_with_eos": bool(final.ended[row]), "log_p": log_p[row]}
+        if per_token is not None:
+            fields["token_logprobs"] = per_token[row]
+        rows.append(fields)
+    return rows
 
 
 def is_sample_record(record: dict) -> bool:
@@ -237,29 +320,18 @@ def prepare_sample_run(args: argparse.Namespace, trace: Path | None = None) -> b
     return prepare_model_run(args, outputs)
 
 
-def print_records(records: list[dict], lm) -> None:
-    """The decoded samples, one header line each (special tokens left out of the text)."""
+def print_records(records: list[dict]) -> None:
+    """The decoded samples (each record's `text`), one header line each."""
     for record in records:
         particle = f" particle {record['particle']}" if "particle" in record else ""
         print(f"--- prompt {record['prompt_index']} chain {record['chain']}{particle} "
               f"(log p = {record['log_p']:.2f}, {record['length']} tokens)")
-        print(display_text(lm, record["tokens"]))
-
-
-def display_text(lm, tokens) -> str:
-    """Generated tokens as text for a terminal: special tokens (`<|im_end|>`, EOS) left out."""
-    tokenizer = getattr(lm, "tokenizer", None)
-    if tokenizer is not None:
-        try:
-            return tokenizer.decode(list(tokens), skip_special_tokens=True)
-        except Exception:
-            pass
-    return lm.decode(tokens)
+        print(record["text"])
 
 
 __all__ = [
-    "add_model_arguments", "display_text", "is_sample_record", "load_model_and_prompts", "prepare_model_run",
-    "prepare_sample_run", "print_records",
-    "add_progress_arguments", "add_threads_argument", "check_output_path", "check_replaceable", "fit_prompt",
+    "add_model_arguments", "add_sample_model_arguments", "is_sample_record", "load_model_and_prompts",
+    "prepare_model_run", "prepare_sample_run", "print_records", "read_prompt_file", "read_prompts", "sequence_fields",
+    "add_progress_arguments", "add_threads_argument", "check_output_path", "check_replaceable",
     "jsonl_holds", "positive_int", "progress_enabled", "quiet_libraries", "write_jsonl",
 ]

@@ -73,10 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser)
 
 
-def load_model(spec: str):
+def load_model(spec: str, threads: int | None = None):
     """The language model named `spec` (`mcmc_llm.lm.registry.load_model`; `toy:NAME` for the toys)."""
     try:
-        return registry.load_model(spec)
+        return registry.load_model(spec, threads=threads)
     except RuntimeError as error:  # a model that cannot be loaded: a clean CLI error, not a traceback
         raise ValueError(str(error)) from error
 
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     configure_threads(getattr(args, "threads", None), "auto")
     quiet_libraries(progress_enabled(args))
-    lm = load_model(args.model)
+    lm = load_model(args.model, getattr(args, "threads", None))
     if any(token >= lm.vocab_size or token < 0 for token in prompt):
         raise ValueError(f"--prompt token ids must be in [0, {lm.vocab_size}) for {args.model}, got {prompt}")
     if getattr(lm, "max_context", None) is not None:  # a transformers model: full support, needs a context token

@@ -5,7 +5,14 @@ Output (stdout): for each record, in input order,
     {"task_id": ..., "passed": bool, "status": ..., "detail": ..., "extracted": ...}
 then one summary line
     {"summary": {"task": ..., "records": N, "graded": G, "passed": K, "skipped": S, "skipped_reasons": {...},
-                 "statuses": {...}, "accuracy": K/G, "pass@k": {...}}}
+                 "statuses": {...}, "accuracy": ..., "pass@k": {...},
+                 "accuracy_denominator": "...", "by_method": {METHOD: {"problems": P, "graded": G_m,
+                 "passed": K_m, "accuracy": ..., "pass@k": {...}}, ...}}}
+`accuracy` is the mean over problems (task ids) of passed / graded samples of that problem (pass@1,
+as in `mcmc-llm run`): its denominator is the number of problems, each weighing 1 whatever its number
+of samples; it equals K / G when every problem has the same number of graded samples.  When the
+records name a `method` (the results of `mcmc-llm run`), `by_method` gives the same numbers for each
+method alone (records without one are method "-"); the top-level numbers pool every method.
 A record that cannot be graded (a truncated or non-JSON line, a missing or wrongly typed field, a
 task_id not in the task's data) gets status "error" with a detail naming its line, is left out of
 the summary (G = N - S - not_graded, the one denominator of accuracy and pass@k), and makes the
@@ -141,6 +148,25 @@ INPUT_ERRORS = ("not valid JSON", "truncated line", "not UTF-8", "not a JSON obj
 UNGRADED = {"error": "grader error", "not_graded": "not graded by this task"}
 
 
+DENOMINATOR = "problems: mean over task ids of passed / graded samples of that task id (pass@1)"
+
+
+def _scores(graded: list[dict], ks: list[int] | None) -> dict:
+    """accuracy (mean over task ids of the fraction passed) and mean pass@k of graded results."""
+    from mcmc_llm.tasks.base import mean_pass_at_k
+
+    by_id: dict = defaultdict(list)
+    for r in graded:
+        by_id[str(r["task_id"])].append(bool(r["passed"]))
+    pass_at = {}
+    for k in ks or [1]:
+        try:
+            pass_at[str(k)] = mean_pass_at_k(by_id, k) if by_id else None
+        except ValueError as error:
+            pass_at[str(k)] = f"n/a: {error}"
+    return {"accuracy": mean_pass_at_k(by_id, 1) if by_id else None, "pass@k": pass_at}
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     from mcmc_llm.commands.common import check_output_path
 
@@ -166,7 +192,6 @@ def _is_alpaca_outputs(path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from mcmc_llm.tasks import get_task
-    from mcmc_llm.tasks.base import mean_pass_at_k
 
     _check_flags(args)
     task = get_task(args.task, **dict(args.option))
@@ -193,21 +218,20 @@ def run(args: argparse.Namespace) -> int:
     # One denominator: the graded records (the rest are skipped, with their reasons).  accuracy is
     # the mean over task ids of the fraction passed (= pass@1, as in `mcmc-llm run`).
     graded = [r for r in results if r["status"] not in UNGRADED]
-    by_id: dict = defaultdict(list)
-    for r in graded:
-        by_id[str(r["task_id"])].append(bool(r["passed"]))
     summary: dict = {"task": task.name, "records": len(results), "graded": len(graded),
                      "passed": sum(bool(r["passed"]) for r in graded),
                      "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped),
                      "statuses": dict(Counter(r["status"] for r in results)),
-                     "accuracy": mean_pass_at_k(by_id, 1) if by_id else None}
-    pass_at = {}
-    for k in args.pass_at or [1]:
-        try:
-            pass_at[str(k)] = mean_pass_at_k(by_id, k) if by_id else None
-        except ValueError as error:
-            pass_at[str(k)] = f"n/a: {error}"
-    summary["pass@k"] = pass_at
+                     **_scores(graded, args.pass_at), "accuracy_denominator": DENOMINATOR}
+    methods = [record.get("method") for record, result in zip(records, results) if result["status"] not in UNGRADED]
+    if any(method is not None for method in methods):
+        by_method: dict = defaultdict(list)
+        for method, result in zip(methods, graded):
+            by_method["-" if method is None else str(method)].append(result)
+        summary["by_method"] = {
+            method: {"problems": len({str(r["task_id"]) for r in rows}), "graded": len(rows),
+                     "passed": sum(bool(r["passed"]) for r in rows), **_scores(rows, args.pass_at)}
+            for method, rows in by_method.items()}
     if task.name == "alpacaeval":
         summary["note"] = _alpaca_outputs(args, task, problems, records)
     print(json.dumps({"summary": summary}, ensure_ascii=False), flush=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from mcmc_llm.commands.common import (
-    add_model_arguments, add_progress_arguments, load_model_and_prompts, positive_int, prepare_sample_run,
-    print_records, write_jsonl,
+    add_model_arguments, add_progress_arguments, add_sample_model_arguments, load_model_and_prompts, positive_int,
+    prepare_sample_run, print_records, sequence_fields, write_jsonl,
 )
 from mcmc_llm.proposals.cut_rules import CUT_RULES
 from mcmc_llm.drivers.power import BATCHING, RATIOS
@@ -38,9 +38,7 @@ def _integer(name: str, minimum: int):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--prompt", action="append", default=None, metavar="TEXT",
-                        help="prompt text (repeat for several prompts, batched together); for toy models, "
-                             "space-separated token ids (default: the empty prompt for toy models)")
+    add_sample_model_arguments(parser)
     parser.add_argument("--truncate-prompt", choices=("left",), default=None,
                         help="a prompt longer than the model's context minus --max-new-tokens is an error; "
                              "'left' keeps its last tokens instead (default: error)")
@@ -137,18 +135,20 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt(f"nothing written to {args.out} (sample writes it when every chain has finished)"
                                 if args.out else "") from None
     wall = time.perf_counter() - started
-    records = result_records(result, lm, texts, config, args.seed)
+    records = result_records(result, lm, texts, config, args)
     if args.out is not None:
         write_jsonl(args.out, records)
         if args.save_trace and result.trace is not None:
             import dataclasses
 
-            write_trace(result.trace, trace_path(args.out), metadata={
+            from mcmc_llm.diagnostics.io import save_trace
+
+            save_trace(result.trace, trace_path(args.out), metadata={
                 "chains_per_prompt": args.chains, "model": args.model, "seed": args.seed,
                 "config": dataclasses.asdict(config),
             })
     if not args.quiet:
-        print_records(records, lm)
+        print_records(records)
     acceptance = result.trace.acceptance_rate() if result.trace is not None else float("nan")
     compute = result.compute
     discarded = f" (+{compute['tokens_discarded']} pre-fetched and discarded)" if compute["tokens_discarded"] else ""
@@ -162,42 +162,17 @@ def trace_path(out: Path) -> Path:
     return out.with_name(out.name + ".trace.npz")
 
 
-def write_trace(trace, path: Path, metadata: dict) -> None:
-    """Save the trace to `path` whole or not at all (a temporary file renamed into place)."""
-    import os
-
-    from mcmc_llm.diagnostics.io import save_trace
-
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        save_trace(trace, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def result_records(result, lm, texts, config, seed) -> list[dict]:
-    """One JSON-ready record per chain: tokens (EOS included if emitted) and the chain's diagnostics."""
+def result_records(result, lm, texts, config, args) -> list[dict]:
+    """One JSON-ready record per chain: the prompt, the chain's sequence (`sequence_fields`) and its
+    diagnostics."""
     import dataclasses
 
-    sequences = result.sequences()
-    log_p = result.final.total_log_p().tolist()
     trace = result.trace
     records = []
-    for row, tokens in enumerate(sequences):
+    for row, fields in enumerate(sequence_fields(result.final, lm, args)):
         prompt_index, chain = divmod(row, result.chains_per_prompt)
-        record = {
-            "prompt_index": prompt_index,
-            "prompt": texts[prompt_index],
-            "chain": chain,
-            "tokens": tokens,
-            "text": lm.decode(tokens),
-            "length": len(tokens),
-            "ended_with_eos": bool(result.final.ended[row]),
-            "log_p": log_p[row],
-            "seed": seed,
-            "config": dataclasses.asdict(config),
-        }
+        record = {"prompt_index": prompt_index, "prompt": texts[prompt_index], "chain": chain, **fields,
+                  "seed": args.seed, "config": dataclasses.asdict(config)}
         if trace is not None:
             record["steps"] = int(trace.stats["accepted"].shape[1])
             record["acceptance_rate"] = float(np.nanmean(trace.stats["accepted"][row]))  # NaN: a stopped chain's cells

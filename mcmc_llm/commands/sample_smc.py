@@ -1,7 +1,7 @@
 """`mcmc-llm sample --sampler smc|rollout`: the non-MH samplers behind the `sample` command.
 
 Writes the same JSONL records as the MH path (one per chain: prompt, tokens, text, length,
-ended_with_eos, log_p, seed, config) plus each sampler's diagnostics.  For `smc`, each chain is one
+ended_with_eos, log_p, token_logprobs with --token-logprobs, seed, config) plus each sampler's diagnostics.  For `smc`, each chain is one
 independent Power-SMC run with `--particles` particles; its record holds one draw from the run's
 weighted particles (sampling-importance-resampling) and the run's log Z_hat, final ESS and number
 of resampling events.  With `--all-particles` (smc only) it writes instead every particle of every
@@ -19,7 +19,9 @@ import argparse
 import dataclasses
 import time
 
-from mcmc_llm.commands.common import load_model_and_prompts, prepare_sample_run, print_records, write_jsonl
+from mcmc_llm.commands.common import (
+    load_model_and_prompts, prepare_sample_run, print_records, sequence_fields, write_jsonl,
+)
 
 #: Config fields whose `sample` flag has another name (field -> argparse dest).
 CLI_NAMES = {"num_particles": "particles"}
@@ -74,16 +76,13 @@ def run_sampler(args: argparse.Namespace) -> int:
     if all_particles:  # every particle: run r's particles are rows r*P .. r*P + P - 1
         final, per_run = result.particles, config.num_particles
         log_weights, log_z_hat = result.log_weights.reshape(-1).tolist(), result.log_normalizer.tolist()
-    log_p = final.total_log_p().tolist()
     records = []
-    for row, tokens in enumerate(final.to_lists()):
+    for row, fields in enumerate(sequence_fields(final, lm, args)):
         run, particle = divmod(row, per_run)
         prompt_index, chain = divmod(run, args.chains)
         record = {
-            "prompt_index": prompt_index, "prompt": texts[prompt_index], "chain": chain, "tokens": tokens,
-            "text": lm.decode(tokens), "length": len(tokens), "ended_with_eos": bool(final.ended[row]),
-            "log_p": log_p[row], "seed": args.seed, "sampler": args.sampler, "config": dataclasses.asdict(config),
-            **extras[run],
+            "prompt_index": prompt_index, "prompt": texts[prompt_index], "chain": chain, **fields,
+            "seed": args.seed, "sampler": args.sampler, "config": dataclasses.asdict(config), **extras[run],
         }
         if all_particles:
             record.update(particle=particle, log_weight=log_weights[row], log_z_hat=log_z_hat[run])
@@ -91,7 +90,7 @@ def run_sampler(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_jsonl(args.out, records)
     if not args.quiet:
-        print_records(records, lm)
+        print_records(records)
     print(f"{args.sampler} | {summary} | tokens sampled {compute['tokens_sampled']} | tokens encoded "
           f"{compute['tokens_encoded']} | forward passes {compute['forward_passes']} | wall {wall:.1f}s"
           + (f" | wrote {args.out}" if args.out else ""))

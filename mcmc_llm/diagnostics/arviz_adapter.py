@@ -15,6 +15,8 @@ The statistics are the same in both versions (Vehtari, Gelman, Simpson, Carpente
 - `rhat`: max of the rank-normalised split R-hat and the folded split R-hat.
 
 ArviZ is imported lazily (the first call), so importing this module is cheap and never imports torch.
+ArviZ never prints from here: what it logs or warns during a call is collected (`arviz_messages`)
+for the caller to state, e.g. as a note of `summarize`.
 """
 
 from __future__ import annotations
@@ -29,21 +31,67 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 ESS_METHODS = ("bulk", "tail", "mean")
+NETCDF_ENGINE = "h5netcdf"  # ArviZ 0.x's default; groups need netCDF-4 (h5netcdf or netCDF4, not scipy)
 TAIL_PROBABILITY = 0.05  # tail ESS looks at the 5% and 95% quantiles (ArviZ's default in both versions)
+
+
+#: The loggers ArviZ writes to: 0.x logs to "arviz" (with its own terminal handler), 1.x to its sub-packages.
+ARVIZ_LOGGERS = ("arviz", "arviz_base", "arviz_stats", "arviz_plots")
+_sinks: list[list[str]] = []  # the lists of the active `arviz_messages` blocks
+
+
+def _collect(message: str) -> None:
+    for sink in _sinks:
+        if message not in sink:
+            sink.append(message)
+
+
+class _Collector(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _collect(record.getMessage())
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence ArviZ's shape-validation log lines and numpy's warnings on degenerate chains."""
-    logger = logging.getLogger("arviz")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Run ArviZ without letting it print: its log records (e.g. "Shape validation failed") and its
+    warnings go to the active `arviz_messages` lists instead of the terminal; numpy's warnings on
+    degenerate chains (0/0, already NaN in the result) are dropped."""
+    loggers = [logging.getLogger(name) for name in ARVIZ_LOGGERS]
+    own = getattr(_backend().az, "_log", None)  # 0.x logs through its own Logger object, not getLogger("arviz")
+    if isinstance(own, logging.Logger):
+        loggers.append(own)
+    saved = [(logger.handlers, logger.propagate, logger.level, getattr(logger, "cache", None)) for logger in loggers]
+    collector = _Collector()
+    for logger in loggers:
+        logger.handlers, logger.propagate = [collector], False
+        logger.setLevel(logging.WARNING)
+        if isinstance(getattr(logger, "cache", None), list):
+            logger.cache = []  # 0.x logs a message once per process: here every block hears it
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+            warnings.simplefilter("always")
             yield
+        for warning in caught:
+            if not issubclass(warning.category, (RuntimeWarning, DeprecationWarning, FutureWarning)):
+                _collect(str(warning.message))
     finally:
-        logger.setLevel(level)
+        for logger, (handlers, propagate, level, cache) in zip(loggers, saved):
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+            if cache is not None:
+                logger.cache = cache
+
+
+@contextlib.contextmanager
+def arviz_messages() -> Iterator[list[str]]:
+    """A list that collects, without duplicates, what ArviZ logs or warns inside the block (it is
+    never printed): the caller decides which of them matter and states them."""
+    sink: list[str] = []
+    _sinks.append(sink)
+    try:
+        yield sink
+    finally:
+        _sinks.remove(sink)
 
 
 class _ArviZ0:
@@ -67,6 +115,9 @@ class _ArviZ0:
 
     def rhat(self, draws: np.ndarray) -> float:
         return float(np.asarray(self.az.rhat(draws)))
+
+    def to_netcdf(self, data: Any, path: str) -> None:
+        data.to_netcdf(path, engine=NETCDF_ENGINE)
 
     def plot_trace(self, data: Any, var_names: Sequence[str] | None) -> Any:
         rows = len(var_names) if var_names else len(self.group(data, "posterior").data_vars)
@@ -195,6 +246,16 @@ def rhat(draws: Any) -> float:
         return float("nan")
     with _quiet():
         return _backend().rhat(array)
+
+
+def to_netcdf(trace_or_data: Any, path: str | os.PathLike) -> str:
+    """Write a Trace (converted with `trace_to_arviz`), an InferenceData or a DataTree to `path` as
+    netCDF-4 (one netCDF group per ArviZ group), readable by `az.from_netcdf`; returns the path."""
+    data = trace_to_arviz(trace_or_data) if hasattr(trace_or_data, "samples") else trace_or_data
+    path = os.fspath(path)
+    with _quiet():
+        _backend().to_netcdf(data, path)
+    return path
 
 
 def plot_trace(trace_or_data: Any, var_names: Sequence[str] | None = None, path: str | os.PathLike | None = None,

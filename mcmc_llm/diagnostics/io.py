@@ -1,4 +1,6 @@
-"""Traces on disk: one compressed `.npz` holding every `samples` and `stats` array.
+"""Traces on disk: one compressed `.npz` holding every `samples` and `stats` array, and the same
+arrays as ArviZ's netCDF beside it (FILE.trace.npz -> FILE.trace.nc, groups `posterior` = samples and
+`sample_stats` = stats, readable by `az.from_netcdf`; see `netcdf_path`).
 
 Layout: `samples/<name>` and `stats/<name>` arrays shaped (chain, draw, ...), plus `__metadata__`, a JSON
 string (e.g. prompt id, alpha, kernel name) given to `save_trace`.  `final_state` is not saved (it
@@ -21,10 +23,14 @@ _METADATA = "__metadata__"
 
 
 def save_trace(trace: Any, path: str | os.PathLike, *, metadata: Mapping[str, Any] | None = None) -> str:
-    """Write `trace.samples` and `trace.stats` (and JSON-serialisable `metadata`) to `path` (.npz).
+    """Write `trace.samples` and `trace.stats` (and JSON-serialisable `metadata`) to `path` (.npz), and
+    the same arrays as ArviZ's netCDF at `netcdf_path(path)` (the metadata is in the .npz only).
+    Each file is written whole or not at all (a temporary file renamed into place).
 
-    Returns the path written (numpy appends `.npz` when missing).
+    Returns the .npz path written (`.npz` is appended when missing).
     """
+    from mcmc_llm.diagnostics.arviz_adapter import to_netcdf
+
     arrays: dict[str, np.ndarray] = {}
     for group in _GROUPS:
         for name, value in getattr(trace, group).items():
@@ -36,8 +42,27 @@ def save_trace(trace: Any, path: str | os.PathLike, *, metadata: Mapping[str, An
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    np.savez_compressed(path, **arrays)
+    _write_whole(path, lambda temporary: np.savez_compressed(temporary, **arrays))
+    _write_whole(netcdf_path(path), lambda temporary: to_netcdf(trace, temporary))
     return path
+
+
+def netcdf_path(path: str | os.PathLike) -> str:
+    """Where `save_trace` writes the netCDF of the trace it saves at `path`: FILE.npz -> FILE.nc."""
+    path = os.fspath(path)
+    return path[: -len(".npz")] + ".nc" if path.endswith(".npz") else path + ".nc"
+
+
+def _write_whole(path: str, write) -> None:
+    """`write(temporary)` to a hidden temporary file beside `path` (same suffix), renamed to `path`."""
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{os.path.splitext(name)[1]}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:

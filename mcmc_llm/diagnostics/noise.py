@@ -13,7 +13,9 @@ chain's sequence did not change: the move was rejected, or the accepted proposal
 current sequence (`proposal_differs`), and no tokens were appended (`extension_tokens`).  A change
 at a step where the sequence did change is kept however small.  A trace without these stats
 applies the tolerance at every step.  For plots, `merge_close_values` also merges values within the
-tolerance across chains (the same sequence held by two chains, scored in different batches).
+tolerance across chains (the same sequence held by two chains, scored in different batches), and
+`summarize` uses `within_tolerance` to decide that a functional is constant and that constant chains
+agree (R-hat 1 instead of the inf that a 1.5e-6 difference between two frozen chains would give).
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ import numpy as np
 
 #: Relative tolerance below which a step-to-step change of a float functional is treated as noise.
 NOISE_RTOL = 1e-4
+
+
+def within_tolerance(values: np.ndarray, rtol: float = NOISE_RTOL) -> bool:
+    """True when the finite `values` all lie within `rtol * max(1, |v|)` of each other (max |v| over
+    them) and there is at least one: one value up to float noise.  Integer values must be equal."""
+    values = np.asarray(values)
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    if finite.size == 0:
+        return False
+    spread = float(finite.max()) - float(finite.min())
+    if values.dtype.kind != "f":
+        return spread == 0
+    return spread <= rtol * max(1.0, float(np.abs(finite).max()))
 
 
 def snap_series(draws: np.ndarray, rtol: float = NOISE_RTOL, unchanged: np.ndarray | None = None) -> np.ndarray:
@@ -83,14 +98,14 @@ def merge_close_values(draws: np.ndarray, rtol: float = NOISE_RTOL) -> np.ndarra
 def snap_noise(trace: Any, rtol: float = NOISE_RTOL):
     """A Trace whose scalar float samples have their float noise removed (`snap_series`, at the steps
     `unchanged_steps` allows); stats are kept as they are (they record events, not scores)."""
-    from mcmc_llm.core.trace import Trace
+    from mcmc_llm.diagnostics.stages import with_arrays
 
     unchanged = unchanged_steps(trace.stats)
     samples = {}
     for name, value in trace.samples.items():
         shape_ok = unchanged is not None and np.shape(value)[:2] == unchanged.shape
         samples[name] = snap_series(value, rtol, unchanged if shape_ok else None)
-    return Trace(samples=samples, stats=dict(trace.stats), final_state=None)
+    return with_arrays(trace, samples, dict(trace.stats))
 
 
-__all__ = ["NOISE_RTOL", "merge_close_values", "snap_noise", "snap_series", "unchanged_steps"]
+__all__ = ["NOISE_RTOL", "merge_close_values", "snap_noise", "snap_series", "unchanged_steps", "within_tolerance"]

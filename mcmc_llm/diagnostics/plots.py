@@ -2,7 +2,8 @@
 
 Each function writes one PNG at `path` and returns `path`.  Figures are built on
 `matplotlib.figure.Figure` (Agg), never through pyplot, so they work headless and leave the caller's
-pyplot state alone; only the ArviZ trace plot goes through pyplot (ArviZ draws with it) and is closed.
+pyplot state alone.  ArviZ's own trace plot is `arviz_adapter.plot_trace`; `plot_trace` here draws
+chains in distinct colours, marks stage boundaries and draws discrete quantities as steps.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from mcmc_llm.diagnostics import arviz_adapter
 from mcmc_llm.diagnostics.exact import TVCurve
-from mcmc_llm.diagnostics.summary import relative_cut_bin_index, relative_cut_bins
+from mcmc_llm.diagnostics.acceptance import relative_cut_bin_index, relative_cut_bins
 
 PathLike = str | os.PathLike
 
@@ -25,10 +26,81 @@ def _save(figure: Figure, path: PathLike) -> PathLike:
     return path
 
 
-def plot_trace(trace_or_data: Any, var_names: Sequence[str] | None = None, path: PathLike | None = None,
-               *, title: str | None = "Trace plot: marginal density and draws per chain") -> Any:
-    """ArviZ trace plot of `var_names` (default: all samples); see `arviz_adapter.plot_trace`."""
-    return arviz_adapter.plot_trace(trace_or_data, var_names, path, title=title)
+def is_discrete(values: np.ndarray) -> bool:
+    """True for integer or boolean values, or floats that are all whole numbers (e.g. a saved length)."""
+    values = np.asarray(values)
+    if values.dtype.kind in "biu":
+        return True
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else np.array([0.5])
+    return finite.size > 0 and bool(np.all(finite == np.round(finite)))
+
+
+def stage_boundaries(trace: Any) -> list[int]:
+    """Steps t at which chain 0's stage changes (stage[t] != stage[t-1]); none without stats `stage`."""
+    if "stage" not in trace.stats:
+        return []
+    stage = np.asarray(trace.stats["stage"])[0]
+    return [int(t) for t in np.flatnonzero(stage[1:] != stage[:-1]) + 1]
+
+
+def _trace_row(left: Any, right: Any, name: str, values: np.ndarray, boundaries: Sequence[int]) -> None:
+    """One quantity: its marginal per chain (left) and its value at every step per chain (right)."""
+    values = np.asarray(values, dtype=np.float64)
+    discrete = is_discrete(values)
+    steps = np.arange(values.shape[1])
+    colours = [f"C{c % 10}" for c in range(values.shape[0])]
+    if discrete:  # frequencies of each value, side by side per chain: no density over discrete values
+        levels = np.unique(values[np.isfinite(values)])
+        width = 0.8 / values.shape[0] * (np.min(np.diff(levels)) if levels.size > 1 else 1.0)
+        for c, colour in enumerate(colours):
+            counts = [(values[c] == level).sum() / max(np.isfinite(values[c]).sum(), 1) for level in levels]
+            left.bar(levels + (c - (values.shape[0] - 1) / 2) * width, counts, width=width, color=colour)
+        left.set_ylabel("fraction of steps")
+    else:
+        finite = values[np.isfinite(values)]
+        bins = np.histogram_bin_edges(finite, bins=min(30, max(5, finite.size // 10))) if finite.size else 10
+        for c, colour in enumerate(colours):
+            left.hist(values[c][np.isfinite(values[c])], bins=bins, density=True, histtype="step", color=colour)
+        left.set_ylabel("density")
+    left.set_xlabel(name)
+    for c, colour in enumerate(colours):
+        right.plot(steps, values[c], color=colour, linewidth=1.0, label=f"chain {c}",
+                   drawstyle="steps-mid" if discrete else "default")
+    for step in boundaries:
+        right.axvline(step - 0.5, color="0.4", linestyle=":", linewidth=1.0)
+    if discrete:
+        right.yaxis.set_major_locator(MaxNLocator(integer=True))
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_ylabel(name)
+    right.set_xlabel("MH step" + ("  (dotted lines: stage boundaries)" if boundaries else ""))
+
+
+def plot_trace(trace: Any, var_names: Sequence[str] | None = None, path: PathLike | None = None,
+               *, title: str | None = "Trace plot: marginal and draws per chain") -> Any:
+    """A trace plot, one row per quantity: left its marginal per chain, right its value per step per chain.
+
+    trace: any object with `samples` and `stats` of (chain, draw) arrays; var_names: entries of
+    either (default: every scalar sample).  Each chain has its own colour (legend on the first row);
+    dotted vertical lines mark stage boundaries (stats `stage`).  Discrete quantities (length, accept
+    indicators, token counts: integer, boolean or whole-number values) are drawn as step plots with
+    value frequencies on the left; continuous ones (log p) as lines with a histogram density.
+    Returns `path` when given (the PNG is written there), else the matplotlib Figure.
+    """
+    arrays = {**trace.stats, **trace.samples}
+    names = list(var_names) if var_names is not None else [
+        name for name, value in trace.samples.items() if np.ndim(value) == 2]
+    missing = [name for name in names if name not in arrays]
+    if missing or not names:
+        raise ValueError(f"no samples or stats named {missing}; the trace has {sorted(arrays)}")
+    figure = Figure(figsize=(12, 2.6 * len(names) + 0.8), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(len(names), 2, width_ratios=(1, 3)))
+    boundaries = stage_boundaries(trace)
+    for row, name in enumerate(names):
+        _trace_row(axes[row, 0], axes[row, 1], name, np.asarray(arrays[name]), boundaries)
+    axes[0, 1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if title:
+        figure.suptitle(title)
+    return figure if path is None else _save(figure, path)
 
 
 def acceptance_grid(trace: Any, num_cut_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,8 +8,14 @@
   functional whose bulk / tail ESS and R-hat are computed across chains.
 
 A trace is one prompt: its chains are independent chains on the same target.  Under the block-wise
-power sampler the target changes with the stage, so pass `stage=-1` to compute ESS and R-hat on the
-draws of the last stage only (where the target is `p^alpha` on the full length cap).
+power sampler the target changes with the stage, so pass `stage="last"` (or -1) to compute ESS and
+R-hat on the draws of the last stage only (where the target is `p^alpha` on the full length cap);
+`stage="all"` (or None) uses every draw, as `az.summary(trace.to_arviz())` does (`stages`).
+
+Float noise: a float functional whose values within a chain lie within `NOISE_RTOL` (1e-4) relative
+of each other is a constant chain; when every chain is constant, R-hat is 1 if all the chains agree
+within that tolerance (no between- or within-chain variance: the chains agree), inf if they do not.
+What ArviZ logs or warns (e.g. fewer than 4 draws per chain) becomes a note of the summary.
 
 `format_summary(summary)` renders it as a plain-text table; `TraceSummary.to_dict()` as JSON-ready data.
 Only numpy is imported here (ArviZ lazily, through `arviz_adapter`), never torch.
@@ -19,11 +25,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Sequence
 
 import numpy as np
 
 from mcmc_llm.diagnostics import arviz_adapter
+from mcmc_llm.diagnostics.noise import NOISE_RTOL, within_tolerance
+from mcmc_llm.diagnostics.stages import stage_mask
+from mcmc_llm.diagnostics.acceptance import (
+    AcceptanceCell, acceptance_by_relative_cut, acceptance_by_stage, acceptance_cell, nan_mean, optional_stat,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,21 +68,6 @@ class Flag:
 
 
 @dataclasses.dataclass(frozen=True)
-class AcceptanceCell:
-    """Acceptance over the MH moves falling in one group (a stage, or a bin of relative cut positions).
-
-    key: the stage index (int) or the bin `(low, high)` of `relative_cut = cut_index / length`.
-    acceptance_rate: fraction of moves accepted; mean_acceptance_probability: mean of `min(1, ratio)`
-        (a lower-variance estimate of the same quantity; NaN when not recorded).
-    """
-
-    key: Any
-    num_moves: int
-    acceptance_rate: float
-    mean_acceptance_probability: float
-
-
-@dataclasses.dataclass(frozen=True)
 class FunctionalDiagnostics:
     """ESS and R-hat of one scalar functional across chains (NaN where undefined)."""
 
@@ -99,6 +96,7 @@ class TraceSummary:
     moved_rate: float  # fraction of moves accepted AND different from the current state (NaN if not recorded)
     draws_used: str  # which draws ESS / R-hat were computed on
     thresholds: Thresholds
+    notes: tuple[str, ...] = ()  # stated caveats: chains that agree by tolerance, what ArviZ warned about
 
     @property
     def ok(self) -> bool:
@@ -113,64 +111,6 @@ class TraceSummary:
         return dataclasses.asdict(self)
 
 
-def _mean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
-
-
-def _cell(key: Any, accepted: np.ndarray, probability: np.ndarray | None, mask: np.ndarray) -> AcceptanceCell:
-    moves = mask & ~np.isnan(accepted)
-    return AcceptanceCell(
-        key=key,
-        num_moves=int(moves.sum()),
-        acceptance_rate=_mean(accepted[moves]),
-        mean_acceptance_probability=float("nan") if probability is None else _mean(probability[moves]),
-    )
-
-
-def acceptance_by_stage(trace: Any) -> tuple[AcceptanceCell, ...]:
-    """Acceptance per stage (block index k, 0-based), from stats `accepted` and `stage`."""
-    stats = trace.stats
-    if "accepted" not in stats or "stage" not in stats:
-        return ()
-    accepted = np.asarray(stats["accepted"], dtype=np.float64)
-    probability = _optional(stats, "acceptance_probability")
-    stage = np.asarray(stats["stage"])
-    return tuple(_cell(int(k), accepted, probability, stage == k) for k in np.unique(stage))
-
-
-def relative_cut_bins(num_bins: int) -> np.ndarray:
-    """Bin edges `0, 1/n, ..., 1` for the relative cut position `cut_index / length`."""
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins}")
-    return np.linspace(0.0, 1.0, num_bins + 1)
-
-
-def relative_cut_bin_index(relative_cut: np.ndarray, num_bins: int) -> np.ndarray:
-    """Bin of each relative cut (`floor(r * n)`, with r = 1 in the last bin); -1 for NaN."""
-    relative_cut = np.asarray(relative_cut, dtype=np.float64)
-    index = np.clip(np.floor(np.nan_to_num(relative_cut, nan=0.0) * num_bins), 0, num_bins - 1).astype(np.int64)
-    return np.where(np.isnan(relative_cut), -1, index)
-
-
-def acceptance_by_relative_cut(trace: Any, num_bins: int = 10) -> tuple[AcceptanceCell, ...]:
-    """Acceptance per bin of `relative_cut` (cut index / current length in [0, 1]); empty bins have NaN."""
-    stats = trace.stats
-    if "accepted" not in stats or "relative_cut" not in stats:
-        return ()
-    accepted = np.asarray(stats["accepted"], dtype=np.float64)
-    probability = _optional(stats, "acceptance_probability")
-    index = relative_cut_bin_index(stats["relative_cut"], num_bins)
-    edges = relative_cut_bins(num_bins)
-    return tuple(
-        _cell((float(edges[b]), float(edges[b + 1])), accepted, probability, index == b) for b in range(num_bins)
-    )
-
-
-def _optional(stats: Any, name: str) -> np.ndarray | None:
-    return np.asarray(stats[name], dtype=np.float64) if name in stats else None
-
-
 def scalar_functionals(trace: Any) -> list[str]:
     """Names of the `samples` entries that are one real number per (chain, draw)."""
     return [
@@ -179,41 +119,31 @@ def scalar_functionals(trace: Any) -> list[str]:
     ]
 
 
-def _draw_mask(trace: Any, stage: int | None) -> tuple[np.ndarray | None, str]:
-    if stage is None:
-        return None, "all draws"
-    if "stage" not in trace.stats:
-        raise ValueError("stage= needs a `stage` entry in trace.stats")
-    stages = np.asarray(trace.stats["stage"])
-    chosen = int(stages.max()) if stage == -1 else int(stage)
-    mask = (stages == chosen).all(axis=0)
-    if not mask.any():
-        raise ValueError(f"no draw is at stage {chosen} on every chain")
-    return mask, f"stage {chosen} ({int(mask.sum())} draws per chain)"
-
-
-def diagnose_functional(name: str, draws: np.ndarray) -> FunctionalDiagnostics:
+def diagnose_functional(name: str, draws: np.ndarray, rtol: float = NOISE_RTOL) -> FunctionalDiagnostics:
     """Mean, sd, bulk and tail ESS and R-hat of `draws` (chain, draw).
 
-    ESS is NaN for a functional constant over all draws (ArviZ would report N).  When every chain is
-    constant, R-hat is NaN if they all hold the same value and inf otherwise.
+    A chain is constant when its values agree within `rtol` (`noise.within_tolerance`; integers
+    exactly).  ESS is NaN for a functional constant over all draws (ArviZ would report N).  When
+    every chain is constant, R-hat is 1 if all the chains agree within `rtol` (B = W = 0: the chains
+    agree) and inf otherwise (B > 0 = W).
     """
-    draws = np.asarray(draws, dtype=np.float64)
-    finite = draws[np.isfinite(draws)]
+    draws = np.asarray(draws)
     constant_chains = tuple(
         c for c in range(draws.shape[0])
-        if draws.shape[1] > 1 and not np.isnan(draws[c]).any() and draws[c].max() == draws[c].min()
+        if draws.shape[1] > 1 and not np.isnan(draws[c].astype(np.float64)).any() and within_tolerance(draws[c], rtol)
     )
-    everything_constant = finite.size > 0 and finite.max() == finite.min()
+    everything_constant = within_tolerance(draws, rtol)
+    draws = draws.astype(np.float64)
+    finite = draws[np.isfinite(draws)]
     if everything_constant:
         ess_bulk = ess_tail = float("nan")
     else:
         ess_bulk = arviz_adapter.ess(draws, "bulk")
         ess_tail = arviz_adapter.ess(draws, "tail")
     if draws.shape[0] >= 2 and len(constant_chains) == draws.shape[0]:
-        # no within-chain variance: R-hat is 0/0 if the chains agree, B/0 = inf if they do not
-        # (computed, it comes out as NaN or a huge finite number from rounding)
-        rhat = float("nan") if everything_constant else float("inf")
+        # no within-chain variance: computed, R-hat would be 0/0 (NaN) or B/0 (inf, or a huge finite
+        # number from rounding); define it as 1 when the chains agree within the tolerance
+        rhat = 1.0 if everything_constant else float("inf")
     else:
         rhat = arviz_adapter.rhat(draws)
     return FunctionalDiagnostics(
@@ -225,6 +155,23 @@ def diagnose_functional(name: str, draws: np.ndarray) -> FunctionalDiagnostics:
         rhat=rhat,
         constant_chains=constant_chains,
     )
+
+
+def _notes(functionals: dict[str, FunctionalDiagnostics], arviz_said: list[str]) -> tuple[str, ...]:
+    """Stated caveats: functionals whose chains agree by tolerance, and what ArviZ warned about."""
+    agree = [d.name for d in functionals.values()
+             if d.rhat == 1.0 and len(d.constant_chains) > 1 and math.isnan(d.ess_bulk)]
+    notes = []
+    if agree:
+        notes.append(f"{', '.join(agree)}: every chain holds one value and the chains agree within "
+                     f"{NOISE_RTOL:g} relative: R-hat = 1 by definition, ESS undefined")
+    for message in arviz_said:
+        shape = re.search(r"Shape validation failed: input_shape: (\([^)]*\))", message)
+        note = (f"too few draws: ESS / R-hat need at least 4 draws per chain (and 2 chains for R-hat), ArviZ "
+                f"got (chains, draws) = {shape.group(1)}; they are undefined or unreliable") if shape else f"ArviZ: {message}"
+        if note not in notes:
+            notes.append(note)
+    return tuple(notes)
 
 
 def _functional_flags(diag: FunctionalDiagnostics, num_chains: int, thresholds: Thresholds) -> list[Flag]:
@@ -251,7 +198,7 @@ def summarize(
     trace: Any,
     *,
     var_names: Sequence[str] | None = None,
-    stage: int | None = None,
+    stage: str | int | None = None,
     num_cut_bins: int = 10,
     thresholds: Thresholds = Thresholds(),
 ) -> TraceSummary:
@@ -259,20 +206,20 @@ def summarize(
 
     trace: a Trace, or any object with `samples` and `stats` mappings of (chain, draw, ...) arrays.
     var_names: functionals to diagnose (default: every scalar numeric entry of `trace.samples`).
-    stage: compute ESS / R-hat only on the draws of this stage (-1: the last); acceptance tables always
-        use every move.  None (default): all draws.
+    stage: compute ESS / R-hat only on the draws of these stages (`stages.stage_mask`: "last" or -1,
+        "all" or None (default), or a stage index); acceptance tables always use every move.
     """
     stats = trace.stats
     names = list(var_names) if var_names is not None else scalar_functionals(trace)
-    mask, draws_used = _draw_mask(trace, stage)
+    mask, draws_used = stage_mask(trace, stage)
 
     flags: list[Flag] = []
     if "accepted" in stats:
         accepted = np.asarray(stats["accepted"], dtype=np.float64)
-        probability = _optional(stats, "acceptance_probability")
-        overall = _cell("all", accepted, probability, np.ones(accepted.shape, dtype=bool))
-        per_chain = tuple(_mean(accepted[c]) for c in range(accepted.shape[0]))
-        changed = _optional(stats, "proposal_differs")
+        probability = optional_stat(stats, "acceptance_probability")
+        overall = acceptance_cell("all", accepted, probability, np.ones(accepted.shape, dtype=bool))
+        per_chain = tuple(nan_mean(accepted[c]) for c in range(accepted.shape[0]))
+        changed = optional_stat(stats, "proposal_differs")
         for c in range(accepted.shape[0]):
             moves = int((~np.isnan(accepted[c])).sum())
             if moves and np.nansum(accepted[c]) == 0:
@@ -281,7 +228,7 @@ def summarize(
                 flags.append(Flag("never_moved", f"chain {c}",
                                   f"chain {c} accepted {int(np.nansum(accepted[c]))} of {moves} moves, "
                                   "but every accepted proposal was identical to its current sequence"))
-        moved_rate = _mean(accepted * changed) if changed is not None else float("nan")
+        moved_rate = nan_mean(accepted * changed) if changed is not None else float("nan")
     else:
         overall = AcceptanceCell("all", 0, float("nan"), float("nan"))
         per_chain = ()
@@ -289,15 +236,16 @@ def summarize(
 
     functionals: dict[str, FunctionalDiagnostics] = {}
     num_chains = num_draws = 0
-    for name in names:
-        draws = np.asarray(trace.samples[name])
-        if draws.ndim != 2:
-            raise ValueError(f"samples[{name!r}] is not scalar per step: shape {draws.shape}")
-        if mask is not None:
-            draws = draws[:, mask]
-        diag = diagnose_functional(name, draws)
-        functionals[name] = diag
-        flags.extend(_functional_flags(diag, draws.shape[0], thresholds))
+    with arviz_adapter.arviz_messages() as arviz_said:
+        for name in names:
+            draws = np.asarray(trace.samples[name])
+            if draws.ndim != 2:
+                raise ValueError(f"samples[{name!r}] is not scalar per step: shape {draws.shape}")
+            if mask is not None:
+                draws = draws[:, mask]
+            diag = diagnose_functional(name, draws)
+            functionals[name] = diag
+            flags.extend(_functional_flags(diag, draws.shape[0], thresholds))
 
     first = next(iter({**trace.samples, **stats}.values()), None)
     if first is not None:
@@ -318,6 +266,7 @@ def summarize(
         tokens_resampled=tokens,
         draws_used=draws_used,
         thresholds=thresholds,
+        notes=_notes(functionals, arviz_said),
     )
 
 
@@ -327,7 +276,8 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """The lines of a plain-text table: `header`, a rule, `rows`; cells right-aligned per column."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     line = lambda cells: indent + "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return [line(header), indent + "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
@@ -357,20 +307,22 @@ def format_summary(summary: TraceSummary) -> str:
     header = ["", "moves", "accept", "mean A"]
     if summary.by_stage:
         lines += ["", "Acceptance by stage (block k, 0-based):"]
-        lines += _table(["stage", *header[1:]], _acceptance_rows(summary.by_stage, str))
+        lines += format_table(["stage", *header[1:]], _acceptance_rows(summary.by_stage, str))
     if summary.by_relative_cut:
         lines += ["", "Acceptance by relative cut position (cut index / length):"]
-        lines += _table(["cut bin", *header[1:]],
+        lines += format_table(["cut bin", *header[1:]],
                         _acceptance_rows(summary.by_relative_cut, _bin_label))
     if summary.functionals:
         lines += ["", "Functionals (rank-normalised split R-hat; bulk / tail ESS over all chains):"]
         rows = [[d.name, _number(d.mean), _number(d.sd), _number(d.ess_bulk, 1), _number(d.ess_tail, 1),
                  _number(d.rhat), ",".join(map(str, d.constant_chains)) or "-"]
                 for d in summary.functionals.values()]
-        lines += _table(["functional", "mean", "sd", "ess_bulk", "ess_tail", "rhat", "constant chains"], rows)
+        lines += format_table(["functional", "mean", "sd", "ess_bulk", "ess_tail", "rhat", "constant chains"], rows)
     t = summary.thresholds
     lines += ["", f"Flags (R-hat > {t.rhat_max} or non-finite, ESS < {t.min_ess}, zero acceptance, constant chains):"]
     lines += _flag_lines(summary.flags) or ["  none"]
+    if summary.notes:
+        lines += ["", "Notes:", *(f"  {note}" for note in summary.notes)]
     return "\n".join(lines)
 
 

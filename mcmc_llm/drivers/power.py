@@ -44,8 +44,10 @@ from mcmc_llm.core.protocols import TOKENS, SuffixProposal
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.kernels.suffix_mh import SuffixMH
 from mcmc_llm.lm.generation import SamplingRule
+from mcmc_llm.lm.prompts import encode_prompts
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
+from mcmc_llm.lm.text import completion_text
 from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
 from mcmc_llm.drivers.published_chain import PUBLISHED_TOP_K, published_chain
 from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
@@ -193,18 +195,39 @@ def _expected_at(rule: CutRule, length: float, block_start: int) -> float:
     return (1 - share) * rule.expected_resampled(low, block_start) + share * rule.expected_resampled(low + 1, block_start)
 
 
+def token_log_probs(batch: SequenceBatch) -> list[list[float]]:
+    """`log p(x_t | prompt, x_<t)` of every generated token of each chain, under the reference model
+    (the cached per-token `log_p`); row c sums to `batch.total_log_p()[c]`."""
+    log_p = batch.log_p.cpu()
+    return [log_p[row, :length].tolist() for row, length in enumerate(batch.lengths.tolist())]
+
+
 @dataclasses.dataclass
 class PowerSampleResult:
     """Final sequences (one per chain; chains of prompt i are rows i*C .. i*C + C - 1), the
-    per-step trace (chain, draw) over all stages, and the LM's compute counters."""
+    per-step trace (chain, draw) over all stages, the LM's compute counters, and the reference
+    model `lm` (which decodes the sequences)."""
 
     final: SequenceBatch
     trace: Trace | None
     chains_per_prompt: int
     compute: dict[str, int]
+    lm: LanguageModel | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def sequences(self) -> list[list[int]]:
         return self.final.to_lists()
+
+    def texts(self, *, skip_special_tokens: bool = True) -> list[str]:
+        """Each chain's generated text (`mcmc_llm.lm.text.completion_text`): special tokens such as
+        EOS left out unless skip_special_tokens=False (as transformers' `decode`)."""
+        if self.lm is None:
+            raise ValueError("this result holds no model to decode with; decode `sequences()` with the model's decode")
+        return [completion_text(self.lm, tokens, skip_special_tokens) for tokens in self.sequences()]
+
+    def token_logprobs(self) -> list[list[float]]:
+        """Each chain's per-token base log-probabilities `log p(x_t | prompt, x_<t)`, one per token of
+        `sequences()`; each list sums to the chain's `log p(x)` (`token_log_probs`)."""
+        return token_log_probs(self.final)
 
     def chain_trace(self, prompt_index: int) -> Trace | None:
         """The trace of one prompt's chains (for R-hat / ESS across them)."""
@@ -241,6 +264,18 @@ def default_proposal(config: PowerSamplerConfig, proposer: LanguageModel, refere
     return at
 
 
+def check_proposal_settings(config: PowerSamplerConfig) -> None:
+    """With `power_sample(proposal=...)` the factory's proposals make every MH move: the config's
+    `cut_rule` (with `cut_sharpness`) and `ratio="published"` only build the default proposal, so a
+    non-default value of either would be ignored, and is a ValueError.  The extension still uses the
+    config's sampling rule (`proposal_temperature`, `top_k`, `top_p`) and `proposal_lm`."""
+    if config.cut_rule_object() != resolve_cut_rule("uniform"):
+        raise ValueError(f"cut_rule={config.cut_rule!r} has no effect with proposal=: the proposal draws its own cuts; "
+                         "give the cut rule to the proposal and leave cut_rule at 'uniform'")
+    if config.ratio == "published":
+        raise ValueError("ratio='published' has no effect with proposal=: the proposal computes its own log q terms")
+
+
 def chain_streams(seed: int, prompts: int, chains_per_prompt: int) -> Streams:
     """The root stream of every chain, rows i*C .. i*C + C - 1 for prompt i, keyed by (seed, i, c)."""
     rows = torch.arange(prompts * chains_per_prompt)
@@ -249,7 +284,7 @@ def chain_streams(seed: int, prompts: int, chains_per_prompt: int) -> Streams:
 
 def power_sample(
     lm: LanguageModel,
-    prompts: Sequence[Sequence[int]],
+    prompts: Sequence[str | Sequence[int] | None],
     config: PowerSamplerConfig,
     *,
     chains_per_prompt: int = 1,
@@ -258,8 +293,15 @@ def power_sample(
     proposal_lm: LanguageModel | None = None,
     proposal: ProposalFactory | None = None,
     progress: bool = False,
+    truncate_prompt: str | None = None,
 ) -> PowerSampleResult:
     """Run Algorithm 1 for every prompt with `chains_per_prompt` independent chains, all batched.
+
+    prompts: each a text (encoded by `lm`'s tokenizer, through its chat template when `lm` was
+        loaded with one), a list of token ids, or None (`mcmc_llm.lm.prompts.encode_prompts`; a
+        model without a tokenizer reads text as token ids "3 1 4" and refuses other text).  Each
+        must leave room for `config.max_new_tokens` in the model's context; truncate_prompt="left"
+        keeps the end of a longer one instead of raising ValueError.
 
     target: a sequence target with `with_cap(n)` (default `PowerTarget(config.alpha, T_max)`);
     proposal_lm: the LM that extends and, by default, proposes (default `lm`, the reference model
@@ -270,18 +312,21 @@ def power_sample(
     """
     if isinstance(chains_per_prompt, bool) or not isinstance(chains_per_prompt, int) or chains_per_prompt < 1:
         raise ValueError(f"chains_per_prompt must be a positive integer, got {chains_per_prompt!r}")
+    prompts = encode_prompts(lm, prompts, config.max_new_tokens, truncate_prompt)
     if len(prompts) == 0:
         raise ValueError("power_sample needs at least one prompt, got none")
     proposer = proposal_lm if proposal_lm is not None else lm
     if config.ratio == "reference" and (target is not None or proposal is not None):
         raise ValueError("ratio='reference' runs the reference code's own chain: it takes no target or proposal")
+    if proposal is not None:
+        check_proposal_settings(config)
     target = target if target is not None else PowerTarget(config.alpha, config.max_new_tokens)
     make_proposal = proposal if proposal is not None else default_proposal(config, proposer, lm)
     register = getattr(proposer, "register_prefix", None)
     if callable(register):
         for prompt in prompts:
-            register(list(prompt))
-    repeated = [list(prompt) for prompt in prompts for _ in range(chains_per_prompt)]
+            register(prompt)
+    repeated = [prompt for prompt in prompts for _ in range(chains_per_prompt)]
     prompt_batch = TokenBatch.from_lists(repeated, device=proposer.device)
     position = SequenceBatch.empty(prompt_batch, config.max_new_tokens)
     streams = chain_streams(seed, len(prompts), chains_per_prompt)
@@ -308,7 +353,7 @@ def power_sample(
         position, trace = _lockstep(config, proposer, lm, kernels, position, streams, recorder, progress)
     end_compute = proposer.counter.snapshot()
     spent = {key: end_compute[key] - start_compute[key] for key in end_compute}
-    return PowerSampleResult(position, trace, chains_per_prompt, spent)
+    return PowerSampleResult(position, trace, chains_per_prompt, spent, lm=lm)
 
 
 def _lockstep(config, proposer, lm, kernels, position, streams, recorder, progress):

@@ -115,6 +115,8 @@ class UnitExecutor:
                 config.model.spec, device=config.model.device, dtype=config.model.dtype, chat_template=config.chat_template,
                 engine=None if config.model.engine == "auto" else config.model.engine,
                 packed_linear=None if config.model.packed_linear == "auto" else config.model.packed_linear,
+                graphs=None if config.model.graphs == "auto" else config.model.graphs,
+                threads=config.model.threads,
             ),
             config.model.eos_token_ids, "model.eos_token_ids",
         )

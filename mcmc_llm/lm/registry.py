@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mcmc_llm.lm.protocol import LanguageModel
+from mcmc_llm.lm.threads import configure_threads
 
 MODEL_SPEC_HELP = """\
 Model specs (`--model SPEC`):
@@ -302,8 +303,10 @@ def load_model(
     eos_token_ids=None,
     engine: str | None = None,
     packed_linear: str | None = None,
+    graphs: str | None = None,
+    threads: int | None = None,
 ) -> LanguageModel:
-    """The language model named by `spec` (see `MODEL_SPEC_HELP`).
+    """The language model named by `spec` (see `MODEL_SPEC_HELP`), with the CPU thread policy applied.
 
     device / dtype apply to transformers models ("auto": cuda + bfloat16 when available, else
     cpu + float32).  chat_template: None means on for the embedded instruct model, off otherwise.
@@ -315,9 +318,17 @@ def load_model(
     packed_linear: "auto", "on" or "off": float32 CPU linear layers of a transformers model on
     oneDNN-packed weights (`mcmc_llm.lm.packed_linear`); None keeps "auto".  It changes speed
     and float32 summation order only.
+    graphs: the decoding step of a transformers model's static engine ("auto", "off", "eager",
+    "compiled"; `mcmc_llm.lm.hf_decode_step`); None keeps "auto" (compiled on CUDA, else off).
+    threads: torch's CPU threads, set before loading by `mcmc_llm.lm.threads.configure_threads`
+    (the policy of every command): `threads` when given; else OMP_NUM_THREADS / MKL_NUM_THREADS
+    when set; else 1 on a CPU run (replacing any earlier `torch.set_num_threads`) and torch's
+    default on an accelerator.
     """
+    configure_threads(threads, device)
     lm = _load_model(spec, device=device, dtype=dtype, chat_template=chat_template)
-    chosen = {name: value for name, value in (("engine", engine), ("packed_linear", packed_linear)) if value is not None}
+    chosen = {name: value for name, value in (("engine", engine), ("packed_linear", packed_linear), ("graphs", graphs))
+              if value is not None}
     if chosen:
         from mcmc_llm.lm.hf import HFLanguageModel
 
@@ -328,6 +339,8 @@ def load_model(
             lm.engine = engine  # validated by HFLanguageModel.engine
         if packed_linear is not None:
             lm.pack_linear(packed_linear)  # validated by set_packed_linears
+        if graphs is not None:
+            lm.graphs = graphs  # validated by DecodeSteps
     return lm if eos_token_ids is None else with_eos_token_ids(lm, eos_token_ids)
 
 

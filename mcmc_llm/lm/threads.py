@@ -1,12 +1,15 @@
 """The CPU thread policy: how many threads torch uses for a run (the one place that sets it).
 
-`configure_threads(requested, device)` is called by every command that loads a model (`mcmc-llm
-sample`, `exact`, `run`) and by the evaluation executor (in-process and in each Ray worker), before
-the model is loaded.  In order of precedence:
+`configure_threads(requested, device)` is applied by `mcmc_llm.lm.registry.load_model(spec,
+threads=)`, so every entry point that loads a model by name follows it: the Python API, every
+command (`mcmc-llm sample`, `exact`, `run`, which also apply it before loading, to fail early) and
+the evaluation executor (in-process and in each Ray worker).  In order of precedence:
 
-1. `requested` (the `--threads N` flag, or `threads = N` in a run config's `[model]`): N threads;
+1. `requested` (`load_model(threads=N)`, the `--threads N` flag, or `threads = N` in a run config's
+   `[model]`): N threads;
 2. the environment (`OMP_NUM_THREADS` or `MKL_NUM_THREADS` set): torch's own reading of it is kept;
-3. on a CPU run, `DEFAULT_CPU_THREADS` (1) thread;
+3. on a CPU run, `DEFAULT_CPU_THREADS` (1) thread, whatever torch used before (a count set with
+   `torch.set_num_threads` before `load_model` is replaced: pass `threads=` to keep one);
 4. on an accelerator, torch's default (host threads matter little there).
 
 Why 1 by default: the models this package runs on a CPU (the embedded 135M model, toy LMs) make

@@ -13,6 +13,10 @@ p-value, and a readable `message`); each has an `assert_...` twin that raises `A
   standard error computed from the ESS (ArviZ, `method="mean"`).
 * `conservation_check`: start chains at exact draws of the target, take one kernel step, and test that
   the law after the step is still the target (chi-square).
+* `check_kernel` (`mcmc_llm.testing.kernel_check`): a power-sampling kernel (a proposal factory or a
+  cut rule) against the exact power law of a toy LM: invariance, sampling in both drivers, identical
+  chains; returns a `KernelCheckResult` with `passed`, every check and a `report` stating each check's
+  min detectable TV.  Imported on first use (it loads torch and the samplers; the rest does not).
 
 The count-based checks assume independent draws.  For MCMC output, use one draw per independent chain
 (e.g. the last one), not every draw of a chain; `mcse_moment_check` is the one built for correlated draws.
@@ -51,8 +55,10 @@ from mcmc_llm.testing.discrete import (
     total_variation_threshold,
 )
 
+_KERNEL_CHECK = ("KernelCheckResult", "SamplingCheck", "check_kernel")
+
 __all__ = [
-    "DEFAULT_FALSE_FAILURE_RATE", "DEFAULT_POWER", "ChiSquareResult", "ConservationResult", "MomentResult",
+    *_KERNEL_CHECK, "DEFAULT_FALSE_FAILURE_RATE", "DEFAULT_POWER", "ChiSquareResult", "ConservationResult", "MomentResult",
     "TotalVariationResult", "assert_chi_square", "assert_conservation", "assert_mcse_moment",
     "assert_total_variation", "chi_square_check", "chi_square_min_detectable_tv",
     "chi_square_noncentrality_for_power", "chi_square_num_bins", "conservation_check", "counts_from_samples",
@@ -60,6 +66,14 @@ __all__ = [
     "samples_to_detect_tv_for_pmf",
     "total_variation_check", "total_variation_min_detectable", "total_variation_threshold",
 ]
+
+
+def __getattr__(name):
+    if name in _KERNEL_CHECK:
+        from mcmc_llm.testing import kernel_check
+
+        return getattr(kernel_check, name)
+    raise AttributeError(f"module 'mcmc_llm.testing' has no attribute {name!r}")
 
 
 def _raise_unless(result):
