@@ -82,6 +82,8 @@ def parse_args() -> argparse.Namespace:
                         help="decoding engine of a transformers model (mcmc_llm.lm.hf); auto: static where supported")
     parser.add_argument("--packed-linear", choices=("auto", "on", "off"), default="auto",
                         help="float32 CPU linear layers on oneDNN-packed weights (mcmc_llm.lm.packed_linear); all runs, (c) included")
+    parser.add_argument("--graphs", choices=("auto", "off", "eager", "compiled"), default="auto",
+                        help="the static engine's decoding step (mcmc_llm.lm.hf_decode_step; auto: compiled on CUDA)")
     parser.add_argument("--compare-engine", action="store_true", help="add (b''): the sampler on the other engine, one run")
     parser.add_argument("--project-length", type=float, default=None,
                         help="expected output length for the MATH500 projection (default: the paper's cap, 3072: an upper bound)")
@@ -166,7 +168,8 @@ def stream_draw_cost(vocab: int, rows: int, repeats: int = 200) -> dict:
 def main() -> None:
     args = parse_args()
     lm = load_model(args.model, device=args.device, dtype=args.dtype, engine=None if args.engine == "auto" else args.engine,
-                    packed_linear=None if args.packed_linear == "auto" else args.packed_linear, threads=args.threads)
+                    packed_linear=None if args.packed_linear == "auto" else args.packed_linear,
+                    graphs=None if args.graphs == "auto" else args.graphs, threads=args.threads)
     device = lm.device
     engine = ("static" if lm._uses_static_slots() else "dynamic") if hasattr(lm, "engine") else "-"
     other_engine = {"static": "dynamic", "dynamic": "static"}.get(engine)

@@ -102,16 +102,19 @@ def test_generation_matches_and_consecutive_batches_reuse_one_arena():
 @pytest.mark.slow
 def test_the_step_compiles_whole_and_gives_the_eager_chains():
     """`fullgraph=True` raises on any graph break; the compiled step's arithmetic may be fused
-    differently, so log p agrees to 1e-5 (float64) and the draws are identical."""
-    contexts = TokenBatch.from_lists([[5, 6, 7, 8], [3], [9, 10]])
-    caps = torch.tensor([12, 5, 12])
+    differently, so log p agrees to 1e-5 (float64) and the draws are identical.  Two batches of
+    different buckets go through the one compiled function of the model."""
+    batches = [(TokenBatch.from_lists([[5, 6, 7, 8], [3], [9, 10]]), torch.tensor([12, 5, 12])),
+               (TokenBatch.from_lists([[5, 6, 7, 8], [3], [9, 10]] * 4), torch.tensor([6, 9, 4] * 4))]
     draws = {}
     for graphs in ("eager", "compiled"):
         lm = model(graphs)
-        draws[graphs] = sample_continuations(lm, contexts, caps, SamplingRule(0.7), torch.Generator().manual_seed(5))
+        draws[graphs] = [sample_continuations(lm, contexts, caps, SamplingRule(0.7), torch.Generator().manual_seed(5))
+                         for contexts, caps in batches]
         if graphs == "compiled":
             assert lm.finish_read_interval == 8  # compiled steps read finished rows every 8 steps
-            assert lm._static.steps.capture_seconds  # the step was compiled (and timed)
+            assert {bucket for bucket, _ in lm._static.steps.capture_seconds} == {8, 16}  # both buckets compiled and timed
             assert all(step.compiled for step in lm._static.steps._steps.values())
-    assert torch.equal(draws["compiled"].tokens.ids, draws["eager"].tokens.ids)
-    assert torch.allclose(draws["compiled"].log_p, draws["eager"].log_p, atol=1e-5, rtol=0)
+    for compiled, eager in zip(draws["compiled"], draws["eager"]):
+        assert torch.equal(compiled.tokens.ids, eager.tokens.ids)
+        assert torch.allclose(compiled.log_p, eager.log_p, atol=1e-5, rtol=0)

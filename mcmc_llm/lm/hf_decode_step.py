@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from mcmc_llm.lm.hf_slots import SlotArena, slot_cache, visible_mask
+from mcmc_llm.lm.hf_slots import SlotArena, slot_layer_class, visible_mask
 
 GRAPH_MODES = ("auto", "off", "eager", "compiled")
 BUCKETS = (8, 16, 32, 64, 128, 256, 512)
@@ -59,37 +59,59 @@ def resolve_graph_mode(mode: str, device: torch.device) -> str:
     return mode
 
 
-class DecodeStep:
-    """One static-shape decoding step of `lm` over rows [0, bucket) of `arena` (see the module
-    docstring).  Call `run(count, tokens, positions)`: rows [0, count) take `tokens[r]` at slot
-    `positions[r]`; returns their next-token log-probs [count, V]."""
+class _ArenaBuffers:
+    """The per-layer (keys, values) a step function receives as arguments, looked up as an arena's."""
 
-    def __init__(self, lm, arena: SlotArena, bucket: int, compiled: bool):
-        self.lm, self.arena, self.bucket = lm, arena, bucket
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.layers = layers
+
+    def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.layers[index]
+
+
+def step_function(lm):
+    """The static-shape step of `lm` as a function of tensors only,
+    `step(tokens, positions, rows, ids, k_0, v_0, k_1, v_1, ...) -> log-probs [bucket, V]`: row r of
+    `rows` takes `tokens[r]` at slot `positions[r]` of the arena buffers `ids` [R, S] and `k_i`,
+    `v_i` [R, H, S, D] (written in place) and attends to its slots `s <= positions[r]`.  One
+    function per model, so one compilation serves every arena and bucket (guards on shapes)."""
+    from transformers import DynamicCache
+
+    layer_class = slot_layer_class()  # made here, outside any compiled call
+    attention = getattr(lm.model.config, "_attn_implementation", "sdpa")
+    num_layers = lm.num_layers
+
+    def step(tokens, positions, rows, ids, *kv):
+        bucket, slots = tokens.shape[0], ids.shape[1]
+        buffers = _ArenaBuffers([(kv[2 * i], kv[2 * i + 1]) for i in range(num_layers)])
+        cache = DynamicCache()
+        write = (rows[:, None], positions[:, None])
+        cache.layers.extend(layer_class(buffers, i, 0, bucket, write, slots) for i in range(num_layers))
+        mask = visible_mask(positions, 1, slots, attention, lm.dtype)
+        out = lm._decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None], use_cache=True,
+                          **{lm._cache_keyword: cache})
+        ids[rows, positions] = tokens
+        return lm._logprobs(out.last_hidden_state[:, -1])
+
+    return step
+
+
+class DecodeStep:
+    """The static-shape step over rows [0, bucket) of `arena` (see the module docstring): its input
+    buffers and the arena's, handed to the model's step `function`.  Call `run(count, tokens,
+    positions)`: rows [0, count) take `tokens[r]` at slot `positions[r]`; returns their next-token
+    log-probs [count, V]."""
+
+    def __init__(self, function, arena: SlotArena, bucket: int, compiled: bool):
+        self.function, self.arena, self.bucket, self.compiled = function, arena, bucket, compiled
         device = arena.device
         self.tokens = torch.zeros(bucket, dtype=torch.long, device=device)
         self.positions = torch.zeros(bucket, dtype=torch.long, device=device)
-        self._rows = torch.arange(bucket, device=device)
-        # built once, outside the compiled call: its layers write at (rows, `self.positions`), views
-        # of the buffers that `run` fills in place
-        self._cache = slot_cache(arena, 0, bucket, (self._rows[:, None], self.positions[:, None]), arena.capacity_slots, lm.num_layers)
-        self._attention = getattr(lm.model.config, "_attn_implementation", "sdpa")
-        self.compiled = compiled
-        if compiled:
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            self._call = torch.compile(self.forward, fullgraph=True, dynamic=False, mode=mode)
-        else:
-            self._call = self.forward
-
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """The step itself on this step's own buffers `tokens` and `positions` ([bucket]; the cache
-        writes at `self.positions`); log-probs [bucket, V].  Reads and writes only tensors."""
-        lm, arena = self.lm, self.arena
-        mask = visible_mask(positions, 1, arena.capacity_slots, self._attention, lm.dtype)
-        out = lm._decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None], use_cache=True,
-                          **{lm._cache_keyword: self._cache})
-        arena.ids[self._rows, positions] = tokens
-        return lm._logprobs(out.last_hidden_state[:, -1])
+        self.rows = torch.arange(bucket, device=device)
+        self.buffers = (arena.ids,) + tuple(buffer for pair in arena.layers for buffer in pair)
+        if compiled and device.type == "cuda":  # a captured graph reads and writes these addresses in place
+            for tensor in (self.tokens, self.positions, self.rows) + self.buffers:
+                torch._dynamo.mark_static_address(tensor)
 
     def run(self, count: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Rows [0, count) take `tokens` at `positions` (device tensors of length `count`); the
@@ -100,7 +122,7 @@ class DecodeStep:
         self.tokens[:count] = tokens
         self.positions[:count] = positions
         self.positions.clamp_(max=self.arena.capacity_slots - 1)  # a row at its cap never writes past the arena
-        out = self._call(self.tokens, self.positions)
+        out = self.function(self.tokens, self.positions, self.rows, *self.buffers)
         return out[:count].clone() if self.compiled else out[:count]
 
 
@@ -113,6 +135,16 @@ class DecodeSteps:
         self.lm, self.mode = lm, resolve_graph_mode(mode, lm.device)
         self._steps: dict[tuple, DecodeStep] = {}
         self.capture_seconds: dict[tuple[int, int], float] = {}
+        self._function = None  # the model's step function (compiled in "compiled" mode), made on first use
+
+    def _step_function(self):
+        if self._function is None:
+            function = step_function(self.lm)
+            if self.mode == "compiled":
+                mode = "reduce-overhead" if self.lm.device.type == "cuda" else None
+                function = torch.compile(function, fullgraph=True, mode=mode)
+            self._function = function
+        return self._function
 
     def serves(self, arena: SlotArena) -> bool:
         """Whether steps on `arena` take the static-shape path: a mode other than "off", and every
@@ -131,7 +163,7 @@ class DecodeSteps:
         step = self._steps.get(key)
         if step is None:
             self._steps = {k: s for k, s in self._steps.items() if k[0] == id(arena) and k[1] == layers}  # old arenas' steps go
-            step = self._steps[key] = DecodeStep(self.lm, arena, bucket, compiled=self.mode == "compiled")
+            step = self._steps[key] = DecodeStep(self._step_function(), arena, bucket, compiled=self.mode == "compiled")
             started = time.perf_counter()
             out = step.run(count, tokens, positions)
             if arena.device.type == "cuda":

@@ -217,12 +217,12 @@ def slot_cache(arena: SlotArena, first: int, stop: int, write: tuple[torch.Tenso
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    cache.layers.extend(_slot_layer_class()(arena, index, first, stop, write, width) for index in range(layers))
+    cache.layers.extend(slot_layer_class()(arena, index, first, stop, write, width) for index in range(layers))
     return cache
 
 
 @functools.cache
-def _slot_layer_class():
+def slot_layer_class():
     """`DynamicLayer` subclass writing into an arena (made on first use: transformers loads lazily)."""
     from transformers.cache_utils import DynamicLayer
 
