@@ -34,7 +34,7 @@ echo "arviz1.sh: using $python312 ($("$python312" --version 2>&1))"
 venv="$(mktemp -d "${TMPDIR:-/tmp}/mcmc_llm_arviz1.XXXXXX")"
 trap 'rm -rf "$venv"' EXIT
 "$python312" -m venv "$venv"
-"$venv/bin/python" -m pip install -q "arviz>=1" numpy scipy matplotlib pytest   # scipy: mcmc_llm.testing
+"$venv/bin/python" -m pip install -q "arviz>=1" numpy scipy matplotlib pytest h5netcdf h5py   # scipy: mcmc_llm.testing; h5netcdf, h5py: netCDF
 "$venv/bin/python" -m pip install -q --no-deps -e .
 "$venv/bin/python" -c 'import arviz, sys; print(f"arviz1.sh: arviz {arviz.__version__} on Python {sys.version.split()[0]}")'
 # --noconftest: a conftest.py of the main suite may import torch, which this venv does not have.

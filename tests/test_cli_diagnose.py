@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from mcmc_llm.diagnostics import arviz_adapter
 import pytest
 
 from mcmc_llm.cli import main
@@ -321,6 +323,16 @@ def test_diagnose_reads_a_real_run_of_the_evaluation_runner(tmp_path, capsys):
     rate = np.mean([a for r in power for a in r["diagnostics"]["step_accepted"]])
     assert f"-- method power (kind power, 4 records): 2 problems; acceptance {rate:.3f} over 16 moves" in out
     assert "-- method base (kind base, 4 records): no per-step data" in out
+    # the records list each chain's log p and length after every step: R-hat / ESS per problem, last stage
+    assert "R-hat / bulk ESS per problem on --stages last" in out
+    for task in sorted({r["task_id"] for r in power}):
+        chains = sorted((r for r in power if r["task_id"] == task), key=lambda r: r["sample_index"])
+        last = np.array(chains[0]["diagnostics"]["step_stage"]) == max(chains[0]["diagnostics"]["step_stage"])
+        log_p = np.array([np.array(r["diagnostics"]["step_log_p"])[last] for r in chains])
+        assert log_p.shape == (2, 2)
+        (row,) = [line for line in out.splitlines() if line.split()[:1] == [task]]
+        expected = arviz_adapter.rhat(log_p)
+        assert (f"{expected:.3f} / " in row) or (np.isnan(expected) and "nan / " in row)
 
 
 def test_diagnose_names_a_jsonl_that_is_neither(tmp_path, capsys):

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if not traces:
         from mcmc_llm.commands.diagnose_records import diagnose_results
 
-        return diagnose_results(args.path, thresholds, plots=not args.no_plots)
+        return diagnose_results(args.path, thresholds, plots=not args.no_plots, stages=args.stages)
     loaded = []
     for trace_file in traces:  # read and check everything before printing or writing anything
         trace = load_trace(trace_file)

@@ -6,9 +6,9 @@ A results record is one sample of one method on one problem (keys `task_id`, `me
 `step_accepted` (1 or 0).  The samples of one (method, problem) are independent chains on the same
 target, so they form one trace: stats `accepted`, `stage`, `relative_cut` of shape (chain, step),
 chains in `sample_index` order, a chain with fewer steps padded with NaN (accepted, relative_cut)
-and stage -1.  The records hold no per-step functional of the state (log p, length): ESS and R-hat
-cannot be computed from them, only acceptance.  Records without these lists (baseline methods, SMC)
-have no per-step data.
+and stage -1.  Records that also list the chain's state after every step (`step_log_p`,
+`step_length`) give the samples `log_p` and `length`, for ESS and R-hat; older records have
+acceptance only.  Records without step lists (baseline methods, SMC) have no per-step data.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 STEP_FIELDS = {"accepted": "step_accepted", "stage": "step_stage", "relative_cut": "step_relative_cut"}
+STATE_FIELDS = {"log_p": "step_log_p", "length": "step_length"}  # the chain's state after every step, when recorded
 
 
 def is_results_record(record: Any) -> bool:
@@ -65,9 +66,13 @@ def chain_trace(records: Sequence[dict]):
     if not records or not all(has_steps(r) for r in records):
         return None
     records = sorted(records, key=lambda r: int(r["sample_index"]))
-    stats = {name: _stacked(name, [np.asarray(r["diagnostics"].get(field) or [], dtype=np.float64) for r in records])
-             for name, field in STEP_FIELDS.items()}
-    return Trace(samples={}, stats=stats)
+    def stacked(name: str, field: str) -> np.ndarray:
+        return _stacked(name, [np.asarray(r["diagnostics"].get(field) or [], dtype=np.float64) for r in records])
+
+    stats = {name: stacked(name, field) for name, field in STEP_FIELDS.items()}
+    samples = {name: stacked(name, field) for name, field in STATE_FIELDS.items()
+               if all(isinstance(r["diagnostics"].get(field), list) for r in records)}
+    return Trace(samples=samples, stats=stats)
 
 
 def method_traces(records: Sequence[dict]) -> list[MethodTraces]:

@@ -110,3 +110,16 @@ def test_summarize_runs_under_this_arviz():
     assert set(summary.functionals) == {"log_p", "length"}  # the vector sample is not scalar
     assert [flag.subject for flag in summary.flags_of_kind("zero_acceptance")] == ["chain 1"]
     assert "Acceptance by stage" in format_summary(summary)
+
+
+def test_a_trace_written_as_netcdf_reads_back_with_az_from_netcdf(tmp_path):
+    """`to_netcdf` writes an InferenceData (0.x) or a DataTree (1.x) that `az.from_netcdf` reads back."""
+    import arviz as az
+
+    trace = make_trace()
+    path = arviz_adapter.to_netcdf(trace, tmp_path / "trace.nc")
+    data = az.from_netcdf(path)
+    for group, arrays in (("posterior", trace.samples), ("sample_stats", trace.stats)):
+        dataset = arviz_adapter.group_dataset(data, group)
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(np.asarray(dataset[name].values), value)

@@ -58,6 +58,9 @@ class PowerSampling(ConfiguredMethod):
                     "step_stage": stages.astype(int).tolist(),
                     "step_relative_cut": [round(float(c), 4) for c in trace.stats["relative_cut"][row]],
                     "step_accepted": accepted.astype(int).tolist(),
+                    # the chain's state after every step: log p of its sequence and its length (ESS, R-hat)
+                    "step_log_p": [round(float(v), 6) for v in trace.samples["log_p"][row]],
+                    "step_length": [int(v) for v in trace.samples["length"][row]],
                 }
             samples.append(MethodSample(tokens, float(log_p[row]), len(tokens), bool(ended[row]), diagnostics, entropy=float(entropy[row])))
         return [samples[i * samples_per_prompt : (i + 1) * samples_per_prompt] for i in range(len(prompts))]
