@@ -25,6 +25,7 @@ from common import COLORS, LABELS, MAIN, arguments, save
 from mcmc_llm.evaluation.bootstrap import bootstrap_interval, pass_at_k_interval, sign_flip_p_value
 from mcmc_llm.evaluation.grading import GRADINGS, grading_summary
 from mcmc_llm.evaluation.multiplicity import holm_adjust
+from primary import arm_profile
 from per_problem import Point, Store
 from mcmc_llm.scripts import script_main
 
@@ -57,6 +58,11 @@ def main() -> None:
         tokens = np.mean([r["compute"]["tokens_sampled"] for r in mine if r["method"] == method])
         print(f"{CAPS[file]:>4} {method:<15} {summary['outputs']:>7}  {cells[0]:<22} {cells[1]:<22} {summary['cap']:>7.0%} "
               f"{summary['fallback']:>16.0%} {tokens:>13.0f}")
+    print(f"\noutput lengths (tokens) and strict accuracy among outputs that end with EOS:")
+    for (file, method), point in points.items():
+        profile = arm_profile(store.raw(file, point.on), method)
+        print(f"{CAPS[file]:>4} {method:<15} mean length {profile['length']:6.1f}, finished {profile['length_finished']:6.1f}; "
+              f"strict among finished {profile['strict_finished']:.3f}")
 
     family = []  # (label, grading, interval, p)
     comparisons = [(f"power - low temperature, T={CAPS[f]}", points[(f, "power_uniform")], points[(f, "low_temp")]) for f in CAPS]
