@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "mcmc-llm" + (f" {argv[0]}" if argv and argv[0] in COMMAND_MODULES else "")
     debug = "--debug" in argv
+    from mcmc_llm.core.deprecation import one_line_warnings
+
+    one_line_warnings(prog)
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mcmc_llm.core.deprecation import OldNameWarning
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample, power_token_budget
 from mcmc_llm.kernels.mh import MetropolisHastings
@@ -92,7 +93,28 @@ def test_bad_cut_rules_are_named():
         resolve_cut_rule(object())
     with pytest.raises(ValueError, match="got cut_rule='restart' and its old name kernel='uniform'"):
         PowerSamplerConfig(cut_rule="restart", kernel="uniform")
-    assert PowerSamplerConfig(kernel="restart").cut_rule == "restart"  # the old keyword still works
+    with pytest.warns(OldNameWarning, match=r"PowerSamplerConfig\(kernel=...\) is the old name of cut_rule="):
+        assert PowerSamplerConfig(kernel="restart").cut_rule == "restart"  # the old keyword still works
+
+
+def test_old_names_work_with_one_message_and_keep_recorded_keys(capsys):
+    """The config key `kernel` and the flag `--kernel` still work, each with one deprecation line; the
+    recorded (fingerprint) key of the cut rule stays `kernel`, so stored results still resume."""
+    from mcmc_llm.cli import main
+    from mcmc_llm.evaluation.methods.power import PowerSampling
+
+    with pytest.warns(OldNameWarning, match="power key 'kernel' is the old name of 'cut_rule'"):
+        old = PowerSampling.from_keys(8, kernel="restart", block_size=4)
+    new = PowerSampling.from_keys(8, cut_rule="restart", block_size=4)
+    assert old.settings() == new.settings() and new.settings()["kernel"] == "restart" and "cut_rule" not in new.settings()
+    with pytest.raises(TypeError, match="keys cut_rule and kernel name the same setting"):
+        PowerSampling.from_keys(8, kernel="restart", cut_rule="restart")
+    code = main(["sample", "--model", "toy:trigram", "--kernel", "restart", "--max-new-tokens", "4", "--block-size", "2",
+                 "--mcmc-steps", "1", "--quiet"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 0
+    assert err == ["mcmc-llm sample: deprecated: --kernel is the old name of --cut-rule; use --cut-rule (the old name "
+                   "will be removed)"]
 
 
 def test_rows_with_no_allowed_cut_take_the_identity_move():

@@ -361,7 +361,7 @@ def test_chains_that_only_accept_identical_proposals_are_flagged():
     from mcmc_llm.lm.toy import load_toy
     from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
-    config = PowerSamplerConfig(alpha=64.0, block_size=4, max_new_tokens=8, mcmc_steps=10, kernel="restart")
+    config = PowerSamplerConfig(alpha=64.0, block_size=4, max_new_tokens=8, mcmc_steps=10, cut_rule="restart")
     result = power_sample(load_toy("trigram"), [[]], config, chains_per_prompt=4, seed=0)
     summary = summarize(result.trace)
     assert summary.acceptance_rate > 0.5

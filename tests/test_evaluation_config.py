@@ -119,12 +119,12 @@ def test_budget_formula_matches_method_section_4():
     uniform = PowerSamplerConfig(block_size=192, max_new_tokens=3072, mcmc_steps=10)
     T, B, N = 3072, 192, 10
     assert power_token_budget(uniform) == pytest.approx(N * T**2 / (4 * B) + T, rel=0.07)
-    within = PowerSamplerConfig(block_size=192, max_new_tokens=3072, mcmc_steps=10, kernel="within-block")
+    within = PowerSamplerConfig(block_size=192, max_new_tokens=3072, mcmc_steps=10, cut_rule="within-block")
     assert power_token_budget(within) == pytest.approx(N * T / 2 + T, rel=0.01)
     # exact sum when T = K * B: T + N * sum_k (kB + 1) / 2 = T + N * (B K (K + 1) / 4 + K / 2)
     K = T // B
     assert power_token_budget(uniform) == pytest.approx(T + N * (B * K * (K + 1) / 4 + K / 2))
-    restart = PowerSamplerConfig(block_size=192, max_new_tokens=3072, mcmc_steps=10, kernel="restart")
+    restart = PowerSamplerConfig(block_size=192, max_new_tokens=3072, mcmc_steps=10, cut_rule="restart")
     assert power_token_budget(restart) == pytest.approx(T + N * B * K * (K + 1) / 2)
     assert math.isclose(power_token_budget(PowerSamplerConfig(block_size=4, max_new_tokens=8, mcmc_steps=2)), 22.0)
 

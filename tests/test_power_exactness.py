@@ -68,7 +68,7 @@ def test_exact_kernels_reach_the_power_law(lm, kernel, batching, resolution):
 def test_within_block_cuts_reach_the_nested_law_not_the_power_law(lm):
     """End-to-end at 6000 chains (detects TV 0.044); the within-block kernel's conservation of p^alpha
     is checked at TV 0.02 below."""
-    config = PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, kernel="within-block")
+    config = PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, cut_rule="within-block")
     nested = sampled_law_check(lm, nested_law(lm, N, ALPHA, BLOCK), config, chains=SMOKE_CHAINS, seed=12)
     assert nested.passed, nested.message
     assert nested.min_detectable_tv <= SMOKE_TV, nested.message

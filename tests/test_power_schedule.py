@@ -18,7 +18,7 @@ def test_config_errors_name_the_bad_value():
     with pytest.raises(ValueError, match=r"block_size 300 is larger than max_new_tokens 256"):
         PowerSamplerConfig(block_size=300, max_new_tokens=256)
     with pytest.raises(ValueError, match=r"unknown cut rule .random.; allowed: uniform, within-block"):
-        PowerSamplerConfig(kernel="random")
+        PowerSamplerConfig(cut_rule="random")
     with pytest.raises(ValueError, match=r"mcmc_steps must be a non-negative integer, got -1"):
         PowerSamplerConfig(mcmc_steps=-1)
     with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0"):
@@ -46,7 +46,7 @@ BATCHINGS = pytest.mark.parametrize("batching", ["continuous", "lockstep"])
 @BATCHINGS
 def test_token_accounting_matches_the_backend_counter(batching):
     lm = load_toy("trigram")
-    config = PowerSamplerConfig(alpha=2.0, block_size=3, max_new_tokens=9, mcmc_steps=4, kernel="uniform", batching=batching)
+    config = PowerSamplerConfig(alpha=2.0, block_size=3, max_new_tokens=9, mcmc_steps=4, cut_rule="uniform", batching=batching)
     result = power_sample(lm, [[], [1, 2]], config, chains_per_prompt=50, seed=3)
     stats = result.trace.stats
     per_chain = (stats["tokens_resampled"] + stats["extension_tokens"]).sum(axis=1)

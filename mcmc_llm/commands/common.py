@@ -34,6 +34,19 @@ def positive_int(name: str, minimum: int = 1):
     return parse
 
 
+def old_flag(new: str) -> type[argparse.Action]:
+    """An argparse action for a renamed flag: stores like `new` and prints one deprecation line."""
+
+    class OldFlag(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            from mcmc_llm.core.deprecation import deprecated_name
+
+            deprecated_name(option_string, new)
+            setattr(namespace, self.dest, values)
+
+    return OldFlag
+
+
 def add_threads_argument(parser: argparse.ArgumentParser, default_text: str = "1 on a CPU") -> None:
     parser.add_argument("--threads", type=positive_int("--threads"), default=None, metavar="N",
                         help=f"torch CPU threads (default: OMP_NUM_THREADS when set, else {default_text}; "

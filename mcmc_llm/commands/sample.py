@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mcmc_llm.commands.common import (
-    add_model_arguments, add_progress_arguments, add_sample_model_arguments, load_model_and_prompts, positive_int,
+    add_model_arguments, add_progress_arguments, add_sample_model_arguments, load_model_and_prompts, old_flag, positive_int,
     prepare_sample_run, print_records, sequence_fields, write_jsonl,
 )
 from mcmc_llm.proposals.cut_rules import CUT_RULES
@@ -31,11 +31,6 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _integer(name: str, minimum: int):
-    """argparse type: an int >= minimum, with an error naming the flag and the bad value."""
-    return positive_int(name, minimum)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_sample_model_arguments(parser)
@@ -43,14 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a prompt longer than the model's context minus --max-new-tokens is an error; "
                              "'left' keeps its last tokens instead (default: error)")
     parser.add_argument("--alpha", type=_alpha, default=4.0, help="power alpha > 0 of the target p^alpha; 'inf' = max-swap")
-    parser.add_argument("--block-size", type=_integer("--block-size", 1), default=192, help="tokens per block B")
-    parser.add_argument("--max-new-tokens", type=_integer("--max-new-tokens", 1), default=3072, help="length cap T_max")
-    parser.add_argument("--mcmc-steps", type=_integer("--mcmc-steps", 0), default=10, help="MH steps per block N_MCMC")
-    parser.add_argument("--cut-rule", "--kernel", dest="cut_rule", choices=CUT_RULES, default="uniform",
+    parser.add_argument("--block-size", type=positive_int("--block-size", 1), default=192, help="tokens per block B")
+    parser.add_argument("--max-new-tokens", type=positive_int("--max-new-tokens", 1), default=3072, help="length cap T_max")
+    parser.add_argument("--mcmc-steps", type=positive_int("--mcmc-steps", 0), default=10, help="MH steps per block N_MCMC")
+    parser.add_argument("--cut-rule", dest="cut_rule", choices=CUT_RULES, default="uniform",
                         help="cut rule of the suffix proposal: uniform (paper), within-block (author's note), restart, "
-                             "priority, entropy (--kernel is its old name)")
-    parser.add_argument("--chains", type=_integer("--chains", 1), default=1, help="independent chains per prompt (batched)")
-    parser.add_argument("--seed", type=_integer("--seed", 0), default=0, help="random seed; a run is deterministic given it")
+                             "priority, entropy")
+    parser.add_argument("--kernel", dest="cut_rule", choices=CUT_RULES, action=old_flag("--cut-rule"), help=argparse.SUPPRESS)
+    parser.add_argument("--chains", type=positive_int("--chains", 1), default=1, help="independent chains per prompt (batched)")
+    parser.add_argument("--seed", type=positive_int("--seed", 0), default=0, help="random seed; a run is deterministic given it")
     parser.add_argument("--proposal-temperature", type=float, default=None,
                         help="proposal temperature (default 1/alpha; 0.25 for alpha=inf)")
     parser.add_argument("--top-k", type=int, default=None, help="truncate proposals to the top k tokens (default: full support, exact)")
@@ -80,17 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mh: block-wise Metropolis-Hastings (Algorithm 1); smc: Power-SMC, each chain is one "
                              "independent SMC run reporting one draw from its weighted particles; rollout: the "
                              "rollout sampler (top-K candidates, M rollouts each; biased, see docs/smc.md)")
-    parser.add_argument("--particles", type=_integer("--particles", 1), default=16, help="smc: particles per run")
+    parser.add_argument("--particles", type=positive_int("--particles", 1), default=16, help="smc: particles per run")
     parser.add_argument("--resampling", choices=("multinomial", "stratified", "systematic", "residual"),
                         default="systematic", help="smc: resampling scheme")
     parser.add_argument("--ess-threshold", type=float, default=0.5,
                         help="smc: resample when ESS < this fraction of the particles")
-    parser.add_argument("--ramp-tokens", type=_integer("--ramp-tokens", 0), default=0,
+    parser.add_argument("--ramp-tokens", type=positive_int("--ramp-tokens", 0), default=0,
                         help="smc: raise the exponent from 1 to alpha over this many tokens (0: alpha from the start)")
-    parser.add_argument("--rejuvenation-steps", type=_integer("--rejuvenation-steps", 0), default=0,
+    parser.add_argument("--rejuvenation-steps", type=positive_int("--rejuvenation-steps", 0), default=0,
                         help="smc: MH rejuvenation steps per rejuvenation (0: none)")
-    parser.add_argument("--rejuvenation-cut-rule", "--rejuvenation-kernel", dest="rejuvenation_cut_rule", choices=CUT_RULES,
-                        default="uniform", help="smc: cut rule of the rejuvenation moves (--rejuvenation-kernel: its old name)")
+    parser.add_argument("--rejuvenation-cut-rule", dest="rejuvenation_cut_rule", choices=CUT_RULES,
+                        default="uniform", help="smc: cut rule of the rejuvenation moves")
+    parser.add_argument("--rejuvenation-kernel", dest="rejuvenation_cut_rule", choices=CUT_RULES,
+                        action=old_flag("--rejuvenation-cut-rule"), help=argparse.SUPPRESS)
     parser.add_argument("--rejuvenate", choices=REJUVENATION_POINTS, default="end",
                         help="smc: when to rejuvenate: end (once, after a final resampling) or resampling (also "
                              "during the run: resample and move all of a run's particles at the steps where an "
@@ -100,12 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smc: write every particle of every run (one record per particle: the per-run fields "
                              "plus `particle`, its normalised `log_weight` and the run's `log_z_hat`) instead of "
                              "one draw per run")
-    parser.add_argument("--rollouts", type=_integer("--rollouts", 1), default=4, help="rollout: rollouts M per candidate")
-    parser.add_argument("--top-candidates", type=_integer("--top-candidates", 1), default=8,
+    parser.add_argument("--rollouts", type=positive_int("--rollouts", 1), default=4, help="rollout: rollouts M per candidate")
+    parser.add_argument("--top-candidates", type=positive_int("--top-candidates", 1), default=8,
                         help="rollout: candidate next tokens K (by base probability)")
     parser.add_argument("--no-jackknife", dest="jackknife", action="store_false",
                         help="rollout: no jackknife correction of the next-token probabilities")
-    parser.add_argument("--horizon", type=_integer("--horizon", 1), default=None,
+    parser.add_argument("--horizon", type=positive_int("--horizon", 1), default=None,
                         help="rollout: stop rollouts after this many tokens (default: run to EOS or the cap)")
 
 

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder
+from mcmc_llm.core.deprecation import deprecated_name
 from mcmc_llm.core.protocols import TOKENS, SuffixProposal
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.kernels.suffix_mh import SuffixMH
@@ -111,6 +112,7 @@ class PowerSamplerConfig:
         if kernel is not None:
             if self.cut_rule != "uniform" and self.cut_rule != kernel:
                 raise ValueError(f"got cut_rule={self.cut_rule!r} and its old name kernel={kernel!r}; give one")
+            deprecated_name("PowerSamplerConfig(kernel=...)", "cut_rule=", stacklevel=4)
             object.__setattr__(self, "cut_rule", kernel)
         check_alpha(self.alpha)
         for name in ("block_size", "max_new_tokens"):

@@ -67,6 +67,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mcmc_llm.core.deprecation import deprecated_name
 from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.lm.generation import SamplingRule, _is_eos, _token_statistics
@@ -112,6 +113,7 @@ class SMCConfig:
             if self.rejuvenation_cut_rule not in ("uniform", rejuvenation_kernel):
                 raise ValueError(f"got rejuvenation_cut_rule={self.rejuvenation_cut_rule!r} and its old name "
                                  f"rejuvenation_kernel={rejuvenation_kernel!r}; give one")
+            deprecated_name("SMCConfig(rejuvenation_kernel=...)", "rejuvenation_cut_rule=", stacklevel=4)
             object.__setattr__(self, "rejuvenation_cut_rule", rejuvenation_kernel)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (0 < self.alpha < math.inf):
             raise ValueError(f"alpha must be a finite number > 0 for SMC, got {self.alpha!r}")

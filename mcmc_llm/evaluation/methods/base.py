@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from mcmc_llm.core.deprecation import deprecated_name
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
@@ -159,11 +160,15 @@ class ConfiguredMethod(Method):
     method), renamed by `renamed` (field -> key), so a field added to the config class is a config
     key at once.  `settings()` (records, fingerprints) holds the keys in `recorded` always and any
     other key only when its value is not the field's default: adding a field to the config class
-    keeps the fingerprints of results made before it existed, so they still resume."""
+    keeps the fingerprints of results made before it existed, so they still resume.  A setting
+    renamed after results were recorded keeps its old name in `settings()` (`recorded_as`: field
+    -> recorded key), and configs may still use the old name (`deprecated`: old key -> field), with
+    a deprecation message."""
 
     config_class: ClassVar[type]
     renamed: ClassVar[dict[str, str]] = {}
-    aliases: ClassVar[dict[str, str]] = {}  # further keys accepted for a field (key -> field); never recorded
+    recorded_as: ClassVar[dict[str, str]] = {}
+    deprecated: ClassVar[dict[str, str]] = {}
     recorded: ClassVar[tuple[str, ...]] = ()
     config: Any
 
@@ -185,8 +190,8 @@ class ConfiguredMethod(Method):
 
     @classmethod
     def accepted_keys(cls) -> dict[str, str]:
-        """`keys()` and the `aliases`: every key a config may use, -> its field."""
-        return {**cls.keys(), **cls.aliases}
+        """`keys()` and the `deprecated` old names: every key a config may use, -> its field."""
+        return {**cls.keys(), **cls.deprecated}
 
     @classmethod
     def from_keys(cls, max_new_tokens: int, **keys: Any) -> "ConfiguredMethod":
@@ -194,17 +199,22 @@ class ConfiguredMethod(Method):
         fields = cls.accepted_keys()
         unknown = sorted(set(keys) - set(fields))
         if unknown:
-            raise TypeError(f"unknown {cls.kind} keys {', '.join(unknown)}; allowed: {', '.join(fields)}")
+            raise TypeError(f"unknown {cls.kind} keys {', '.join(unknown)}; allowed: {', '.join(cls.keys())}")
         doubled = sorted(key for key in keys if any(other != key and fields[other] == fields[key] for other in keys))
         if doubled:
             raise TypeError(f"{cls.kind}: keys {' and '.join(doubled)} name the same setting; give one")
+        for key in sorted(set(keys) & set(cls.deprecated)):
+            deprecated_name(f"{cls.kind} key {key!r}", repr(cls.deprecated[key]))
         return cls(cls.config_class(max_new_tokens=max_new_tokens, **{fields[key]: value for key, value in keys.items()}))
 
     def key_values(self) -> dict[str, Any]:
-        """Every config key (`max_new_tokens` included) with its value in `config`."""
-        return {key: getattr(self.config, name) for key, name in {"max_new_tokens": "max_new_tokens", **self.keys()}.items()}
+        """Every setting (`max_new_tokens` included) with its value in `config`, under its recorded
+        name (`recorded_as`, else its config key)."""
+        fields = {"max_new_tokens": "max_new_tokens", **{name: key for key, name in self.keys().items()}}
+        return {self.recorded_as.get(name, key): getattr(self.config, name) for name, key in fields.items()}
 
     def settings(self) -> dict[str, Any]:
-        defaults = {self.renamed.get(f.name, f.name): f.default for f in dataclasses.fields(self.config_class)}
+        defaults = {self.recorded_as.get(f.name, self.renamed.get(f.name, f.name)): f.default
+                    for f in dataclasses.fields(self.config_class)}
         values = {key: value for key, value in self.key_values().items() if key in self.recorded or value != defaults[key]}
         return {"kind": self.kind, **plain(values)}

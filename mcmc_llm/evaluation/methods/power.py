@@ -22,8 +22,8 @@ class PowerSampling(ConfiguredMethod):
 
     kind: ClassVar[str] = "power"
     config_class: ClassVar[type] = PowerSamplerConfig
-    renamed: ClassVar[dict[str, str]] = {"cut_rule": "kernel"}  # the recorded (fingerprint) key stays `kernel`
-    aliases: ClassVar[dict[str, str]] = {"cut_rule": "cut_rule"}  # configs may say `cut_rule` (the new name) or `kernel`
+    recorded_as: ClassVar[dict[str, str]] = {"cut_rule": "kernel"}  # the recorded (fingerprint) key stays `kernel`
+    deprecated: ClassVar[dict[str, str]] = {"kernel": "cut_rule"}
     config: PowerSamplerConfig = PowerSamplerConfig()
 
     def settings(self) -> dict[str, Any]:

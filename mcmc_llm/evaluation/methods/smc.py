@@ -43,8 +43,9 @@ class SMCSampling(ConfiguredMethod):
 
     kind: ClassVar[str] = "smc"
     config_class: ClassVar[type] = SMCConfig
-    renamed: ClassVar[dict[str, str]] = {"num_particles": "particles", "rejuvenation_cut_rule": "rejuvenation_kernel"}
-    aliases: ClassVar[dict[str, str]] = {"rejuvenation_cut_rule": "rejuvenation_cut_rule"}  # the new name; `rejuvenation_kernel` is recorded
+    renamed: ClassVar[dict[str, str]] = {"num_particles": "particles"}
+    recorded_as: ClassVar[dict[str, str]] = {"rejuvenation_cut_rule": "rejuvenation_kernel"}  # the recorded key stays the old one
+    deprecated: ClassVar[dict[str, str]] = {"rejuvenation_kernel": "rejuvenation_cut_rule"}
     recorded: ClassVar[tuple[str, ...]] = (
         "max_new_tokens", "alpha", "particles", "resampling", "ess_threshold", "proposal_temperature", "ramp_tokens",
         "rejuvenation_steps", "rejuvenation_kernel",
