@@ -163,6 +163,18 @@ def test_only_the_cli_imports_commands():
     assert not offenders, "library modules must not import the CLI (mcmc_llm.commands):\n  " + "\n  ".join(offenders)
 
 
+def test_core_is_the_bottom_layer():
+    """`mcmc_llm.core` (traces, protocols, random streams, trees) imports nothing of the package but
+    itself, inside functions included: diagnostics, drivers and backends build on it, not it on them."""
+    graph = import_graph()
+    offenders = sorted(
+        f"{name} imports {target}"
+        for name, targets in graph.items() if name == "mcmc_llm.core" or name.startswith("mcmc_llm.core.")
+        for target in targets if target not in ("mcmc_llm", "mcmc_llm.core") and not target.startswith("mcmc_llm.core.")
+    )
+    assert not offenders, "mcmc_llm.core must import only itself:\n  " + "\n  ".join(offenders)
+
+
 def test_no_module_over_the_line_limit():
     too_long = []
     for path in module_files().values():

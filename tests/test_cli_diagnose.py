@@ -17,12 +17,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-
-from mcmc_llm.diagnostics import arviz_adapter
 import pytest
 
 from mcmc_llm.cli import main
 from mcmc_llm.core.trace import Trace
+from mcmc_llm.diagnostics import arviz_adapter
 from mcmc_llm.diagnostics.io import save_trace
 
 CHAINS, PROMPTS, STAGES, STEPS_PER_STAGE = 4, 2, 3, 80
@@ -178,7 +177,7 @@ def test_diagnose_one_stage_and_a_stage_the_run_lacks(tmp_path, capsys):
     trace = mh_trace(seed=0)
     jsonl = save_run(trace, tmp_path)
     code, out = diagnose(capsys, jsonl, "--stages", "1", "--no-plots")
-    assert code == 0 and "--stages all uses every draw, as az.summary(trace.to_arviz()) does" in out.splitlines()[0]
+    assert code == 0 and "--stages all uses every draw, as az.summary(trace_to_arviz(trace)) does" in out.splitlines()[0]
     first = prompt_sections(out)[0]
     assert f"ESS / R-hat on stage 1 ({STEPS_PER_STAGE} draws per chain)" in first
     assert_row_matches(first, "log_p", trace.samples["log_p"][:CHAINS][:, trace.stats["stage"][0] == 1])

@@ -17,7 +17,7 @@ from scipy.signal import lfilter  # noqa: E402
 from mcmc_llm.core.trace import Trace  # noqa: E402
 from mcmc_llm.diagnostics import (  # noqa: E402
     Thresholds, count_states, ess, format_summary, integrated_autocorrelation_time, kl_divergence, rhat, summarize,
-    total_variation, tv_curve, tv_noise_floor,
+    total_variation, trace_to_arviz, tv_curve, tv_noise_floor,
 )
 from mcmc_llm.diagnostics import arviz_adapter, plots  # noqa: E402
 from mcmc_llm.diagnostics.io import load_trace, load_trace_metadata, save_trace  # noqa: E402
@@ -226,7 +226,7 @@ def test_summary_to_dict_is_plain_data():
 
 def test_trace_to_arviz_round_trip_preserves_values():
     trace = power_like_trace()
-    data = trace.to_arviz()
+    data = trace_to_arviz(trace)
     assert {"posterior", "sample_stats"} <= set(arviz_adapter.group_names(data))
     posterior = arviz_adapter.group_dataset(data, "posterior")
     stats = arviz_adapter.group_dataset(data, "sample_stats")

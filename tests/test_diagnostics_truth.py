@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mcmc_llm.core.trace import Trace  # noqa: E402
-from mcmc_llm.diagnostics import format_summary, plots, summarize  # noqa: E402
+from mcmc_llm.diagnostics import format_summary, plots, summarize, trace_to_arviz  # noqa: E402
 from mcmc_llm.diagnostics.io import netcdf_path, save_trace  # noqa: E402
 from mcmc_llm.diagnostics.noise import NOISE_RTOL, within_tolerance  # noqa: E402
 from mcmc_llm.diagnostics.stages import parse_stages, select_stages  # noqa: E402
@@ -90,7 +90,7 @@ def test_a_healthy_trace_has_no_notes():
 def test_summary_agrees_with_az_summary_on_the_same_stages(stages):
     trace = staged_trace()
     summary = summarize(trace, stage=stages)
-    table = az.summary(select_stages(trace, stages).to_arviz(), var_names=["log_p"], kind="diagnostics",
+    table = az.summary(trace_to_arviz(select_stages(trace, stages)), var_names=["log_p"], kind="diagnostics",
                        round_to="none")
     mine = summary.functionals["log_p"]
     assert mine.rhat == pytest.approx(float(table.loc["log_p", "r_hat"]), rel=1e-9)

@@ -5,7 +5,7 @@ FILE.trace.npz), the .trace.npz itself, or a folder holding such files.  For eac
 chains of that prompt are summarised together (acceptance overall / by stage / by cut
 position, bulk and tail ESS and R-hat, stuck-chain flags), and plots are written next to the
 trace: a trace plot and an acceptance heatmap.  ESS and R-hat use the draws of `--stages`: the
-last stage (default), every stage ("all", what `az.summary(trace.to_arviz())` uses) or stage N;
+last stage (default), every stage ("all", what `az.summary(trace_to_arviz(trace))` uses) or stage N;
 the header of each prompt says which.
 
 PATH may also be the results JSONL of `mcmc-llm run` (or a folder holding one and no trace): its
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-ess", type=float, default=10.0, help="flag functionals whose bulk or tail ESS is below this")
     parser.add_argument("--stages", type=_stages, default="last", metavar="last|all|N",
                         help="the draws ESS and R-hat use: the last stage (default; its target is p^alpha on the full "
-                             "length), all stages (as az.summary(trace.to_arviz()) does), or stage N (0-based)")
+                             "length), all stages (as az.summary(trace_to_arviz(trace)) does), or stage N (0-based)")
     parser.add_argument("--all-stages", dest="stages", action="store_const", const="all", help=argparse.SUPPRESS)
     parser.add_argument("--no-plots", action="store_true", help="print the summary only")
 
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         prompts = max(trace.num_chains // chains, 1)
         print(f"== {trace_file} ({prompts} prompt(s) x {chains} chain(s), {trace.num_draws} steps; "
               f"float noise below {NOISE_RTOL:g} relative ignored; ESS / R-hat on --stages {args.stages}"
-              + ("" if args.stages == "all" else "; --stages all uses every draw, as az.summary(trace.to_arviz()) does")
+              + ("" if args.stages == "all" else "; --stages all uses every draw, as az.summary(trace_to_arviz(trace)) does")
               + ")")
         for prompt in range(prompts):
             rows = slice(prompt * chains, (prompt + 1) * chains)

@@ -1,7 +1,7 @@
 """A run's record: per-step functionals of the positions and per-step kernel statistics.
 
 Every array has the chain as its first axis and the draw (step) as its second, the layout
-ArviZ uses.  `samples` holds user-chosen functionals of the positions (e.g. `log p(x)`, length);
+ArviZ uses (`mcmc_llm.diagnostics.trace_to_arviz(trace)` converts it).  `samples` holds user-chosen functionals of the positions (e.g. `log p(x)`, length);
 `stats` holds what the kernel reported (accepted, log acceptance ratio, cut index, tokens spent).
 """
 
@@ -38,9 +38,3 @@ class Trace:
         if not fields or all(value.size == 0 for value in fields):
             return float("nan")
         return float(np.nanmean(np.concatenate([value.astype(np.float64).ravel() for value in fields])))
-
-    def to_arviz(self):
-        """An ArviZ data tree / InferenceData with `posterior` and `sample_stats` groups."""
-        from mcmc_llm.diagnostics.arviz_adapter import trace_to_arviz
-
-        return trace_to_arviz(self)

@@ -2,7 +2,8 @@
 
 Importing this package imports numpy only (ArviZ on first use, matplotlib with `plots`), never torch,
 and nothing else of `mcmc_llm`: the functions take any object with a trace's `samples` and `stats`
-arrays, and `mcmc_llm.core.trace.Trace.to_arviz` relies on this package, so it must not import core.
+arrays (`trace_to_arviz(trace)` is how a `core.trace.Trace` becomes ArviZ data; core never imports
+this package).
 
 - `arviz_adapter`: `trace_to_arviz`, `ess`, `rhat`, `plot_trace`, `to_netcdf`, `arviz_messages` for ArviZ
   0.x and 1.x alike.

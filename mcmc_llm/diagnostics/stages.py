@@ -4,12 +4,12 @@ Under block-wise MH the target changes with the stage k (p^alpha on the first (k
 draws of different stages come from different laws.  A stage selection is one of
 
 - "last": the draws of the last stage, whose target is p^alpha on the full length cap;
-- "all": every draw (what `az.summary(trace.to_arviz())` uses);
+- "all": every draw (what `az.summary(trace_to_arviz(trace))` uses);
 - an integer k >= 0: the draws of stage k (0-based).
 
 A step is kept when every chain is at the chosen stage at that step (stats `stage`, shape
 (chain, draw)).  `select_stages` returns the trace restricted to those steps, so that any tool
-(e.g. `az.summary(to_arviz(select_stages(trace, "last")))`) sees the same draws as `summarize`.
+(e.g. `az.summary(trace_to_arviz(select_stages(trace, "last")))`) sees the same draws as `summarize`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
 A trace is one prompt: its chains are independent chains on the same target.  Under the block-wise
 power sampler the target changes with the stage, so pass `stage="last"` (or -1) to compute ESS and
 R-hat on the draws of the last stage only (where the target is `p^alpha` on the full length cap);
-`stage="all"` (or None) uses every draw, as `az.summary(trace.to_arviz())` does (`stages`).
+`stage="all"` (or None) uses every draw, as `az.summary(trace_to_arviz(trace))` does (`stages`).
 
 Float noise: a float functional whose values within a chain lie within `NOISE_RTOL` (1e-4) relative
 of each other is a constant chain; when every chain is constant, R-hat is 1 if all the chains agree
