@@ -44,9 +44,9 @@ from mcmc_llm.core.deprecation import deprecated_name
 from mcmc_llm.core.protocols import TOKENS, SuffixProposal
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.kernels.suffix_mh import SuffixMH
-from mcmc_llm.lm.generation import SamplingRule
-from mcmc_llm.lm.prompts import encode_prompts
+from mcmc_llm.lm.prompts import encode_prompts, register_prompts
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.lm.text import completion_text
 from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
@@ -71,7 +71,7 @@ class Stage(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class PowerSamplerConfig:
+class PowerSamplerConfig(TemperedProposal):
     """Settings of Algorithm 1 (defaults: the paper's).
 
     cut_rule: a registry name ("uniform", "within-block", "restart", "priority", "entropy") or any
@@ -143,15 +143,10 @@ class PowerSamplerConfig:
         """The cut rule as an object (`resolve_cut_rule`)."""
         return resolve_cut_rule(self.cut_rule, self.cut_sharpness)
 
-    @property
-    def temperature(self) -> float:
-        if self.proposal_temperature is not None:
-            return self.proposal_temperature
-        return 0.25 if math.isinf(self.alpha) else 1.0 / self.alpha
-
     def sampling_rule(self) -> SamplingRule:
-        top_k = PUBLISHED_TOP_K if self.ratio == "reference" and self.top_k is None else self.top_k
-        return SamplingRule(self.temperature, top_k, self.top_p)
+        """The proposal's rule (`TemperedProposal`); the reference chain's default top-k is the published 50."""
+        rule = super().sampling_rule()
+        return dataclasses.replace(rule, top_k=PUBLISHED_TOP_K) if self.ratio == "reference" and self.top_k is None else rule
 
     @property
     def num_stages(self) -> int:
@@ -324,10 +319,7 @@ def power_sample(
         check_proposal_settings(config)
     target = target if target is not None else PowerTarget(config.alpha, config.max_new_tokens)
     make_proposal = proposal if proposal is not None else default_proposal(config, proposer, lm)
-    register = getattr(proposer, "register_prefix", None)
-    if callable(register):
-        for prompt in prompts:
-            register(prompt)
+    register_prompts([proposer], prompts)
     repeated = [prompt for prompt in prompts for _ in range(chains_per_prompt)]
     prompt_batch = TokenBatch.from_lists(repeated, device=proposer.device)
     position = SequenceBatch.empty(prompt_batch, config.max_new_tokens)

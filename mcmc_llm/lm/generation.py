@@ -21,7 +21,7 @@ import torch
 from mcmc_llm.core.random import Source, Streams, inverse_cdf, random_keys, stream_uniforms
 from mcmc_llm.lm.early_stop import EarlyStop
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
-from mcmc_llm.lm.sampling import Continuation, SamplingRule, _is_eos, _token_statistics, sampling_law
+from mcmc_llm.lm.sampling import Continuation, SamplingRule, is_eos, token_statistics, sampling_law
 
 __all__ = ["Continuation", "ContinuousBatch", "SamplingRule", "sample_continuations", "sampling_law", "score_continuations"]
 
@@ -274,14 +274,14 @@ class ContinuousBatch:
         drawn = inverse_cdf(proposal, stream_uniforms(self._row["streams"], self._counts))
         running = finish["alive"]
         rows = torch.arange(len(self._keys), device=drawn.device)
-        values = {"tokens": drawn, **_token_statistics(logprobs, drawn, self.rule, proposal)}
+        values = {"tokens": drawn, **token_statistics(logprobs, drawn, self.rule, proposal)}
         column = self._counts.clamp(max=self._records["tokens"].shape[1] - 1)
         for name, record in self._records.items():
             record[rows, column] = torch.where(running, values[name].to(record.dtype), record[rows, column])
         finish["overrun"] += ~running  # this step's forward pass pushed a token for every row already done
         self._counts = self._counts + running
         self._sampled += running.sum()
-        stop = _is_eos(drawn, lm.eos_token_ids) & running
+        stop = is_eos(drawn, lm.eos_token_ids) & running
         complete = stop | (running & (self._counts >= self._row["caps"]))
         rule = EarlyStop(*(self._row[f"stop_{name}"] for name in EarlyStop._fields))
         self._score = self._score + torch.where(running, rule.increments(values["log_p"], values["log_q"]), 0.0)
@@ -392,9 +392,9 @@ def score_continuations(
     lm: LanguageModel, contexts: TokenBatch, continuations: TokenBatch, rule: SamplingRule
 ) -> Continuation:
     """Per-token statistics of given continuations (no sampling), as `sample_continuations` reports them."""
-    stats = lm.positionwise(contexts, continuations, lambda lp, tok: _token_statistics(lp, tok, rule))
+    stats = lm.positionwise(contexts, continuations, lambda lp, tok: token_statistics(lp, tok, rule))
     lengths = continuations.lengths
     last = continuations.ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-    ended = (lengths > 0) & _is_eos(last, lm.eos_token_ids)
+    ended = (lengths > 0) & is_eos(last, lm.eos_token_ids)
     law = torch.full_like(lengths, sampling_law(lm, rule))
     return Continuation(continuations, stats["log_p"], stats["log_q"], stats["entropy"], ended, law)

@@ -11,6 +11,7 @@
 * None: the empty prompt (models that need a context token refuse it).
 
 A prompt must leave room for `max_new_tokens` in the model's context (`fit_prompt`).
+`register_prompts` declares prompts as reusable prefixes on the models that reuse them.
 """
 
 from __future__ import annotations
@@ -55,4 +56,14 @@ def encode_prompts(lm: LanguageModel, prompts: Sequence, max_new_tokens: int, tr
             for index, prompt in enumerate(prompts)]
 
 
-__all__ = ["TRUNCATIONS", "encode_prompts", "fit_prompt"]
+def register_prompts(models: Sequence[LanguageModel], prompts: Sequence[Sequence[int]]) -> None:
+    """Declare every prompt (token ids) a reusable prefix on each distinct model that reuses them
+    (`register_prefix`, e.g. the transformers backend: encoded once, copied into every row)."""
+    for model in {id(model): model for model in models}.values():
+        register = getattr(model, "register_prefix", None)
+        if callable(register):
+            for prompt in prompts:
+                register(list(prompt))
+
+
+__all__ = ["TRUNCATIONS", "encode_prompts", "fit_prompt", "register_prompts"]

@@ -5,7 +5,8 @@
 * `sampling_law(lm, rule)`: a small integer naming the law (lm, rule), recorded per token so a
   proposal under another law knows to re-score (`mcmc_llm.proposals.suffix.under_law`).
 * `Continuation`: generated tokens with their per-token statistics (`log p`, `log p_prop`,
-  entropy) and law.
+  entropy) and law; `token_statistics` computes them, `is_eos` marks EOS tokens.
+* `TemperedProposal`: the proposal temperature of a sampler config (default 1/alpha) and its rule.
 
 With temperature `tau` and no truncation, `log p_prop(v) = log p(v)/tau - log sum_u p(u)^(1/tau)`.
 """
@@ -19,6 +20,22 @@ import weakref
 import torch
 
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+
+
+class TemperedProposal:
+    """Mixin of the sampler configs (power sampling, Power-SMC, rollouts): from their fields `alpha`,
+    `proposal_temperature` and, when they have them, `top_k` / `top_p`, the proposal's temperature,
+    `proposal_temperature` or by default 1/alpha (0.25 for alpha = inf, the max-swap rule), and its
+    `SamplingRule`."""
+
+    @property
+    def temperature(self) -> float:
+        if self.proposal_temperature is not None:
+            return self.proposal_temperature
+        return 0.25 if math.isinf(self.alpha) else 1.0 / self.alpha
+
+    def sampling_rule(self) -> "SamplingRule":
+        return SamplingRule(self.temperature, getattr(self, "top_k", None), getattr(self, "top_p", None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +128,7 @@ class Continuation:
         return torch.zeros(len(self.tokens), dtype=torch.long, device=self.tokens.ids.device)
 
 
-def _token_statistics(
+def token_statistics(
     logprobs: torch.Tensor, tokens: torch.Tensor, rule: SamplingRule, proposal: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
     """Per-position statistics from base log-probs [..., V] and the tokens taken [...]; `proposal`:
@@ -128,5 +145,6 @@ def _token_statistics(
     }
 
 
-def _is_eos(tokens: torch.Tensor, eos_token_ids: tuple[int, ...]) -> torch.Tensor:
+def is_eos(tokens: torch.Tensor, eos_token_ids: tuple[int, ...]) -> torch.Tensor:
+    """Whether each token is one of `eos_token_ids` (same shape as `tokens`)."""
     return torch.isin(tokens, torch.as_tensor(eos_token_ids, device=tokens.device))

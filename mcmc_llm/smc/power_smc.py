@@ -70,7 +70,8 @@ import torch
 from mcmc_llm.core.deprecation import deprecated_name
 from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
-from mcmc_llm.lm.generation import SamplingRule, _is_eos, _token_statistics
+from mcmc_llm.lm.prompts import register_prompts
+from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal, is_eos, token_statistics
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.cut_rules import resolve_cut_rule
@@ -83,7 +84,7 @@ REJUVENATION_POINTS = ("end", "resampling")
 
 
 @dataclasses.dataclass(frozen=True)
-class SMCConfig:
+class SMCConfig(TemperedProposal):
     """Settings of Power-SMC.
 
     ess_threshold: resample a prompt's particles when ESS < ess_threshold * P (0: never, 1: at
@@ -131,13 +132,6 @@ class SMCConfig:
             raise ValueError(f"rejuvenate must be one of {', '.join(REJUVENATION_POINTS)}, got {self.rejuvenate!r}")
         if not self.sampling_rule().full_support:
             raise ValueError("the SMC proposal needs full support: proposal_temperature must be > 0")
-
-    @property
-    def temperature(self) -> float:
-        return self.proposal_temperature if self.proposal_temperature is not None else 1.0 / self.alpha
-
-    def sampling_rule(self) -> SamplingRule:
-        return SamplingRule(self.temperature)
 
     def exponent(self, tokens: int) -> float:
         """a_t after t generated tokens: alpha, or the linear ramp from 1 to alpha over R tokens."""
@@ -237,10 +231,7 @@ def power_smc(
     schedule = np.zeros((num_prompts, cap), dtype=bool)
     if intermediate_moves and not _adaptive_moves:
         schedule = _pilot_schedule(lm, prompts, config, generator, proposal_lm)
-    register = getattr(proposer, "register_prefix", None)
-    if callable(register):
-        for prompt in prompts:
-            register(list(prompt))
+    register_prompts([proposer], prompts)
     prompt_batch = repeat_rows(TokenBatch.from_lists([list(p) for p in prompts], device=proposer.device), count)
     device = prompt_batch.ids.device
     scheduled = torch.as_tensor(schedule, device=device)
@@ -271,15 +262,15 @@ def power_smc(
         if rows.numel():  # no unfinished particle (possible while moves are scheduled): only the ramp goes on
             proposal_logprobs, reference_logprobs = decoder.logprobs()
             drawn = categorical(generator, rule.proposal_logprobs(proposal_logprobs))
-            step = _token_statistics(reference_logprobs, drawn, rule)
+            step = token_statistics(reference_logprobs, drawn, rule)
             if reference is not None:
-                step["log_q"] = _token_statistics(proposal_logprobs, drawn, rule)["log_q"]
+                step["log_q"] = token_statistics(proposal_logprobs, drawn, rule)["log_q"]
             proposer.counter.tokens_sampled += int(rows.numel())
             tokens[rows, t] = drawn
             for name, value in step.items():
                 stats[name][rows, t] = value
             lengths[rows] = t + 1
-            ended[rows] = _is_eos(drawn, proposer.eos_token_ids)
+            ended[rows] = is_eos(drawn, proposer.eos_token_ids)
             log_p_total[rows] += step["log_p"]
         increment = exponent_next * log_p_total - exponent_now * previous_total
         if rows.numel():

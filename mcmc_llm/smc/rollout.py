@@ -42,14 +42,16 @@ import numpy as np
 import torch
 
 from mcmc_llm.core.random import categorical, make_generator
-from mcmc_llm.lm.generation import SamplingRule, _is_eos, sample_continuations, score_continuations
+from mcmc_llm.lm.generation import sample_continuations, score_continuations
+from mcmc_llm.lm.prompts import register_prompts
+from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal, is_eos
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.smc.power_smc import repeat_rows
 
 
 @dataclasses.dataclass(frozen=True)
-class RolloutConfig:
+class RolloutConfig(TemperedProposal):
     """Settings of the rollout sampler.
 
     top_candidates: K, candidates per position (by base p); K >= V means every token.
@@ -79,12 +81,6 @@ class RolloutConfig:
         if not self.sampling_rule().full_support:
             raise ValueError("the rollout proposal needs full support: proposal_temperature must be > 0")
 
-    @property
-    def temperature(self) -> float:
-        return self.proposal_temperature if self.proposal_temperature is not None else 1.0 / self.alpha
-
-    def sampling_rule(self) -> SamplingRule:
-        return SamplingRule(self.temperature)
 
 
 @dataclasses.dataclass
@@ -161,7 +157,7 @@ def rollout_next_token_probs(
     values, candidates = torch.topk(base_logprobs, k, dim=-1)
     valid = torch.isfinite(values)
     remaining = cap - position.lengths - 1  # tokens left after the candidate
-    needs_future = valid & ~_is_eos(candidates, lm.eos_token_ids) & (remaining[:, None] > 0)
+    needs_future = valid & ~is_eos(candidates, lm.eos_token_ids) & (remaining[:, None] > 0)
     log_w = torch.zeros(rows, k, count, dtype=torch.float64, device=base_logprobs.device)
     log_w.masked_fill_(~valid[..., None], -math.inf)
     pairs = needs_future.nonzero()
@@ -222,11 +218,7 @@ def rollout_sample(
         raise ValueError(f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}")
     generator = generator if generator is not None else make_generator(seed)
     proposer = proposal_lm if proposal_lm is not None else lm
-    for model in {id(lm): lm, id(proposer): proposer}.values():
-        register = getattr(model, "register_prefix", None)
-        if callable(register):
-            for prompt in prompts:
-                register(list(prompt))
+    register_prompts([lm, proposer], prompts)
     prompt_batch = repeat_rows(TokenBatch.from_lists([list(p) for p in prompts], device=lm.device), samples_per_prompt)
     total, cap = len(prompt_batch), config.max_new_tokens
     device = prompt_batch.ids.device
@@ -255,7 +247,7 @@ def rollout_sample(
         stats["log_q"][rows, t] = torch.log(probs.gather(1, drawn[:, None]).squeeze(1))
         stats["entropy"][rows, t] = -(torch.exp(base) * torch.nan_to_num(base, neginf=0.0)).sum(-1)
         lengths[rows] = t + 1
-        stop = _is_eos(drawn, lm.eos_token_ids)
+        stop = is_eos(drawn, lm.eos_token_ids)
         ended[rows] = stop
         info["chosen_prob"] = probs.gather(1, drawn[:, None]).squeeze(1)
         for name in names:
