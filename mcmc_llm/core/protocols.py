@@ -112,10 +112,16 @@ class SuffixProposal(Protocol):
 
 @runtime_checkable
 class Kernel(Protocol):
-    """A Markov kernel with explicit state and randomness."""
+    """A Markov kernel with explicit state and randomness: `state = init(position)`, then
+    `state, info = step(source, state)` draws the next state from K(state, .).
+
+    source: where the step's random numbers come from: per-chain `Streams` (one counter-based
+        stream per chain; the step derives sub-streams for each draw) or a shared
+        `torch.Generator` (`mcmc_llm.core.random.Source`).
+    """
 
     def init(self, position: Any) -> Any:
         ...
 
-    def step(self, generator: torch.Generator, state: Any) -> tuple[Any, Any]:
+    def step(self, source: Any, state: Any) -> tuple[Any, Any]:
         ...
