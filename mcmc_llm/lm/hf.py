@@ -14,7 +14,7 @@ copies the shared part too.  `counter.record_encoding` is called with the true a
 position of what is encoded, so reuse shows as fewer `tokens_encoded`.
 
 Two decoding engines share this reuse and the forward pass (`engine=`), with the same log-probs
-up to summation order, hence the same draws (`tests/test_hf_static.py`, float64):
+up to summation order, hence the same draws (`tests/lm/test_hf_static.py`, float64):
 "static" (the default where supported; `hf_static`, `hf_slots`) writes key/value slots in place
 and has linear states (a consumed state raises `StaleStateError`); "dynamic" (`hf_dynamic`, the
 layout above) has immutable states, so a caller may branch from any state.

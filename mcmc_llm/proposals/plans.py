@@ -26,7 +26,7 @@ tuples would change the indices, which `complete` may read, so `plan_rows` keeps
 
 With these, `samplers[sampler_index[c]]` is, for every row c in every batch, the sampler of the
 `plan` call that made row c, whatever the batching: what makes every driver's steps MH steps for
-the stage's proposal, and what `tests/test_stage_plans.py` checks.
+the stage's proposal, and what `tests/proposals/test_stage_plans.py` checks.
 """
 
 from __future__ import annotations

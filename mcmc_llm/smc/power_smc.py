@@ -48,7 +48,7 @@ so ESS-triggered resampling is exact.
   unfinished prefix; skipping it because the particles finished would be particle-dependent).
   The pilot's tokens count in `compute`: it roughly doubles the generation cost.
   The old rule -- move the prompts whose own ESS fell below the threshold -- is biased (on a random
-  trigram, P = 2, threshold 1, multinomial: mean Z_hat / Z = 0.72, tests/test_smc_unbiased.py);
+  trigram, P = 2, threshold 1, multinomial: mean Z_hat / Z = 0.72, tests/smc/test_smc_unbiased.py);
   it stays reachable only through the private `power_smc(..., _adaptive_moves=True)`, for that test.
 
 The LM states of moved particles are rebuilt with `lm.start`.

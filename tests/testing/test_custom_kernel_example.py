@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "custom_kernel.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "custom_kernel.py"
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from mcmc_llm.evaluation.methods import BaseSampling, GreedyDecoding, LowTempera
 from mcmc_llm.lm.protocol import CallableLM
 from mcmc_llm.lm.registry import load_model, with_eos_token_ids
 from mcmc_llm.tasks.registry import PROMPT_FORMATS
-from tests.test_evaluation_support import TASK
+from tests.evaluation.test_evaluation_support import TASK
 
 BASE = {
     "model": {"spec": "toy:bigram"},

@@ -7,7 +7,7 @@
   row moved into its place; admitting copies only the reused prefixes; retiring copies only the
   retired row; repeated rows (resampling) are copied once each.
 * Capacity grows when needed without changing a log-prob; a consumed state is refused.
-(`tests/test_hf_backend.py` runs its full-forward checks and fuzzers on both engines.)
+(`tests/lm/test_hf_backend.py` runs its full-forward checks and fuzzers on both engines.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mcmc_llm.lm.hf_slots import SLOT_ROUNDING, SlotState
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import random_model
 from mcmc_llm.smc.power_smc import SMCConfig, power_smc
-from tests.test_hf_backend import EAGER_TOL, TOL64, max_error
+from tests.lm.test_hf_backend import EAGER_TOL, TOL64, max_error
 
 
 def model(engine: str, preset: str = "llama-tiny", seed: int = 2, **overrides):

@@ -17,7 +17,7 @@ import pytest
 
 from mcmc_llm.scripts import EXIT_INTERRUPTED, keeping, script_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def script_environment(**variables: str) -> dict:

@@ -25,7 +25,7 @@ from mcmc_llm.lm.exact import (
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm.toy import TOY_MODELS, DerailLM, load_toy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------

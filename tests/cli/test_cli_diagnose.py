@@ -311,7 +311,7 @@ def test_diagnose_run_results_per_method_and_problem(tmp_path, capsys):
 
 def test_diagnose_reads_a_real_run_of_the_evaluation_runner(tmp_path, capsys):
     from mcmc_llm.evaluation import load_config, run_experiment
-    from tests.test_evaluation_support import write_config
+    from tests.evaluation.test_evaluation_support import write_config
 
     methods = '\n[[methods]]\nname = "base"\nkind = "base"\n\n[[methods]]\nname = "power"\nkind = "power"\n' \
               'alpha = 4.0\nblock_size = 4\nmcmc_steps = 2\n'

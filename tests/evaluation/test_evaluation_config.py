@@ -222,7 +222,7 @@ def test_bad_rejuvenate_names_the_value_and_the_allowed_ones():
 def test_smoke_document_shrinks_every_size_and_keeps_the_methods():
     from mcmc_llm.evaluation import parse_config, read_document, smoke_document
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "cpu" / "samplers.toml"
+    path = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "cpu" / "samplers.toml"
     document = read_document(path)
     smoke = smoke_document(document)
     assert document["sampling"]["max_new_tokens"] == 96  # the original is left alone

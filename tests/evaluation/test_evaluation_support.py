@@ -2,7 +2,7 @@
 
 `FakeTask` prompts are token-id strings ("1 2") for `toy:` models; a completion passes when its
 first token id equals the problem's answer.  It is importable by path
-(`tests.test_evaluation_support:FakeTask`), which is how configs, subprocesses and Ray workers
+(`tests.evaluation.test_evaluation_support:FakeTask`), which is how configs, subprocesses and Ray workers
 reach it.
 """
 
@@ -41,7 +41,7 @@ class FakeTask:
         return GradeResult(passed, "correct" if passed else "wrong", extracted=answer)
 
 
-TASK = "tests.test_evaluation_support:FakeTask"
+TASK = "tests.evaluation.test_evaluation_support:FakeTask"
 
 METHODS = """
 [[methods]]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_evaluation_support import write_config
+from tests.evaluation.test_evaluation_support import write_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 4
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1")
 ENV.pop("OMP_NUM_THREADS", None)  # the CLI's own thread policy applies

@@ -26,7 +26,7 @@ import pytest
 from mcmc_llm.cli import main as cli_main
 from mcmc_llm.evaluation import load_config, read_document, read_records
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPU = ROOT / "experiments" / "configs" / "gpu"
 CONFIGS = sorted(GPU.glob("*.toml"))  # Table 1, our settings
 AUTHORS = sorted((GPU / "authors").glob("*.toml"))  # Table 1, the authors' exact settings

@@ -11,7 +11,7 @@ from mcmc_llm.evaluation.grading import extracted_answer, gold_answer, grading_s
 from mcmc_llm.tasks.arithmetic import ArithmeticTask
 
 TASK = "arithmetic/d1/s0/0"
-RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results" / "cpu"
+RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results" / "cpu"
 
 
 def record(completion, *, ended=True, method="m", task_id=TASK, passed=None):

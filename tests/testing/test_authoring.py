@@ -22,7 +22,7 @@ from mcmc_llm.authoring import (
 )
 from mcmc_llm.core.random import Streams
 
-HOWTO = Path(__file__).resolve().parents[1] / "docs" / "howto_custom_kernels.md"
+HOWTO = Path(__file__).resolve().parents[2] / "docs" / "howto_custom_kernels.md"
 SMALL = dict(chains=500, steps=20, conservation_chains=2000)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIGURES = Path(__file__).resolve().parents[1] / "paper_figures"
+FIGURES = Path(__file__).resolve().parents[2] / "paper_figures"
 sys.path.insert(0, str(FIGURES))  # the scripts import each other as top-level modules
 
 import common  # noqa: E402

@@ -19,7 +19,7 @@ from mcmc_llm.lm.generation import ContinuousBatch, SamplingRule, sample_continu
 from mcmc_llm.lm.hf_decode_step import BUCKETS, bucket_rows, resolve_graph_mode
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model, random_model
-from tests.test_hf_backend import TOL64
+from tests.lm.test_hf_backend import TOL64
 
 
 def model(graphs: str, preset: str = "llama-tiny"):

@@ -16,9 +16,9 @@ import pytest
 
 from mcmc_llm.evaluation import ConfigError, load_config, read_records, record_content, run_experiment, unit_seed
 from mcmc_llm.evaluation.results import record_key
-from tests.test_evaluation_support import write_config
+from tests.evaluation.test_evaluation_support import write_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def contents(records) -> dict:

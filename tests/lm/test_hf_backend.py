@@ -102,7 +102,7 @@ def test_states_are_persistent(lm):
 
 def test_select_rows_drops_rows_and_unused_columns(lm):
     if lm.engine == "static":
-        pytest.skip("static slots have no hole columns (tests/test_hf_static.py checks what select copies)")
+        pytest.skip("static slots have no hole columns (tests/lm/test_hf_static.py checks what select copies)")
     rows = [list(r) for r in ROWS]
     state = lm.advance(lm.start(TokenBatch.from_lists(rows)), torch.tensor([1, 2, 3, 4]))
     rows = [row + [t] for row, t in zip(rows, [1, 2, 3, 4])]

@@ -9,7 +9,7 @@ import pytest
 
 from mcmc_llm.evaluation import load_config, record_content, run_experiment
 from mcmc_llm.evaluation.results import record_key
-from tests.test_evaluation_support import write_config
+from tests.evaluation.test_evaluation_support import write_config
 
 
 def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from mcmc_llm.testing import (
     total_variation_min_detectable,
     total_variation_threshold,
 )
-from tests.test_core_checks import ar1_draws
+from tests.core.test_core_checks import ar1_draws
 
 TRIALS, POWER, RATE = 400, 0.9, 1e-2
 LOWEST_ACCEPTED = int(stats.binom.ppf(1e-4, TRIALS, POWER))  # 338 rejections of 400
