@@ -107,7 +107,7 @@ def run_method(method: str, value: int, seed: int, lm, args) -> tuple[list[tuple
     extra: dict = {}
     if method.startswith("MH"):
         kernel = method.split(" ", 1)[1]
-        config = PowerSamplerConfig(alpha=alpha, block_size=args.block_size, max_new_tokens=n, mcmc_steps=value, kernel=kernel)
+        config = PowerSamplerConfig(alpha=alpha, block_size=args.block_size, max_new_tokens=n, mcmc_steps=value, cut_rule=kernel)
         result = power_sample(lm, [[]], config, chains_per_prompt=draws, seed=run_seed)
         extra["acceptance"] = result.trace.acceptance_rate() if result.trace is not None else None
         return [tuple(s) for s in result.sequences()], result.compute, extra

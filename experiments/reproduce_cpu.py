@@ -7,7 +7,8 @@ Steps (each appends or rewrites its own file under the results directory `--resu
 experiments/results/cpu/, or with --quick a new temporary directory outside the repository; the
 first line printed names it):
 
-  1. main.jsonl, main72.jsonl, alpha.jsonl, nmcmc.jsonl, samplers.jsonl, cap192.jsonl
+  1. main.jsonl, main72.jsonl, alpha.jsonl, nmcmc.jsonl, samplers.jsonl, cap192.jsonl,
+     primary_pilot.jsonl, primary.jsonl
                                            evaluation runs of experiments/configs/cpu/*.toml on the
                                            arithmetic task with the embedded model (resumable: a
                                            rerun generates only what is missing).  main72 (the
@@ -16,6 +17,8 @@ first line printed names it):
                                            problems, same settings; fingerprints leave out the
                                            subset) and generates problems 25-72; cap192 is
                                            the main comparison's first 24 problems at T = 192;
+                                           primary_pilot and primary are the pre-registered
+                                           test (docs/results.md): its length pilot and its run;
   2. cost_scaling.jsonl                    measured tokens and attention positions against the
                                            formulas of METHOD §4 as T and B vary (toy LM);
   3. toy_mixing.jsonl                      TV to p^alpha against tokens, every kernel, several seeds
@@ -46,7 +49,7 @@ from mcmc_llm.scripts import keeping, quick_output, script_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs" / "cpu"
-EVALUATIONS = ("main", "main72", "alpha", "nmcmc", "samplers", "cap192")
+EVALUATIONS = ("main", "main72", "alpha", "nmcmc", "samplers", "cap192", "primary_pilot", "primary")
 SEEDS = {"main72": "main"}  # a run that starts from a copy of another's records (the same settings on more problems)
 
 

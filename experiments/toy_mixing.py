@@ -93,7 +93,7 @@ def main() -> None:
                         continue
                     config = PowerSamplerConfig(alpha=args.alpha, block_size=args.block_size,
                                                 max_new_tokens=args.max_new_tokens, mcmc_steps=steps,
-                                                kernel=kernel, ratio=ratio)
+                                                cut_rule=kernel, ratio=ratio)
                     started = time.perf_counter()
                     result = power_sample(lm, [[]], config, chains_per_prompt=args.chains, seed=1000 * seed + steps)
                     samples = count_states(tuple(s) for s in result.sequences())

@@ -90,8 +90,8 @@ def test_cli_chains_and_batching_are_deterministic_per_chain(tmp_path, model, ca
     eight = _cli_tokens(tmp_path, model, "--chains", "8")
     assert _cli_tokens(tmp_path, model, "--chains", "9")[:8] == eight
     assert _cli_tokens(tmp_path, model, "--chains", "8", "--batching", "lockstep") == eight
-    assert _cli_tokens(tmp_path, model, "--chains", "8", "--kernel", "restart") == _cli_tokens(
-        tmp_path, model, "--chains", "8", "--cut-rule", "restart")  # the old flag is an alias
+    assert _cli_tokens(tmp_path, model, "--chains", "8", "--cut-rule", "restart") == _cli_tokens(
+        tmp_path, model, "--chains", "8", "--cut-rule", "restart")  # and deterministic with another cut rule
 
 
 def test_streams_are_uniform_and_their_labels_independent():

@@ -57,7 +57,7 @@ _FULL_POWER = pytest.mark.slow  # ~35,000 chains x 80 MH steps: 20-40 s each on 
 )
 def test_exact_kernels_reach_the_power_law(lm, kernel, batching, resolution):
     """Both schedules: asynchronous chains (the default) and all chains stepping together."""
-    config = PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, kernel=kernel, batching=batching)
+    config = PowerSamplerConfig(alpha=ALPHA, block_size=BLOCK, max_new_tokens=N, mcmc_steps=40, cut_rule=kernel, batching=batching)
     law = power_law(lm, N, ALPHA)
     chains = chains_to_detect(law.probs()) if resolution == TV_RESOLUTION else SMOKE_CHAINS
     check = sampled_law_check(lm, law, config, chains=chains, seed=11)

@@ -118,7 +118,7 @@ def test_deep_prefetching_reaches_the_power_law(lm, monkeypatch, kernel):
     """Uniform cuts (acceptance pre-fetches wait for their context) and restarts (their context is
     the prompt, so they start at once)."""
     _with_rows(monkeypatch)
-    check = sampled_law_check(lm, power_law(lm, N, ALPHA), _config(kernel=kernel), chains=6000, seed=21)
+    check = sampled_law_check(lm, power_law(lm, N, ALPHA), _config(cut_rule=kernel), chains=6000, seed=21)
     assert check.passed, check.message
 
 

@@ -30,7 +30,7 @@ def problems_of(data) -> list[str]:
 
 def test_valid_config_builds_dataclasses():
     parsed = parse_config(config(
-        {"name": "p", "kind": "power", "alpha": 4.0, "block_size": 4, "mcmc_steps": 3, "kernel": "within-block"},
+        {"name": "p", "kind": "power", "alpha": 4.0, "block_size": 4, "mcmc_steps": 3, "cut_rule": "within-block"},
         {"name": "g", "kind": "greedy", "samples": 1},
         {"name": "cold", "kind": "low_temperature", "alpha": "inf"},
     ))
@@ -43,8 +43,8 @@ def test_valid_config_builds_dataclasses():
 
 
 def test_bad_choice_names_key_and_allowed_values():
-    (problem,) = problems_of(config({"name": "a", "kind": "base"}, {"name": "p", "kind": "power", "kernel": "unifrom"}))
-    assert problem.startswith("methods[1].kernel:")
+    (problem,) = problems_of(config({"name": "a", "kind": "base"}, {"name": "p", "kind": "power", "cut_rule": "unifrom"}))
+    assert problem.startswith("methods[1].cut_rule:")
     assert "uniform, within-block, restart, priority, entropy" in problem and "'unifrom'" in problem
 
 
@@ -131,8 +131,8 @@ def test_budget_formula_matches_method_section_4():
 
 def test_toml_errors_and_cli_exit_code(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[task]\nname = "arithmetic"\n[output]\npath = "x.jsonl"\n[[methods]]\nname = "p"\nkind = "power"\nkernel = "nope"\n')
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.kernel: must be one of uniform"):
+    bad.write_text('[task]\nname = "arithmetic"\n[output]\npath = "x.jsonl"\n[[methods]]\nname = "p"\nkind = "power"\ncut_rule = "nope"\n')
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.cut_rule: must be one of uniform"):
         load_config(bad)
     broken = tmp_path / "broken.toml"
     broken.write_text("[task\n")
@@ -142,13 +142,13 @@ def test_toml_errors_and_cli_exit_code(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(bad)])
-    assert exit_info.value.code == 2 and "methods[0].kernel: must be one of uniform" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "methods[0].cut_rule: must be one of uniform" in capsys.readouterr().err
 
 
 def test_smc_and_rollout_kinds():
     parsed = parse_config(config(
         {"name": "smc", "kind": "smc", "alpha": 2.0, "particles": 8, "resampling": "residual", "ess_threshold": 0.25,
-         "proposal_temperature": 0.7, "ramp_tokens": 4, "rejuvenation_steps": 1, "rejuvenation_kernel": "within-block"},
+         "proposal_temperature": 0.7, "ramp_tokens": 4, "rejuvenation_steps": 1, "rejuvenation_cut_rule": "within-block"},
         {"name": "smc-default", "kind": "smc", "max_new_tokens": 8},
         {"name": "roll", "kind": "rollout", "alpha": 3, "top_candidates": 5, "rollouts": 2, "jackknife": False,
          "proposal_temperature": 0.5, "samples": 1},
@@ -170,7 +170,7 @@ def test_smc_and_rollout_kinds():
 def test_smc_and_rollout_bad_values_name_the_key():
     text = "\n".join(problems_of(config(
         {"name": "s", "kind": "smc", "alpha": "inf", "particles": 0, "resampling": "sytematic", "ess_threshold": 1.5,
-         "rejuvenation_kernel": "nope", "ramp_tokens": -1, "block_size": 4},
+         "rejuvenation_cut_rule": "nope", "ramp_tokens": -1, "block_size": 4},
         {"name": "r", "kind": "rollout", "alpha": math.inf, "rollouts": 0, "top_candidates": 2.5, "jackknife": "yes",
          "proposal_temperature": 0, "particles": 4},
         {"name": "t", "kind": "smc", "ramp_tokens": 32},
@@ -179,9 +179,9 @@ def test_smc_and_rollout_bad_values_name_the_key():
     assert "methods[0].particles: must be an integer >= 1, got 0" in text
     assert "methods[0].resampling: must be one of multinomial, stratified, systematic, residual, got 'sytematic'" in text
     assert "methods[0].ess_threshold: must be in [0, 1], got 1.5" in text
-    assert "methods[0].rejuvenation_kernel: must be one of uniform, within-block, restart, priority, entropy" in text
+    assert "methods[0].rejuvenation_cut_rule: must be one of uniform, within-block, restart, priority, entropy" in text
     assert "methods[0].ramp_tokens: must be an integer >= 0, got -1" in text
-    assert "methods[0].block_size: unknown key" in text and "rejuvenation_kernel" in text
+    assert "methods[0].block_size: unknown key" in text and "rejuvenation_cut_rule" in text
     assert "methods[1].alpha: must be a finite number > 0" in text
     assert "methods[1].rollouts: must be an integer >= 1, got 0" in text
     assert "methods[1].top_candidates: must be an integer >= 1, got 2.5" in text
@@ -193,7 +193,7 @@ def test_smc_and_rollout_bad_values_name_the_key():
 
 def test_every_smc_and_rollout_config_field_is_a_key_and_new_keys_keep_fingerprints():
     smc_keys = {"alpha": 2.0, "particles": 4, "resampling": "stratified", "ess_threshold": 0.3, "proposal_temperature": 0.9,
-                "ramp_tokens": 2, "rejuvenation_steps": 1, "rejuvenation_kernel": "restart", "rejuvenate": "resampling"}
+                "ramp_tokens": 2, "rejuvenation_steps": 1, "rejuvenation_cut_rule": "restart", "rejuvenate": "resampling"}
     parsed = parse_config(config({"name": "s", "kind": "smc", **smc_keys}, {"name": "plain", "kind": "smc"}))
     assert parsed.method("s").method.config == SMCConfig(
         alpha=2.0, max_new_tokens=16, num_particles=4, resampling="stratified", ess_threshold=0.3, proposal_temperature=0.9,

@@ -101,7 +101,7 @@ def _no_eos_lm(vocab: int = 4) -> CallableLM:
 def test_power_token_budget_matches_measured_tokens(kernel):
     """Mean tokens sampled per chain against `power_token_budget`, within 5 standard errors
     (each step resamples a uniform number of tokens; false-failure rate < 1e-6)."""
-    config = PowerSamplerConfig(alpha=2.0, block_size=4, max_new_tokens=12, mcmc_steps=3, kernel=kernel)
+    config = PowerSamplerConfig(alpha=2.0, block_size=4, max_new_tokens=12, mcmc_steps=3, cut_rule=kernel)
     chains = 200
     out = PowerSampling(config).generate(_no_eos_lm(), [[1]], chains, seed=5)[0]
     totals = np.array([s.diagnostics["tokens_resampled"] + 12 for s in out], dtype=float)  # resampled + extensions
@@ -221,7 +221,7 @@ def test_smc_and_rollout_settings_are_validated():
     with pytest.raises(ValueError, match="alpha must be a finite number"):
         RolloutSampling.from_keys(512, alpha=math.inf)
     with pytest.raises(ValueError, match="unknown cut rule .nope."):
-        SMCSampling.from_keys(512, rejuvenation_kernel="nope")
+        SMCSampling.from_keys(512, rejuvenation_cut_rule="nope")
     with pytest.raises(ValueError, match="rejuvenate must be one of end, resampling, got 'never'"):
         SMCSampling.from_keys(512, rejuvenate="never")
     with pytest.raises(TypeError, match="unknown smc keys num_particles; allowed: alpha, particles"):

@@ -86,6 +86,7 @@ def test_a_users_rule_feeds_the_token_budget():
     assert power_token_budget(uniform) == pytest.approx(8 + 2 * (2.5 + 4.5))
 
 
+@pytest.mark.filterwarnings("default::mcmc_llm.core.deprecation.OldNameWarning")
 def test_bad_cut_rules_are_named():
     with pytest.raises(ValueError, match="unknown cut rule 'middle'; allowed: uniform, within-block"):
         PowerSamplerConfig(cut_rule="middle")
@@ -97,6 +98,7 @@ def test_bad_cut_rules_are_named():
         assert PowerSamplerConfig(kernel="restart").cut_rule == "restart"  # the old keyword still works
 
 
+@pytest.mark.filterwarnings("default::mcmc_llm.core.deprecation.OldNameWarning")
 def test_old_names_work_with_one_message_and_keep_recorded_keys(capsys):
     """The config key `kernel` and the flag `--kernel` still work, each with one deprecation line; the
     recorded (fingerprint) key of the cut rule stays `kernel`, so stored results still resume."""

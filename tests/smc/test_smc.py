@@ -389,7 +389,7 @@ def test_sample_command_sets_every_smc_and_rollout_field(tmp_path, capsys):
     assert sampler_config(rollout) == RolloutConfig(max_new_tokens=rollout.max_new_tokens, jackknife=False, horizon=2)
     out = tmp_path / "smc.jsonl"
     code = main(["sample", "--model", "toy:derail", "--sampler", "smc", "--chains", "2", "--max-new-tokens", "4",
-                 "--particles", "4", "--ess-threshold", "1", "--rejuvenation-steps", "1", "--rejuvenation-kernel",
+                 "--particles", "4", "--ess-threshold", "1", "--rejuvenation-steps", "1", "--rejuvenation-cut-rule",
                  "within-block", "--rejuvenate", "resampling", "--ramp-tokens", "2", "--quiet", "--out", str(out)])
     assert code == 0
     config = json.loads(out.read_text().splitlines()[0])["config"]
