@@ -122,12 +122,15 @@ def primary(results, out) -> None:
             a = arm_profile(recs, arm)
             print(f"  {arm:<10} {a['outputs']:>7} {a['ended']:>6.3f} {a['length']:>7.1f} {a['length_finished']:>10.1f} "
                   f"{a['strict']:>7.3f} {a['strict_finished']:>15.3f} {a['lenient']:>8.3f} {a['fallback']:>8.3f} {a['tokens_sampled']:>13.1f}")
-    figure, axis = plt.subplots(figsize=(7, 2.6))
+    figure, axis = plt.subplots(figsize=(10, 2.6))
     for y, ((label, _, _), ci, h) in enumerate(zip(tests, intervals, adjusted)):
         axis.errorbar([ci.mean], [-y], xerr=[[ci.mean - ci.low], [ci.high - ci.mean]], fmt="o", capsize=3,
                       color="tab:red" if h < 0.05 else "0.4")
         axis.annotate(f"Holm p = {h:.2g}", (ci.high, -y), textcoords="offset points", xytext=(4, -3), fontsize=8)
     axis.axvline(0.0, color="black", linewidth=0.8)
+    low, high = min(ci.low for ci in intervals), max(ci.high for ci in intervals)
+    axis.set_xlim(low - 0.05 * (high - low), high + 0.3 * (high - low))  # room for the Holm p labels
+    axis.set_ylim(-len(tests) + 0.5, 0.5)
     axis.set_yticks([-y for y in range(len(tests))], [t[0] for t in tests], fontsize=8)
     axis.set_xlabel(f"paired difference in {GRADING} accuracy, {problems} problems (95% bootstrap CI)")
     save(figure, out, "primary.png")
