@@ -129,7 +129,8 @@ def primary(results, out) -> None:
         axis.annotate(f"Holm p = {h:.2g}", (ci.high, -y), textcoords="offset points", xytext=(4, -3), fontsize=8)
     axis.axvline(0.0, color="black", linewidth=0.8)
     low, high = min(ci.low for ci in intervals), max(ci.high for ci in intervals)
-    axis.set_xlim(low - 0.05 * (high - low), high + 0.3 * (high - low))  # room for the Holm p labels
+    span = max(high - low, 0.05)
+    axis.set_xlim(low - 0.05 * span, high + 0.3 * span)  # room for the Holm p labels
     axis.set_ylim(-len(tests) + 0.5, 0.5)
     axis.set_yticks([-y for y in range(len(tests))], [t[0] for t in tests], fontsize=8)
     axis.set_xlabel(f"paired difference in {GRADING} accuracy, {problems} problems (95% bootstrap CI)")
