@@ -97,6 +97,16 @@ def rows_by_lm(samplers: tuple, sampler_index: torch.Tensor) -> list[tuple[Langu
     return groups
 
 
+def rows_by_sampler(samplers: tuple, sampler_index: torch.Tensor) -> list[tuple[Sampler, torch.Tensor]]:
+    """The rows of each distinct sampler (equal samplers, one law, form one group): [(sampler, rows)]
+    in order of first index; a plan with one sampler per row (`(s,) * C`) is one group, not C."""
+    index = torch.as_tensor(sampler_index).cpu()
+    groups: dict = {}
+    for i in index.unique().tolist():
+        groups.setdefault(samplers[i], []).append(i)
+    return [(sampler, torch.isin(index, torch.as_tensor(ids)).nonzero().squeeze(-1)) for sampler, ids in groups.items()]
+
+
 def draw_suffixes(position: SequenceBatch, plan: SuffixPlan, source: Source, stop: EarlyStop | None = None) -> Continuation:
     """Generate every chain's planned suffix: from prompt + x_<cut_index, at most `max_new_tokens`
     tokens drawn by its sampler, row c's token t from `source[c].split(t)`, stopping rows by

@@ -40,7 +40,7 @@ from mcmc_llm.lm.generation import Continuation
 from mcmc_llm.lm.protocol import LanguageModel
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
-from mcmc_llm.proposals.suffix_moves import CutPlan, move_details, propose_suffix, rows_by_lm, under_law, under_reference, value_at
+from mcmc_llm.proposals.suffix_moves import CutPlan, move_details, propose_suffix, rows_by_lm, rows_by_sampler, under_law, under_reference, value_at
 
 
 class TwoPhaseSuffixProposal:
@@ -111,11 +111,12 @@ class TwoPhaseSuffixProposal:
     def under_samplers(self, position: SequenceBatch, plan: CutPlan) -> SequenceBatch:
         """`position` with row c's `log_q` under its planned sampler's law (`under_law`), so that its
         suffix sum is the reverse move's `sum_{t>=m} log p_s(m)(x_t | x_<t)`."""
-        if len(plan.samplers) == 1:
-            return under_law(position, plan.samplers[0])
-        for index in plan.sampler_index.unique().tolist():
-            rows = (plan.sampler_index == index).nonzero().squeeze(-1)
-            position = scatter_chains(position, rows, under_law(gather_chains(position, rows), plan.samplers[index]))
+        groups = rows_by_sampler(plan.samplers, plan.sampler_index)
+        if len(groups) == 1:
+            return under_law(position, groups[0][0])
+        for sampler, rows in groups:
+            rows = rows.to(plan.sampler_index.device)
+            position = scatter_chains(position, rows, under_law(gather_chains(position, rows), sampler))
         return position
 
     def under_reference(self, position: SequenceBatch, plan: CutPlan, continuation: Continuation) -> Continuation:
