@@ -3,7 +3,7 @@
 Meant for laptop-scale runs with the embedded SmolLM2-135M-Instruct, where MATH500 is far out of
 reach: the model gets some but not all of these right (measured base accuracies in docs/tasks.md).
 
-Difficulty knobs:
+Difficulty knobs (`difficulty=[2, 3]` interleaves two levels, each from its own stream):
   1  one step, addition of two numbers 1..9        "Tom has 3 apples. He buys 4 more apples. ..."
   2  one step, add or subtract, numbers <= 20       "Sam has 18 books. He gives 8 books to a friend. ..."
   3  two steps: add/subtract twice, or multiply     "... finds 9 more apples and then gives 2 apples to a
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from mcmc_llm.tasks.base import GradeResult, Problem, read_records, take_subset
 from mcmc_llm.tasks.math500 import format_prompt, last_boxed
@@ -127,27 +127,36 @@ class ArithmeticTask:
 
     name = "arithmetic"
 
-    def __init__(self, difficulty: int = DEFAULT_DIFFICULTY, num_problems: int = 200, fallback_last_number: bool = True,
-                 cot: bool = DEFAULT_COT):
-        if difficulty not in (1, 2, 3):
-            raise ValueError(f"difficulty must be 1, 2 or 3, got {difficulty!r}")
+    def __init__(self, difficulty: int | Sequence[int] = DEFAULT_DIFFICULTY, num_problems: int = 200,
+                 fallback_last_number: bool = True, cot: bool = DEFAULT_COT):
+        levels = [difficulty] if isinstance(difficulty, int) and not isinstance(difficulty, bool) else difficulty
+        if (not isinstance(levels, (list, tuple)) or not levels
+                or any(isinstance(d, bool) or d not in (1, 2, 3) for d in levels) or len(set(levels)) != len(levels)):
+            raise ValueError(f"difficulty must be 1, 2 or 3, or a list of distinct ones such as [2, 3], got {difficulty!r}")
         if int(num_problems) < 1:
             raise ValueError(f"num_problems must be >= 1, got {num_problems}")
-        self.difficulty = int(difficulty)
+        self.difficulties = tuple(int(d) for d in levels)
+        self.difficulty = self.difficulties[0] if len(self.difficulties) == 1 else list(self.difficulties)
         self.num_problems = int(num_problems)
         self.fallback_last_number = bool(fallback_last_number)
         self.cot = bool(cot)
 
     def load(self, *, path: str | None = None, subset: int | None = None, seed: int = 0) -> list[Problem]:
+        """The problems; with several difficulties [d_1, ..., d_k], problem i is problem i // k of
+        difficulty d_(i mod k)'s own seeded stream, so each keeps the id and text it has alone."""
         if path is not None:
             return take_subset(self._from_file(path), subset)
-        rng = random.Random(f"mcmc_llm.arithmetic:{int(seed)}:{self.difficulty}")
         count = self.num_problems if subset is None else max(int(subset), 0)
+        streams = {d: random.Random(f"mcmc_llm.arithmetic:{int(seed)}:{d}") for d in self.difficulties}
+        drawn = {d: 0 for d in self.difficulties}
         problems = []
         for index in range(count):
-            question, answer = generate_problem(rng, self.difficulty)
-            reference: dict[str, Any] = {"answer": answer, "question": question, "difficulty": self.difficulty}
-            problems.append(Problem(f"arithmetic/d{self.difficulty}/s{int(seed)}/{index}", format_prompt(question, self.cot), reference))
+            level = self.difficulties[index % len(self.difficulties)]
+            question, answer = generate_problem(streams[level], level)
+            reference: dict[str, Any] = {"answer": answer, "question": question, "difficulty": level}
+            problem_id = f"arithmetic/d{level}/s{int(seed)}/{drawn[level]}"
+            problems.append(Problem(problem_id, format_prompt(question, self.cot), reference))
+            drawn[level] += 1
         return take_subset(problems, subset)
 
     def problem_from_id(self, task_id: str) -> Problem | None:

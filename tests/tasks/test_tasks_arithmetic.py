@@ -89,3 +89,20 @@ def test_load_from_file(tmp_path):
     path.write_text('{"question": "1+1?", "answer": 2, "id": "q1"}\n')
     problems = get_task("arithmetic").load(path=str(path))
     assert problems[0].task_id == "q1" and problems[0].reference["answer"] == 2
+
+
+def test_mixed_difficulties_interleave_each_level_s_own_problems():
+    mixed = get_task("arithmetic", difficulty=[2, 3]).load(seed=0, subset=10)
+    twos = get_task("arithmetic", difficulty=2).load(seed=0, subset=5)
+    threes = get_task("arithmetic", difficulty=3).load(seed=0, subset=5)
+    assert [p.task_id for p in mixed[0::2]] == [p.task_id for p in twos]
+    assert [p.prompt for p in mixed[1::2]] == [p.prompt for p in threes]
+    assert [p.reference["difficulty"] for p in mixed] == [2, 3] * 5
+    task = get_task("arithmetic", difficulty=[2, 3])
+    assert task.problem_from_id(mixed[3].task_id).prompt == mixed[3].prompt
+
+
+@pytest.mark.parametrize("bad", [[], [2, 2], [4], [True], "2"])
+def test_bad_difficulty_lists_are_refused_by_name(bad):
+    with pytest.raises(ValueError, match="difficulty must be 1, 2 or 3"):
+        get_task("arithmetic", difficulty=bad)
