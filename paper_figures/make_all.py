@@ -3,8 +3,8 @@
     python paper_figures/make_all.py [--results DIR] [--out DIR]
 
 DIR defaults: experiments/results/cpu and paper_figures/out.  Runs each figure script in turn
-(each prints the numbers it plots; first the pre-registered primary test when DIR/primary.jsonl
-exists), then the toy-LM figures: the mixing study (from
+(each prints the numbers it plots; first the pre-registered tests when DIR/primary.jsonl and
+DIR/multistep.jsonl exist), then the toy-LM figures: the mixing study (from
 DIR/toy_mixing.jsonl), the sampler comparison of the SMC issue (from
 experiments/results/compare_samplers.jsonl) and the mixing study on SmolLM2 (DIR/mixing/, when
 present: `experiments/mixing_study.py` is not part of `reproduce_cpu.py`).  Exits non-zero if any script failed.
@@ -31,10 +31,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
     jobs = [[script, "--results", str(args.results), "--out", str(args.out)] for script in SCRIPTS]
-    if (args.results / "primary.jsonl").exists():  # the pre-registered test (docs/results.md) runs on its own
-        jobs.insert(0, ["primary.py", "--results", str(args.results), "--out", str(args.out)])
-    else:
-        print(f"skipping primary.py: no {args.results / 'primary.jsonl'} (mcmc-llm run experiments/configs/cpu/primary.toml)")
+    tests = 0
+    for study in ("primary", "multistep"):  # the pre-registered tests (docs/results.md) run on their own, first
+        if (args.results / f"{study}.jsonl").exists():
+            tests += 1
+            jobs.insert(tests - 1, ["primary.py", "--study", study, "--results", str(args.results), "--out", str(args.out)])
+        else:
+            print(f"skipping primary.py --study {study}: no {args.results / (study + '.jsonl')} "
+                  f"(mcmc-llm run experiments/configs/cpu/{study}.toml)")
     jobs.append(["toy_mixing.py", "--results", str(args.results / "toy_mixing.jsonl"), "--out", str(args.out / "toy_mixing_tv.png")])
     jobs.append(["compare_samplers.py", "--out", str(args.out / "compare_samplers.png")])
     if (args.results / "mixing" / "reference.jsonl").exists():  # the mixing study runs on its own (~2 hours)

@@ -3,6 +3,12 @@ and committed before its records existed.
 
     python paper_figures/primary.py --pilot    # the cap rule: EOS shares of the length pilot per candidate cap
     python paper_figures/primary.py            # the primary test on primary.jsonl -> primary.png
+    python paper_figures/primary.py --study multistep [--pilot]   # the multi-step test, the same analysis
+                                               # on multistep.jsonl (pilot multistep_pilot.jsonl) -> multistep.png
+
+The multi-step test (docs/results.md, "The pre-registered multi-step test") is registered with the
+same cap rule, hypotheses and analysis, on 72 problems of arithmetic difficulties 2 and 3; it also
+reports both differences within each difficulty (descriptive: intervals, no test).
 
 The cap rule.  T is the smallest candidate cap (`CAPS`) at which at least `FINISH_SHARE` of the
 low-temperature pilot's outputs end with EOS within T tokens; if no candidate reaches it, the
@@ -41,7 +47,7 @@ from mcmc_llm.evaluation.multiplicity import holm_adjust
 from mcmc_llm.scripts import script_main
 from per_problem import Point, Store
 
-PRIMARY, PILOT = "primary", "primary_pilot"
+STUDIES = {"primary": ("primary", "primary_pilot"), "multistep": ("multistep", "multistep_pilot")}
 CAPS = (192, 240, 288, 336, 384)  # candidate caps: 6 blocks of B = T / 6 each
 FINISH_SHARE = 0.90
 POWER, LOW = "power", "low_temp"
@@ -66,8 +72,8 @@ def chosen_cap(shares: dict[int, float]) -> int:
     return min(cap for cap, share in shares.items() if share >= best - 0.01)
 
 
-def pilot(results) -> None:
-    recs = [r for r in records(results, PILOT) if r["method"] == LOW]
+def pilot(results, study: str = "primary") -> None:
+    recs = [r for r in records(results, STUDIES[study][1]) if r["method"] == LOW]
     shares = finish_shares(recs)
     print(f"length pilot: {len(recs)} low-temperature outputs at T_max = 512, "
           f"{len({r['task_id'] for r in recs})} problems")
@@ -93,21 +99,45 @@ def arm_profile(recs: list[dict], method: str) -> dict[str, float]:
     }
 
 
-def primary(results, out) -> None:
+def difficulty_of(task_id: str) -> str | None:
+    """"2" for "arithmetic/d2/s0/5"; None for another task's id."""
+    parts = str(task_id).split("/")
+    return parts[1][1:] if len(parts) == 4 and parts[0] == "arithmetic" and parts[1].startswith("d") else None
+
+
+def by_difficulty(labels: list[str], tasks: list[str], differences: list[np.ndarray]) -> None:
+    """Both differences within each arithmetic difficulty (descriptive: estimate and 95% interval)."""
+    levels = [difficulty_of(t) for t in tasks]
+    if len(set(levels)) < 2:
+        return
+    print("  by difficulty (descriptive, not tested):")
+    for level in sorted(set(levels), key=str):
+        mask = np.array([lv == level for lv in levels])
+        cells = []
+        for label, d in zip(labels, differences):
+            ci = bootstrap_interval(d[mask])
+            cells.append(f"{label.split(':')[0]} {ci.mean:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]")
+        print(f"    difficulty {level} ({int(mask.sum())} problems): " + "; ".join(cells))
+
+
+def primary(results, out, study: str = "primary") -> None:
     import matplotlib.pyplot as plt
 
     store = Store(results)
-    recs = store.raw(PRIMARY)
-    power, low = Point(PRIMARY, POWER), Point(PRIMARY, LOW)
+    name = STUDIES[study][0]
+    recs = store.raw(name)
+    if not recs:
+        raise SystemExit(f"{results / (name + '.jsonl')} not found or empty: mcmc-llm run experiments/configs/cpu/{name}.toml")
+    power, low = Point(name, POWER), Point(name, LOW)
     matched = round(store.tokens(power) / store.tokens(low))
     clipped = min(max(matched, 1), min(store.samples(low), LOW_SAMPLES))
     tests = [("H1: power - low temperature", power, low),
-             (f"H2: power - low temperature majority@{clipped} (equal tokens)", power, Point(PRIMARY, LOW, "majority", clipped))]
+             (f"H2: power - low temperature majority@{clipped} (equal tokens)", power, Point(name, LOW, "majority", clipped))]
     differences = [store.difference(a, b, GRADING) for _, a, b in tests]
     p_values = [sign_flip_p_value(d, num_resamples=FLIPS) for d in differences]
     adjusted = holm_adjust(p_values)
     problems = len(store.tasks(power))
-    print(f"primary test: {problems} problems, {GRADING} grading; tokens per output: power {store.tokens(power):.1f}, "
+    print(f"{study} test: {problems} problems, {GRADING} grading; tokens per output: power {store.tokens(power):.1f}, "
           f"low temperature {store.tokens(low):.1f}; matched N = {matched}" + ("" if matched == clipped else f" (clipped to {clipped})"))
     intervals = []
     for (label, _, _), d, p, h in zip(tests, differences, p_values, adjusted):
@@ -115,6 +145,7 @@ def primary(results, out) -> None:
         intervals.append(ci)
         verdict = "significant" if h < 0.05 else "not significant"
         print(f"  {label}: {ci.mean:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}], p = {p:.2g}, Holm p = {h:.2g} ({verdict})")
+    by_difficulty([label for label, _, _ in tests], store.tasks(power), differences)
     print(f"  {'arm':<10} {'outputs':>7} {'EOS':>6} {'length':>7} {'(finished)':>10} {'strict':>7} {'strict|finished':>15} "
           f"{'lenient':>8} {'fallback':>8} {'tokens/output':>13}")
     for arm in ARMS:
@@ -134,7 +165,7 @@ def primary(results, out) -> None:
     axis.set_ylim(-len(tests) + 0.5, 0.5)
     axis.set_yticks([-y for y in range(len(tests))], [t[0] for t in tests], fontsize=8)
     axis.set_xlabel(f"paired difference in {GRADING} accuracy, {problems} problems (95% bootstrap CI)")
-    save(figure, out, "primary.png")
+    save(figure, out, f"{name}.png")
 
 
 def main() -> None:
@@ -143,8 +174,15 @@ def main() -> None:
     pilot_only = "--pilot" in sys.argv
     if pilot_only:
         sys.argv.remove("--pilot")
+    study = "primary"
+    if "--study" in sys.argv:
+        at = sys.argv.index("--study")
+        study = sys.argv[at + 1] if at + 1 < len(sys.argv) else ""
+        if study not in STUDIES:
+            raise SystemExit(f"primary.py: --study must be one of {sorted(STUDIES)}, got {study!r}")
+        del sys.argv[at:at + 2]
     args = arguments(__doc__)
-    pilot(args.results) if pilot_only else primary(args.results, args.out)
+    pilot(args.results, study) if pilot_only else primary(args.results, args.out, study)
 
 
 if __name__ == "__main__":
