@@ -1,8 +1,21 @@
 """Figure and numbers of the mixing study on SmolLM2 (experiments/mixing_study.py).
 
 Reads experiments/results/cpu/mixing/{reference,mcmc,mcmc_extra,smc,accuracy}.jsonl and prints every number
-docs/results.md quotes; writes paper_figures/out/mixing_study.png (bias of four functionals
-against tokens per chain, one line per kernel, the reference's +-2 SE band in grey).
+docs/results.md quotes; writes paper_figures/out/mixing_study.png (four functionals against tokens
+per chain, one line per kernel; the reference as estimated from 4, 8 and 12 runs per problem, to
+show how far it drifts; and, for log p, the proven lower bound below).
+
+* A proven lower bound on E_{p^alpha}[log p].  On S_T (sequences ending with EOS within T tokens,
+  or reaching T) p sums to 1, so log Z(1) = 0, where Z(a) = sum_x p(x)^a.  log Z is convex in a
+  (a log-sum-exp of functions linear in a) with derivative E_{pi_a}[log p], so for alpha > 1
+
+      E_{pi_alpha}[log p] >= (log Z(alpha) - log Z(1)) / (alpha - 1) >= alpha / (alpha - 1) * log p(x)
+
+  for every x in S_T.  Per problem the script takes the x of largest log p found by any run of the
+  study (reference particles, chains, SMC draws; outputs outside S_T excluded) and averages over
+  problems.  No estimate enters: the bound holds whatever the reference's error (up to the
+  bfloat16 rounding of the stored log p).  A kernel whose mean log p is below it is below
+  p^alpha by at least the difference.
 
 * Reference E_{p^alpha}[f] per problem: Power-SMC particles of R runs pooled with weights
   Z_hat_r W_r^i (bias O(1/(R P))); its standard error by the jackknife over runs.  The study's
@@ -106,6 +119,29 @@ def reference_stability(rows: list[dict]) -> dict[int, dict]:
     return out
 
 
+ALPHA = 4.0  # the study's alpha (experiments/mixing_study.py)
+
+
+def in_support(row: dict) -> bool:
+    """Whether the row's output is in S_T: it ends with EOS or reaches the cap."""
+    return bool(row["ended"]) or row["length"] >= MAX_NEW_TOKENS
+
+
+def log_p_lower_bound(rows: list[dict], alpha: float = ALPHA) -> tuple[float, dict[int, float]]:
+    """alpha / (alpha - 1) * the largest log p found per problem (module docstring), and its mean."""
+    best: dict[int, float] = {}
+    for row in rows:
+        if in_support(row):
+            best[row["problem"]] = max(best.get(row["problem"], -np.inf), float(row["log_p"]))
+    bounds = {problem: alpha / (alpha - 1.0) * value for problem, value in best.items()}
+    return float(np.mean(list(bounds.values()))), bounds
+
+
+def absolute(entry: dict, reference: dict, name: str) -> float:
+    """A cell's mean (its bias plus the reference it was taken against)."""
+    return entry[name][0] + reference[name][0]
+
+
 def study(results: Path) -> dict:
     reference_rows = load(results / "reference.jsonl")
     estimates, modal = reference_estimates(reference_rows)
@@ -118,10 +154,11 @@ def study(results: Path) -> dict:
         cells[(row["kernel"], row["mcmc_steps"])].append(row)
     table = {}
     for (kernel, steps), rows in cells.items():
-        entry = {"tokens": float(np.mean([r["tokens_sampled"] for r in rows])), "chains": len(rows)}
+        entry = {"tokens": float(np.mean([r["tokens_sampled"] for r in rows])), "chains": len(rows), "own_se": {}}
         for name in FUNCTIONALS:
             mean, se = chain_estimates(rows, name, modal)
             entry[name] = (mean - reference[name][0], float(np.hypot(se, reference[name][1])))
+            entry["own_se"][name] = se
         table[(kernel, steps)] = entry
     smc_path = results / "smc.jsonl"
     smc = {}
@@ -131,14 +168,19 @@ def study(results: Path) -> dict:
             by_particles[row["particles"]].append(row)
         for particles, rows in by_particles.items():
             draws = [{**r["draw"], "problem": r["problem"]} for r in rows]
-            entry = {"tokens": float(np.mean([r["tokens_sampled"] for r in rows])), "chains": len(rows)}
+            entry = {"tokens": float(np.mean([r["tokens_sampled"] for r in rows])), "chains": len(rows), "own_se": {}}
             for name in FUNCTIONALS:
                 mean, se = chain_estimates(draws, name, modal)
                 entry[name] = (mean - reference[name][0], float(np.hypot(se, reference[name][1])))
+                entry["own_se"][name] = se
             smc[particles] = entry
     crn = common_random_numbers(cells, modal)
+    found = reference_rows + mcmc + [{**r["draw"], "problem": r["problem"]} for r in (load(smc_path) if smc_path.exists() else [])]
+    if (results / "accuracy.jsonl").exists():
+        found += load(results / "accuracy.jsonl")
+    bound, _ = log_p_lower_bound([r for r in found if r["problem"] in estimates])
     return {"reference": reference, "table": table, "smc": smc, "crn": crn, "problems": problems, "modal": modal,
-            "stability": reference_stability(reference_rows)}
+            "stability": reference_stability(reference_rows), "log_p_bound": bound}
 
 
 def common_random_numbers(cells, modal) -> dict:
@@ -226,6 +268,14 @@ def report(result: dict, comparison: dict) -> None:
             f"{entry[n][0]:>+13.3f} ({entry[n][1]:.3f}){'*' if abs(entry[n][0]) > critical * entry[n][1] else ' '}"
             for n in FUNCTIONALS)
         print(f"{'SMC P=' + str(particles):>16} {'-':>3} {entry['tokens']:>7.0f}{cells_text}")
+    bound = result["log_p_bound"]
+    print(f"proven lower bound on E_p^alpha[log p] (alpha/(alpha-1) x the best log p found, mean over problems): {bound:.3f}")
+    print("  kernel mean log p minus the bound (+- SE of the kernel's mean; below 0 = below p^alpha by at least that):")
+    for kernel in KERNEL_ORDER:
+        for steps in sorted(s for k, s in table if k == kernel):
+            gap = absolute(table[(kernel, steps)], reference, "log_p") - bound
+            se = table[(kernel, steps)]["own_se"]["log_p"]
+            print(f"    {kernel:>16} N={steps:<3}: {gap:+.3f} +- {se:.3f} (z = {gap / se:+.1f})")
     print("common random numbers, log p: var(paired diff) / (var(a) + var(b)), uniform vs kernel")
     for (kernel, steps), ratio in sorted(result["crn"].items(), key=lambda item: (item[0][1], item[0][0])):
         print(f"  N={steps:<3} {kernel:>16}: {ratio:.2f}")
@@ -248,29 +298,38 @@ def plot(result: dict, out: Path) -> None:
     table, reference = result["table"], result["reference"]
     figure, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     colors = dict(zip(KERNEL_ORDER, plt.get_cmap("tab10").colors))
+    drift = plt.get_cmap("Greys")
+    runs = sorted(result["stability"])
     for axis, name in zip(axes.flat, PLOTTED):
-        axis.axhspan(-2 * reference[name][1], 2 * reference[name][1], color="0.85", label="reference +-2 SE")
-        axis.axhline(0.0, color="0.4", linewidth=0.8)
+        for k in runs:  # the reference as more runs were added: its drift, which its SE does not cover
+            level = result["stability"][k][name][0]
+            axis.axhline(level, color=drift(0.35 + 0.6 * k / len(runs)), linestyle="--", linewidth=1.2,
+                         label=f"reference, {result['stability'][k]['runs'] // len(result['problems'])} runs per problem")
+        if name == "log_p":
+            axis.axhline(result["log_p_bound"], color="tab:red", linewidth=1.5,
+                         label="proven: E_p^alpha[log p] is above this line")
         for offset, kernel in enumerate(KERNEL_ORDER):
             steps = sorted(s for k, s in table if k == kernel)
             if not steps:
                 continue
             tokens = np.array([table[(kernel, s)]["tokens"] for s in steps]) * (1 + 0.02 * (offset - 3))
-            bias = np.array([table[(kernel, s)][name][0] for s in steps])
-            error = np.array([2 * table[(kernel, s)][name][1] for s in steps])
-            axis.errorbar(tokens, bias, yerr=error, marker="o", markersize=4, capsize=2, color=colors[kernel], label=kernel)
+            means = np.array([absolute(table[(kernel, s)], reference, name) for s in steps])
+            error = np.array([2 * table[(kernel, s)]["own_se"][name] for s in steps])
+            axis.errorbar(tokens, means, yerr=error, marker="o", markersize=4, capsize=2, color=colors[kernel], label=kernel)
         for particles, entry in sorted(result["smc"].items()):
-            axis.errorbar([entry["tokens"]], [entry[name][0]], yerr=[2 * entry[name][1]], marker="s", color="k",
-                          linestyle="none", capsize=2, alpha=0.4 + 0.3 * (particles > 4), label=f"Power-SMC, P={particles}")
+            axis.errorbar([entry["tokens"]], [absolute(entry, reference, name)], yerr=[2 * entry["own_se"][name]], marker="s",
+                          color="k", linestyle="none", capsize=2, alpha=0.4 + 0.3 * (particles > 4),
+                          label=f"Power-SMC, P={particles}")
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("tokens sampled per chain (per run for SMC)")
-        axis.set_ylabel(f"bias of {FUNCTIONALS[name]}")
+        axis.set_ylabel(f"mean {FUNCTIONALS[name]} (error bars: 2 SE)")
         axis.set_title(FUNCTIONALS[name])
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right center", fontsize=8)
-    figure.suptitle("Bias against p^alpha (Power-SMC reference), SmolLM2-135M, alpha=4, T=48, B=16; N_MCMC = 1, 3, 10, 32")
+    figure.suptitle("Block MH against p^alpha, SmolLM2-135M, alpha=4, T=48, B=16; N_MCMC = 1, 3, 10, 32\n"
+                    "dashed: the Power-SMC reference from 4, 8, 12 runs per problem (it drifts); red: a proven lower bound")
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     print(f"wrote {out}")
