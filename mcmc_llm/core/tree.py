@@ -58,25 +58,26 @@ def select(mask: torch.Tensor, new: Any, old: Any) -> Any:
     return map_structure(pick, new, old)
 
 
+def tensor_leaves(tree: Any) -> list[torch.Tensor]:
+    """The tensor leaves of `tree`, in `map_structure`'s order."""
+    leaves: list[torch.Tensor] = []
+
+    def collect(leaf):
+        if isinstance(leaf, torch.Tensor):
+            leaves.append(leaf)
+        return leaf  # the rebuilt tree is the same tree
+
+    map_structure(collect, tree)
+    return leaves
+
+
 def num_chains(position: Any) -> int:
-    """Size of the leading (chain) axis of the first tensor found in `position`."""
-    if isinstance(position, torch.Tensor):
-        if position.dim() == 0:
-            raise ValueError("a position must be batched over chains: got a 0-dimensional tensor")
-        return position.shape[0]
-    if dataclasses.is_dataclass(position) and not isinstance(position, type):
-        leaves = [getattr(position, f.name) for f in dataclasses.fields(position)]
-    elif isinstance(position, dict):
-        leaves = list(position.values())
-    elif isinstance(position, (tuple, list)):
-        leaves = list(position)
-    else:
-        leaves = []
-    for leaf in leaves:
-        try:
-            return num_chains(leaf)
-        except ValueError:
-            continue
+    """Size of the leading (chain) axis of the first tensor with one found in `position`."""
+    if isinstance(position, torch.Tensor) and position.dim() == 0:
+        raise ValueError("a position must be batched over chains: got a 0-dimensional tensor")
+    for leaf in tensor_leaves(position):
+        if leaf.dim() > 0:
+            return leaf.shape[0]
     raise ValueError(f"no tensor with a chain axis found in position of type {type(position).__name__}")
 
 
@@ -94,10 +95,7 @@ def concat_chains(trees: Sequence[Any]) -> Any:
 def concat_padded(trees: Sequence[Any]) -> Any:
     """`concat_chains` of trees whose 2-D leaves (per-token records [C, W]) may differ in width W:
     those are right-padded with zeros to the widest first."""
-    widths = []
-    for tree in trees:
-        map_tensors(lambda leaf: widths.append(leaf.shape[1]) if leaf.dim() == 2 else None, tree)
-    width = max(widths, default=0)
+    width = max((leaf.shape[1] for tree in trees for leaf in tensor_leaves(tree) if leaf.dim() == 2), default=0)
     pad = lambda leaf: torch.nn.functional.pad(leaf, (0, width - leaf.shape[1])) if leaf.dim() == 2 else leaf  # noqa: E731
     return concat_chains([map_tensors(pad, tree) for tree in trees])
 
@@ -121,7 +119,8 @@ def scatter_chains(tree: Any, rows: torch.Tensor, sub_tree: Any) -> Any:
 
 
 def flatten_info(info: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Flatten a step's info record into `{name: tensor[C]}`.
+    """Flatten a step's info record into `{name: tensor[C]}` (the one walk that needs leaf paths,
+    so it does not go through `map_structure`).
 
     NamedTuple fields and dict entries keep their names; nested records of a cycle are
     prefixed by their position (`k0.accepted`, `k1.accepted`, ...).  Non-tensor leaves are dropped.
