@@ -6,7 +6,7 @@ For each batch size C: start C copies of a prompt of P tokens, decode `--warmup`
 `--steps` steps of `lm.advance` (one forward pass, the LM head and the log-softmax over the
 vocabulary, which every sampler needs), per variant, in rounds that alternate the variants so a
 change in machine load moves all alike.  Variants: "dynamic" and "static" (the engines, with the
-model's default linear layers: packed on a float32 CPU, `mcmc_llm.lm.packed_linear`), and
+model's default linear layers: packed on a float32 CPU, `mcmc_llm.lm.hf.packed_linear`), and
 "static_unpacked" (static on `torch.nn.functional.linear`) when the default packs.  Reported per
 variant: median milliseconds per step over the rounds, tokens/s (C per step), and the step's
 bandwidth limit
@@ -17,7 +17,7 @@ the time a step needs just to read every weight once and every row's cache once,
 bandwidth measured here by copying a large buffer (bytes read + written per second).  On a GPU the
 issue's target is the 7B step within 3x of this limit at batch 64.
 
-Graph modes (`--graphs`, `mcmc_llm.lm.hf_decode_step`): each mode other than "off" adds a variant
+Graph modes (`--graphs`, `mcmc_llm.lm.hf.decode_step`): each mode other than "off" adds a variant
 "static_<mode>", the static engine with its static-shape step ("eager", or "compiled": compiled
 whole, captured as CUDA graphs on CUDA); its first call's time per bucket (compilation and
 capture) is reported as `capture_s`.  `--hf-generate` also times transformers' own `generate` on

@@ -81,9 +81,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--engine", choices=("auto", "static", "dynamic"), default="auto",
                         help="decoding engine of a transformers model (mcmc_llm.lm.hf); auto: static where supported")
     parser.add_argument("--packed-linear", choices=("auto", "on", "off"), default="auto",
-                        help="float32 CPU linear layers on oneDNN-packed weights (mcmc_llm.lm.packed_linear); all runs, (c) included")
+                        help="float32 CPU linear layers on oneDNN-packed weights (mcmc_llm.lm.hf.packed_linear); all runs, (c) included")
     parser.add_argument("--graphs", choices=("auto", "off", "eager", "compiled"), default="auto",
-                        help="the static engine's decoding step (mcmc_llm.lm.hf_decode_step; auto: compiled on CUDA)")
+                        help="the static engine's decoding step (mcmc_llm.lm.hf.decode_step; auto: compiled on CUDA)")
     parser.add_argument("--compare-engine", action="store_true", help="add (b''): the sampler on the other engine, one run")
     parser.add_argument("--project-length", type=float, default=None,
                         help="expected output length for the MATH500 projection (default: the paper's cap, 3072: an upper bound)")

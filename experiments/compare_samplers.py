@@ -38,14 +38,15 @@ from mcmc_llm.commands.common import add_threads_argument
 from mcmc_llm.core.random import make_generator
 from mcmc_llm.diagnostics.exact import count_states, total_variation, tv_noise_floor
 from mcmc_llm.lm.exact import power_law, tempered_law
-from mcmc_llm.lm.support import ExactLaw
+from mcmc_llm.lm.exact.support import ExactLaw
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.threads import configure_threads
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.scripts import keeping, quick_output, script_main
-from mcmc_llm.smc import RolloutConfig, SMCConfig, power_smc, rollout_sample
+from mcmc_llm.rollout import RolloutConfig, rollout_sample
+from mcmc_llm.smc import SMCConfig, power_smc
 from resume import completed_keys  # sibling module: experiments/resume.py
 
 RESULTS = Path(__file__).parent / "results"
@@ -176,7 +177,7 @@ def rollout_conditional_bias(model: str, n: int, alpha: float, prefix, rollouts:
                              copies: int, seed: int, candidates: int | None = None) -> dict:
     """TV(E[pi_hat(. | prefix)], pi_alpha(. | prefix)), E estimated over `copies` independent estimates."""
     from mcmc_llm.lm.sequences import SequenceBatch
-    from mcmc_llm.smc import rollout_next_token_probs
+    from mcmc_llm.rollout import rollout_next_token_probs
 
     lm = load_toy(model)
     law = power_law(lm, n, alpha)

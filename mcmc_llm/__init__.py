@@ -9,8 +9,10 @@ Where things live (each folder holds one kind of piece):
 * `kernels/`     Markov kernels: Metropolis–Hastings, cycles and mixtures;
 * `drivers/`     what runs chains: `run_chains` for any kernel, `power_sample` (Algorithm 1, lock-step
                  or asynchronous with pre-fetching);
-* `lm/`          language-model backends, the one generation path, token sequences as positions;
-* `smc/`         Power-SMC and the rollout sampler;
+* `lm/`          the language-model protocol, toy models, the one generation path, token sequences
+                 as positions; the transformers backend (`lm/hf/`), exact laws by enumeration (`lm/exact/`);
+* `smc/`         Power-SMC;
+* `rollout/`     the rollout sampler (look-ahead, no Markov chain);
 * `diagnostics/`, `tasks/`, `evaluation/`, `commands/` (the CLI).
 
 Writing your own cut rule, proposal or target: every name it needs is in `mcmc_llm.authoring`
@@ -25,7 +27,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Cycle": "kernels.compose", "Mixture": "kernels.compose", "MetropolisHastings": "kernels.mh",
-    "run_chains": "drivers.chains", "power_sample": "drivers.power", "PowerSamplerConfig": "drivers.power",
+    "run_chains": "drivers.chains", "power_sample": "drivers.power", "PowerSamplerConfig": "drivers.power_config",
     "make_generator": "core.random", "Streams": "core.random", "Trace": "core.trace", "Kernel": "core.protocols",
     "Move": "core.protocols", "Proposal": "core.protocols", "SuffixProposal": "core.protocols", "Target": "core.protocols",
 }

@@ -19,7 +19,8 @@ docs/howto_custom_kernels.md.
 from mcmc_llm.core.protocols import Move, Sampler
 from mcmc_llm.core.random import categorical, split, uniform
 from mcmc_llm.drivers.chains import run_chains
-from mcmc_llm.drivers.power import PowerSamplerConfig, Stage, power_sample
+from mcmc_llm.drivers.power import power_sample
+from mcmc_llm.drivers.power_config import PowerSamplerConfig, Stage
 from mcmc_llm.kernels.compose import Cycle, Mixture
 from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.lm.exact import power_law, sample_exact

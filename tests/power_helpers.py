@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mcmc_llm.lm.support import ExactLaw
+from mcmc_llm.lm.exact.support import ExactLaw
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.testing import ChiSquareResult, chi_square_check, counts_from_samples, samples_to_detect_tv_for_pmf
 

@@ -302,7 +302,7 @@ def sequence_fields(final, lm, args: argparse.Namespace) -> list[dict]:
     """Per row of the SequenceBatch `final`: `tokens` (EOS included if emitted), `text` (special
     tokens left out unless --keep-special-tokens), `length`, `ended_with_eos`, `log_p`, and with
     --token-logprobs `token_logprobs` (per-token base log-probabilities summing to `log_p`)."""
-    from mcmc_llm.drivers.power import token_log_probs
+    from mcmc_llm.drivers.power_result import token_log_probs
     from mcmc_llm.lm.text import completion_text
 
     skip = not getattr(args, "keep_special_tokens", False)

@@ -14,7 +14,7 @@ import sys
 
 from mcmc_llm.commands.common import add_threads_argument, progress_enabled, quiet_libraries
 from mcmc_llm.lm import exact, registry
-from mcmc_llm.lm.support import DEFAULT_MAX_SUPPORT, enumerate_support, support_size_bound
+from mcmc_llm.lm.exact.support import DEFAULT_MAX_SUPPORT, enumerate_support, support_size_bound
 from mcmc_llm.lm.toy import TOY_MODELS
 
 NAME = "exact"

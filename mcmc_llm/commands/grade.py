@@ -20,6 +20,10 @@ command exit 1 after printing everything, with one line on stderr counting them.
 raises on a record is that record's "error" ("grader failed: ...", counted in `skipped_reasons`);
 the other records are graded and the command exits 0.
 HumanEval code runs only in `mcmc_llm.sandbox` (in parallel with --workers).
+`--grader authors` (gpqa, humaneval) grades with the reference code's graders instead of the task's
+own (`mcmc_llm.tasks.authors_graders`); the summary then says `"grader": "authors"` and how power
+records were decoded (`grader_note`).  `--tokenizer` (the model's tokenizer, hub id or directory)
+decodes the stored ids as the reference did.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -68,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", default="mcmc_llm", help="alpacaeval: generator (model) name in --outputs")
     parser.add_argument("--annotate", action="store_true",
                         help="alpacaeval: run alpaca_eval's annotator on --outputs (needs alpaca_eval and an API key)")
+    parser.add_argument("--grader", choices=("ours", "authors"), default="ours",
+                        help="ours: the task's own grader; authors: the reference code's grader (gpqa, humaneval; "
+                             "docs/tasks.md)")
+    parser.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
+                        help="--grader authors: the model's tokenizer (hub id or local directory), to decode the stored "
+                             "token ids as the reference code did (power records: prompt + generation)")
 
 
 def _read_input(path: str) -> list[dict]:
@@ -114,7 +125,8 @@ def _malformed(record: dict) -> tuple[str, str] | None:
     return None
 
 
-def _grade_one(task, problems: dict, record: dict) -> dict:
+def _grade_one(task, problems: dict, record: dict, grade=None) -> dict:
+    """The output line of one record; `grade(problem, record, completion)` grades it (default: the task's grader)."""
     from mcmc_llm.tasks.base import GradeResult
 
     task_id = record.get("task_id")
@@ -134,7 +146,7 @@ def _grade_one(task, problems: dict, record: dict) -> dict:
             result = GradeResult(False, "error", f"line {record['_line']}: unknown task_id {task_id!r} for task {task.name!r}")
         else:
             try:
-                result = task.grade(problem, completion)
+                result = grade(problem, record, completion) if grade is not None else task.grade(problem, completion)
             except Exception as error:  # one bad record must not stop the run
                 reason = "grader failed"
                 result = GradeResult(False, "error", f"grader failed: {error!r}")
@@ -195,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_flags(args)
     task = get_task(args.task, **dict(args.option))
+    grade, note = _grader(args, task)
     records = _read_input(args.input)
     if not records:
         raise ValueError(f"--input {args.input} holds no records (expected JSON lines of {{\"task_id\", \"completion\"}})")
@@ -206,9 +219,9 @@ def run(args: argparse.Namespace) -> int:
         problems = {}
     if task.name == "humaneval" and args.workers > 1:
         with ThreadPoolExecutor(max_workers=args.workers) as pool:
-            results = list(pool.map(lambda r: _grade_one(task, problems, r), records))
+            results = list(pool.map(lambda r: _grade_one(task, problems, r, grade), records))
     else:
-        results = [_grade_one(task, problems, r) for r in records]
+        results = [_grade_one(task, problems, r, grade) for r in records]
     reasons = [r.pop("_reason", None) or UNGRADED.get(r["status"]) for r in results]
     skipped = Counter(reason for reason in reasons if reason)
     malformed = Counter(reason for reason in reasons if reason in INPUT_ERRORS)
@@ -222,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
                      "passed": sum(bool(r["passed"]) for r in graded),
                      "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped),
                      "statuses": dict(Counter(r["status"] for r in results)),
-                     **_scores(graded, args.pass_at), "accuracy_denominator": DENOMINATOR}
+                     **_scores(graded, args.pass_at), "accuracy_denominator": DENOMINATOR,
+                     "grader": args.grader, **({"grader_note": note} if note else {})}
     methods = [record.get("method") for record, result in zip(records, results) if result["status"] not in UNGRADED]
     if any(method is not None for method in methods):
         by_method: dict = defaultdict(list)
@@ -242,6 +256,51 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+class _LockedTokenizer:
+    """A tokenizer shared by the --workers threads: one call at a time."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer, self._lock = tokenizer, threading.Lock()
+
+    def __call__(self, text):
+        with self._lock:
+            return self._tokenizer(text)
+
+    def decode(self, ids, **options):
+        with self._lock:
+            return self._tokenizer.decode(ids, **options)
+
+
+def _load_tokenizer(spec: str):
+    try:
+        from transformers import AutoTokenizer
+
+        return _LockedTokenizer(AutoTokenizer.from_pretrained(spec))
+    except Exception as error:  # missing files, no network, not a tokenizer
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"--tokenizer {spec}: could not load a tokenizer ({reason})") from None
+
+
+def _grader(args: argparse.Namespace, task):
+    """(grade function or None for the task's own grader, note for the summary or None)."""
+    from mcmc_llm.tasks.authors_graders import AUTHORS_TIMEOUT_S, check_grader, grade_authors
+
+    check_grader(args.grader, task.name)
+    if args.grader == "ours":
+        if args.tokenizer is not None:
+            raise ValueError("--tokenizer applies to --grader authors only")
+        return None, None
+    if task.name == "humaneval" and "timeout_s" not in dict(args.option):
+        task.timeout_s = AUTHORS_TIMEOUT_S  # the reference harness's limit
+    tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer is not None else None
+    if tokenizer is not None:
+        note = f"stored token ids decoded with the tokenizer {args.tokenizer}; power records: prompt + generation"
+    else:
+        note = ("no --tokenizer: the completion stands for the generated text; power records: "
+                + ("prompt text + completion" if task.name == "humaneval" else "the completion"))
+    return (lambda problem, record, completion: grade_authors(task, problem, record, tokenizer)), note
 
 
 def _alpaca_outputs(args, task, problems: dict, records: list[dict]) -> str:

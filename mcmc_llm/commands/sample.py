@@ -14,7 +14,7 @@ from mcmc_llm.commands.common import (
     prepare_sample_run, print_records, sequence_fields, write_jsonl,
 )
 from mcmc_llm.proposals.cut_rules import CUT_RULES
-from mcmc_llm.drivers.power import BATCHING, RATIOS
+from mcmc_llm.drivers.power_config import BATCHING, RATIOS
 from mcmc_llm.smc.power_smc import REJUVENATION_POINTS
 
 NAME = "sample"

@@ -44,7 +44,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def sampler_config(args: argparse.Namespace):
     """The `SMCConfig` or `RolloutConfig` of `args.sampler`, every field from its flag."""
-    from mcmc_llm.smc import RolloutConfig, SMCConfig
+    from mcmc_llm.rollout import RolloutConfig
+    from mcmc_llm.smc import SMCConfig
 
     config_class = SMCConfig if args.sampler == "smc" else RolloutConfig
     return config_class(**{
@@ -53,7 +54,8 @@ def sampler_config(args: argparse.Namespace):
 
 
 def run_sampler(args: argparse.Namespace) -> int:
-    from mcmc_llm.smc.outputs import rollout_chains, smc_chains
+    from mcmc_llm.rollout.outputs import rollout_chains
+    from mcmc_llm.smc.outputs import smc_chains
 
     _check_flags(args)
     config = sampler_config(args)

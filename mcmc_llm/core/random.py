@@ -118,14 +118,20 @@ class Streams:
         return torch.from_numpy(self._words.view(np.int64))
 
     @staticmethod
-    def for_chains(seed: int, prompt_index, chain_index) -> "Streams":
-        """Streams of chains addressed by (seed, prompt index, chain index), each [C] or broadcastable."""
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        prompt_index, chain_index = torch.broadcast_tensors(
-            torch.as_tensor(prompt_index, dtype=torch.int64), torch.as_tensor(chain_index, dtype=torch.int64)
+    def for_chains(seed, prompt_index, chain_index) -> "Streams":
+        """Streams of chains addressed by (seed, prompt index, chain index), each [C] or broadcastable.
+        `seed` is one int >= 0 for every chain, or a sequence of them, one per chain (per-problem
+        seeds: a chain's stream then depends on its own problem's seed only)."""
+        seeds = list(seed) if isinstance(seed, (list, tuple, np.ndarray, torch.Tensor)) else [seed]
+        for value in seeds:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"seed must be a non-negative integer, got {value!r}")
+        words = np.asarray([int(value) & _MASK64 for value in seeds], dtype=np.uint64)
+        prompt_index, chain_index, _ = torch.broadcast_tensors(
+            torch.as_tensor(prompt_index, dtype=torch.int64), torch.as_tensor(chain_index, dtype=torch.int64),
+            torch.zeros(len(seeds) if len(seeds) > 1 else 1, dtype=torch.int64),
         )
-        root = np.broadcast_to(_mix(_word(seed)), tuple(prompt_index.shape))
+        root = np.broadcast_to(_mix(words if len(seeds) > 1 else words[0]), tuple(prompt_index.shape))
         return Streams(_combine(_combine(root, prompt_index), chain_index))
 
     def __len__(self) -> int:

@@ -1,8 +1,8 @@
 """Experiment configs: a TOML file read into frozen dataclasses, validated key by key.
 
     [model]     spec, device, dtype, chat_template, eos_token_ids, threads, engine, packed_linear, graphs
-    [task]      name, path, subset, seed, options, prompt_format, chat_template
-    [sampling]  max_new_tokens, samples_per_problem, seed, batch_size, problems_per_call
+    [task]      name, path, subset, seed, options, prompt_format, chat_template, chat_tokenization
+    [sampling]  max_new_tokens, samples_per_problem, seed, batch_size, problems_per_call, seeding, max_rows
     [[methods]] name, kind, samples, max_new_tokens, + the keys of the kind (`method_config.METHOD_KEYS`)
     [output]    path
     [scaleout]  workers, gpus_per_worker, address
@@ -31,6 +31,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 ENGINES = ("auto", "static", "dynamic")  # `HFLanguageModel.ENGINES` (not imported: configs load without torch)
 PACKED_LINEAR = ("auto", "on", "off")  # `mcmc_llm.lm.packed_linear.MODES` (likewise)
 GRAPHS = ("auto", "off", "eager", "compiled")  # `mcmc_llm.lm.hf_decode_step.GRAPH_MODES` (likewise)
+CHAT_TOKENIZATIONS = ("ours", "authors")  # `mcmc_llm.lm.chat_encoding.CHAT_TOKENIZATIONS` (likewise)
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,7 @@ class TaskConfig:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     prompt_format: str = "default"  # the task's `prompt_format` option (`mcmc_llm.tasks.registry.PROMPT_FORMATS`)
     chat_template: bool | None = None  # this task's prompts in the chat template or not; None: [model] chat_template
+    chat_tokenization: str = "ours"  # how a chat-templated prompt becomes ids (`mcmc_llm.lm.chat_encoding`)
 
     def build_options(self) -> dict[str, Any]:
         """The task's constructor options: `options`, plus `prompt_format` unless it is the default."""
@@ -73,13 +75,25 @@ class TaskConfig:
         return options
 
 
+SEEDINGS = ("per_call", "per_problem")
+
+
+def _problems_per_call_check(value):
+    if value == "auto":
+        return None
+    problem = checks.integer(1)(value)
+    return f"{problem} or \"auto\"" if problem else None
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     max_new_tokens: int = 512
     samples_per_problem: int = 1
     seed: int = 0
     batch_size: int = 1
-    problems_per_call: int = 1
+    problems_per_call: int | str = 1  # or "auto" (seeding = "per_problem"): as many as `max_rows` holds
+    seeding: str = "per_call"
+    max_rows: int | None = None  # the row budget of "auto" (None: from free memory, `mcmc_llm.lm.memory`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,19 +128,25 @@ class ExperimentConfig:
 
     def fingerprint(self, method_name: str) -> str:
         """Hash of everything a record of `method_name` depends on besides its key and the problem
-        text: model, task name/seed/options, sampling seed and batch size, the method's settings
+        text: model, task name/seed/options, sampling seed, batch size and seeding (and, with per-call
+        seeds, the problems per call, which then change the draws), the method's settings
         (and its sample count when batch_size > 1, since groups then depend on it), the prompt
-        format and the EOS sets.  Device, task path and subset are left out, so a run can move
-        device or grow its subset and resume.  Settings added later (EOS sets, prompt format) enter
+        format, the chat tokenization (when prompts may go through the chat template) and the EOS
+        sets.  Device, task path and subset are left out, so a run can move device or grow its
+        subset and resume.  Settings added later (EOS sets, prompt format, chat tokenization) enter
         only when they differ from their defaults, so older records keep their fingerprints."""
         entry = self.method(method_name)
         content = {
             "model": [self.model.spec, self.model.dtype, self.chat_template]
             + ([{"eos_token_ids": list(self.model.eos_token_ids)}] if self.model.eos_token_ids is not None else []),
             "task": [self.task.name, self.task.seed, self.task.options]
-            + ([{"prompt_format": self.task.prompt_format}] if self.task.prompt_format != "default" else []),
+            + ([{"prompt_format": self.task.prompt_format}] if self.task.prompt_format != "default" else [])
+            + ([{"chat_tokenization": self.task.chat_tokenization}]
+               if self.task.chat_tokenization != "ours" and self.chat_template is not False else []),
             "sampling": [self.sampling.seed, self.sampling.batch_size]
-            + ([self.sampling.problems_per_call] if self.sampling.problems_per_call != 1 else []),
+            + ([self.sampling.problems_per_call]
+               if self.sampling.seeding == "per_call" and self.sampling.problems_per_call != 1 else [])
+            + ([{"seeding": self.sampling.seeding}] if self.sampling.seeding != "per_call" else []),
             "method": [entry.name, entry.method.settings(), entry.samples if self.sampling.batch_size > 1 else None]
             + ([{"eos_token_ids": list(entry.eos_token_ids)}] if entry.eos_token_ids is not None else []),
         }
@@ -187,6 +207,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
         options=dict(t.get("options", checks.table, {})),
         prompt_format=t.get("prompt_format", _prompt_format_check(name), "default"),
         chat_template=t.get("chat_template", checks.boolean),
+        chat_tokenization=t.get("chat_tokenization", checks.choice(CHAT_TOKENIZATIONS), "ours"),
     )
     if t.has("prompt_format") and "prompt_format" in task.options:
         problems.append("task.prompt_format: also given in task.options; give it once (as task.prompt_format)")
@@ -196,8 +217,15 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Experime
         max_new_tokens=t.get("max_new_tokens", checks.integer(1), 512),
         samples_per_problem=t.get("samples_per_problem", checks.integer(1), 1),
         seed=t.get("seed", checks.integer(0), 0), batch_size=t.get("batch_size", checks.integer(1), 1),
-        problems_per_call=t.get("problems_per_call", checks.integer(1), 1),
+        problems_per_call=t.get("problems_per_call", _problems_per_call_check, 1),
+        seeding=t.get("seeding", checks.choice(SEEDINGS), "per_call"),
+        max_rows=t.get("max_rows", checks.integer(1)),
     )
+    if sampling.problems_per_call == "auto" and sampling.seeding != "per_problem":
+        problems.append("sampling.problems_per_call = \"auto\" needs sampling.seeding = \"per_problem\" (with "
+                        "per-call seeds the grouping of problems changes the draws, so it must be fixed)")
+    if sampling.max_rows is not None and sampling.problems_per_call != "auto":
+        problems.append("sampling.max_rows is the row budget of problems_per_call = \"auto\"; it has no effect here")
     t.done()
     t = sections["output"]
     output_path = t.get("path", checks.string, required=True)
@@ -243,7 +271,7 @@ def smoke_document(document: Mapping[str, Any], *, problems: int = 2, max_new_to
     sampling["max_new_tokens"] = max_new_tokens
     sampling["samples_per_problem"] = min(samples, sampling.get("samples_per_problem", 1))
     sampling["batch_size"] = min(samples, sampling.get("batch_size", 1))
-    if "problems_per_call" in sampling:
+    if isinstance(sampling.get("problems_per_call"), int):
         sampling["problems_per_call"] = min(problems, sampling["problems_per_call"])
     for method in document.get("methods", []):
         method.pop("max_new_tokens", None)

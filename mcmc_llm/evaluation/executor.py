@@ -3,7 +3,8 @@
 A `WorkUnit` is one `method.generate` call: a group of sample indices of one method on one or
 more consecutive problems, with the seed derived from its key (`mcmc_llm.evaluation.runner`
 plans the units and explains the seeds).  A `UnitExecutor` holds the model, the task and the
-methods, and runs units: it encodes each problem's prompt with the model (`lm.encode_prompt`),
+methods, and runs units: it encodes each problem's prompt with the model (`lm.encode_prompt`, or
+the reference code's chat tokenization with `[task] chat_tokenization = "authors"`),
 clears the model's prefix cache, generates, decodes (`lm.decode`, EOS stripped), grades and
 returns one record per missing key.  EOS sets: `[model] eos_token_ids` replaces the model's own
 (for a pre-built `lm` too), and a method's `eos_token_ids` replaces that for the method alone
@@ -144,8 +145,11 @@ class UnitExecutor:
         return self._method_lms.get(method, self.lm)
 
     def prompt_ids(self, problem) -> list[int]:
+        """The problem's prompt ids (`[task] chat_tokenization`: `mcmc_llm.lm.chat_encoding`)."""
         if problem.task_id not in self._prompts:
-            self._prompts[problem.task_id] = self.lm.encode_prompt(problem.prompt)
+            from mcmc_llm.lm.chat_encoding import encode_task_prompt
+
+            self._prompts[problem.task_id] = encode_task_prompt(self.lm, problem.prompt, self.config.task.chat_tokenization)
         return self._prompts[problem.task_id]
 
     def check_prompts_fit(self, problems: Iterable) -> None:

@@ -316,10 +316,10 @@ def load_model(
     engine: the decoding engine of a transformers model ("auto", "static", "dynamic"; see
     `HFLanguageModel`); None keeps "auto".  Results do not depend on it.
     packed_linear: "auto", "on" or "off": float32 CPU linear layers of a transformers model on
-    oneDNN-packed weights (`mcmc_llm.lm.packed_linear`); None keeps "auto".  It changes speed
+    oneDNN-packed weights (`mcmc_llm.lm.hf.packed_linear`); None keeps "auto".  It changes speed
     and float32 summation order only.
     graphs: the decoding step of a transformers model's static engine ("auto", "off", "eager",
-    "compiled"; `mcmc_llm.lm.hf_decode_step`); None keeps "auto" (compiled on CUDA, else off).
+    "compiled"; `mcmc_llm.lm.hf.decode_step`); None keeps "auto" (compiled on CUDA, else off).
     threads: torch's CPU threads, set before loading by `mcmc_llm.lm.threads.configure_threads`
     (the policy of every command): `threads` when given; else OMP_NUM_THREADS / MKL_NUM_THREADS
     when set; else 1 on a CPU run (replacing any earlier `torch.set_num_threads`) and torch's

@@ -29,12 +29,13 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 from mcmc_llm.core.random import make_generator
-from mcmc_llm.drivers.power import BATCHING, PowerSamplerConfig, Stage, default_proposal, power_sample
+from mcmc_llm.drivers.power import default_proposal, power_sample
+from mcmc_llm.drivers.power_config import BATCHING, PowerSamplerConfig, Stage
 from mcmc_llm.kernels.mh import MetropolisHastings
 from mcmc_llm.lm.exact import power_law, sample_exact
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
-from mcmc_llm.lm.support import ExactLaw
+from mcmc_llm.lm.exact.support import ExactLaw
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.proposals.cut_rules import CutRule
 from mcmc_llm.targets.sequence import PowerTarget

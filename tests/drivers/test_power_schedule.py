@@ -99,3 +99,20 @@ def test_continuous_batching_records_the_lockstep_trace_layout():
     assert (length[:, 1:][~accepted[:, 1:]] == before[~accepted[:, 1:]]).all()
     assert (length[:, -1] == [len(s) for s in runs["continuous"].sequences()]).all()
     assert (fast.stats["stage"] == slow.stats["stage"]).all()
+
+
+def test_the_power_module_re_exports_its_pieces():
+    """`mcmc_llm.drivers.power` runs the sampler; its config, budget formula and result type live in
+    their own modules and stay importable from it, as the same objects (pickles and user code name it)."""
+    from mcmc_llm.drivers import power, power_budget, power_config, power_result
+
+    moved = {
+        power_config: ("BATCHING", "RATIOS", "PowerSamplerConfig", "Stage", "check_proposal_settings"),
+        power_budget: ("power_token_budget",),
+        power_result: ("PowerSampleResult", "token_log_probs"),
+    }
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(power, name) is getattr(module, name), name
+            assert name in power.__all__, name
+    assert all(hasattr(power, name) for name in power.__all__)

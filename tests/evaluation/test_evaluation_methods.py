@@ -19,8 +19,10 @@ from mcmc_llm.evaluation.results import summarize
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.drivers.power import PowerSamplerConfig
-from mcmc_llm.smc.outputs import rollout_chains, smc_chains
-from mcmc_llm.smc import RolloutConfig, SMCConfig
+from mcmc_llm.rollout import RolloutConfig
+from mcmc_llm.rollout.outputs import rollout_chains
+from mcmc_llm.smc.outputs import smc_chains
+from mcmc_llm.smc import SMCConfig
 from mcmc_llm.tasks import pass_at_k
 
 POWER = PowerSamplerConfig(alpha=4.0, block_size=4, max_new_tokens=8, mcmc_steps=2)

@@ -1,11 +1,16 @@
 """The GPU recipe's configs (experiments/configs/gpu/): Table 1 with our settings (12, top level),
-Table 1 with the authors' exact settings (authors/, 12), the GRPO checkpoint (grpo/), pass@k with 16
-samples (passk/) and the alpha / N_MCMC ablations (ablations/).
+Table 1 with the authors' exact settings (authors/, 12), the GRPO checkpoint (grpo/; with the
+authors' settings: authors/grpo/), pass@k with 16 samples (passk/) and the alpha / N_MCMC ablations
+(ablations/).
 
 Fast tests: every config loads and validates, and holds the settings of the table in
 docs/reproduce_gpu.md (mirrored below): prompt format per model and task, the AlpacaEval target
 exponent (alpha = 2 with proposal temperature 0.5, as the authors' power_samp_alpaca.py), what
-follows the authors and what is ours, and a file:line citation on every setting taken from their code.
+follows the authors and what is ours (their chat tokenization, their low-temperature baseline both
+as main runs it and as published: greedy), and a file:line citation on every setting taken from
+their code.  One more test checks the premise of the "as published" arm on a tiny random model:
+transformers' `generate(temperature=0.25)` without `do_sample`, under a generation_config that
+leaves do_sample unset, decodes greedily.
 
 Slow test: every Table 1 config and one config of each new kind (authors, GRPO, pass@k, ablation)
 run end to end through `mcmc-llm run --smoke` on tiny random models of the same architectures
@@ -31,9 +36,10 @@ GPU = ROOT / "experiments" / "configs" / "gpu"
 CONFIGS = sorted(GPU.glob("*.toml"))  # Table 1, our settings
 AUTHORS = sorted((GPU / "authors").glob("*.toml"))  # Table 1, the authors' exact settings
 GRPO = sorted((GPU / "grpo").glob("*.toml"))
+AUTHORS_GRPO = sorted((GPU / "authors" / "grpo").glob("*.toml"))  # the GRPO row with the authors' settings
 PASSK = sorted((GPU / "passk").glob("*.toml"))
 ABLATIONS = sorted((GPU / "ablations").glob("*.toml"))
-EVERY = CONFIGS + AUTHORS + GRPO + PASSK + ABLATIONS
+EVERY = CONFIGS + AUTHORS + GRPO + AUTHORS_GRPO + PASSK + ABLATIONS
 
 MODELS = {"qwen2.5-math-7b": "hf:Qwen/Qwen2.5-Math-7B", "qwen2.5-7b": "hf:Qwen/Qwen2.5-7B",
           "phi-3.5-mini": "hf:microsoft/Phi-3.5-mini-instruct"}
@@ -80,7 +86,7 @@ def test_the_config_sets_are_complete():
     assert len(CONFIGS) == 12 and len(AUTHORS) == 12  # 3 models x 4 tasks, ours and the authors'
     expected = {f"{m}_{t}" for m in MODELS for t in TASKS}
     assert {p.stem for p in CONFIGS} == expected == {p.stem for p in AUTHORS}
-    assert {p.stem for p in GRPO} == {f"qwen2.5-math-7b-grpo_{t}" for t in TASKS}
+    assert {p.stem for p in GRPO} == {f"qwen2.5-math-7b-grpo_{t}" for t in TASKS} == {p.stem for p in AUTHORS_GRPO}
     assert {p.stem for p in PASSK} == {f"qwen2.5-math-7b{g}_{t}" for g in ("", "-grpo") for t in ("math500", "humaneval", "gpqa")}
     assert {p.stem for p in ABLATIONS} == {"qwen2.5-math-7b_math500_alpha", "qwen2.5-math-7b_math500_mcmc_steps"}
 
@@ -96,13 +102,15 @@ def test_every_config_loads_and_validates(path):
             assert (power.block_size, power.cut_rule) == (192, "uniform")
 
 
-@pytest.mark.parametrize("path", CONFIGS + AUTHORS + GRPO + PASSK, ids=lambda p: str(p.relative_to(GPU)))
+@pytest.mark.parametrize("path", CONFIGS + AUTHORS + GRPO + AUTHORS_GRPO + PASSK, ids=lambda p: str(p.relative_to(GPU)))
 def test_prompt_format_per_model_and_task(path):
     config = load_config(path)
     model, task = _model_task(path)
     assert config.task.name == task
     chat, prompt_format = PROMPT_FORMAT[(model, task)]
-    if path in AUTHORS and task == "math500":
+    theirs = path in AUTHORS or path in AUTHORS_GRPO
+    assert config.task.chat_tokenization == ("authors" if theirs else "ours")  # encode(apply_chat_template(tokenize=False))
+    if theirs and task == "math500":
         prompt_format = "verbatim"  # their MATH text with its literal \\boxed{{}} (ours: the intended \\boxed{})
     assert (config.chat_template, config.task.prompt_format) == (chat, prompt_format)
     assert config.model.chat_template is None  # the prompt format is a property of (model, task): [task] says it
@@ -113,7 +121,8 @@ def test_prompt_format_per_model_and_task(path):
 def test_table1_configs_hold_the_authors_chain_settings(path):
     config = load_config(path)
     _, task = _model_task(path)
-    assert [m.name for m in config.methods] == ["base", "low_temp", "power"]
+    names = ["base", "low_temp", "low_temp_as_published", "power"] if path in AUTHORS else ["base", "low_temp", "power"]
+    assert [m.name for m in config.methods] == names
     power = config.method("power").method.config
     alpha, proposal = POWER[task]
     assert (power.alpha, power.temperature, power.block_size, power.mcmc_steps) == (alpha, proposal, 192, 10)
@@ -160,6 +169,17 @@ def test_authors_configs_hold_the_authors_exact_settings(path):
     assert config.method("power").eos_token_ids == ((32000,) if model == "phi-3.5-mini" else None)
     assert config.model.eos_token_ids is None
     assert str(config.output.path).startswith("runs/table1_authors/")
+    published = config.method("low_temp_as_published")  # generate(temperature=0.25) without do_sample: greedy
+    assert published.kind == "greedy" and published.method.rule().temperature == 0.0 and published.samples == 1
+    assert published.eos_token_ids is None
+
+
+@pytest.mark.parametrize("path", AUTHORS_GRPO, ids=lambda p: p.stem)
+def test_authors_grpo_configs_hold_the_authors_settings(path):
+    config = load_config(path)
+    assert [(m.name, m.method.rule().top_k, m.method.rule().temperature) for m in config.methods] == [("base", 50, 1.0)]
+    assert config.sampling.samples_per_problem == RUNS[_model_task(path)[1]]
+    assert str(config.output.path).startswith("runs/table1_authors/")
 
 
 def test_grpo_pass_at_k_and_ablation_configs():
@@ -185,20 +205,43 @@ def test_grpo_pass_at_k_and_ablation_configs():
         (4.0, 0), (4.0, 2), (4.0, 5), (4.0, 10), (4.0, 20)]
 
 
-@pytest.mark.parametrize("path", CONFIGS + AUTHORS, ids=lambda p: str(p.relative_to(GPU)))
+@pytest.mark.parametrize("path", CONFIGS + AUTHORS + AUTHORS_GRPO, ids=lambda p: str(p.relative_to(GPU)))
 def test_settings_taken_from_the_authors_cite_their_code(path):
     """Every line that sets T_max, B, N_MCMC, alpha, the proposal temperature, the model or the
     prompt format carries a `file:line` comment into the authors' scripts; the lines where we differ
     say "ours"."""
     text = path.read_text()
     for key in ("max_new_tokens", "block_size", "mcmc_steps", "alpha", "proposal_temperature", "kernel", "spec",
-                "chat_template", "prompt_format", "ratio", "eos_token_ids", "samples_per_problem"):
+                "chat_template", "prompt_format", "ratio", "eos_token_ids", "samples_per_problem", "chat_tokenization"):
         for line in re.findall(rf"^{key} = .*$", text, flags=re.MULTILINE):
             assert CITATION.search(line) or "ours" in line, f"{path.name}: {line!r} cites no file:line"
     if path in CONFIGS:
         assert "ours: full support" in text  # the deliberate differences are stated
     else:
         assert "top_k = 50" in text
+
+
+def test_generate_without_do_sample_decodes_greedily():
+    """The premise of `low_temp_as_published`: under a generation_config that sets no do_sample (as
+    Phi-3.5-mini-instruct's), `generate(temperature=0.25)` is greedy decoding, whatever the seed;
+    with `do_sample=True` the same call samples."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=64, bos_token_id=0, eos_token_id=63, pad_token_id=63)).eval()
+    model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=63, pad_token_id=63)
+    prompt = torch.tensor([[1, 2, 3]])
+    greedy = model.generate(prompt, max_new_tokens=12, do_sample=False)
+    as_published, sampled = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        as_published.append(torch.equal(model.generate(prompt, max_new_tokens=12, temperature=0.25), greedy))
+        torch.manual_seed(seed)
+        sampled.append(torch.equal(model.generate(prompt, max_new_tokens=12, temperature=0.25, do_sample=True), greedy))
+    assert all(as_published) and not all(sampled)
 
 
 def _tiny_model(directory: Path, architecture: str) -> Path:
@@ -238,9 +281,11 @@ def _task_files(directory: Path) -> dict[str, Path]:
 
 #: One config of each new kind, for the slow end-to-end run (the 12 Table 1 configs all run):
 #: the authors' settings (Phi-3.5 HumanEval: write_function prompt, chat template off for the task,
-#: top-k 50 baselines, ratio = "reference", a method-level EOS set), the GRPO checkpoint (chat
-#: template on for MATH), pass@k (16 samples, alpha = 1.67) and the N_MCMC ablation (N_MCMC = 0).
-SMOKE_EXTRA = [GPU / "authors" / "phi-3.5-mini_humaneval.toml", GPU / "grpo" / "qwen2.5-math-7b-grpo_math500.toml",
+#: top-k 50 baselines, the greedy "as published" arm, ratio = "reference", a method-level EOS set;
+#: Phi-3.5 MATH500: the chat template encoded their way), the GRPO checkpoint (chat template on for
+#: MATH), pass@k (16 samples, alpha = 1.67) and the N_MCMC ablation (N_MCMC = 0).
+SMOKE_EXTRA = [GPU / "authors" / "phi-3.5-mini_humaneval.toml", GPU / "authors" / "phi-3.5-mini_math500.toml",
+               GPU / "grpo" / "qwen2.5-math-7b-grpo_math500.toml",
                GPU / "passk" / "qwen2.5-math-7b_humaneval.toml", GPU / "ablations" / "qwen2.5-math-7b_math500_mcmc_steps.toml"]
 
 

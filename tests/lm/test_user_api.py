@@ -2,7 +2,7 @@
 every entry point, text prompts in `power_sample`, prompts from a file or stdin, the chat-template
 switch, EOS ids and one-token stop strings, special tokens left out of decoded text, and per-token
 log-probabilities that sum to `log_p`.  Toy LMs and a tiny random-weight transformers model with a
-six-word tokenizer (`tests.lm.test_hf_backend.word_tokenizer`), all seeded."""
+six-word tokenizer (`tests.lm.hf.test_backend.word_tokenizer`), all seeded."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from mcmc_llm.lm.hf import HFLanguageModel
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model, random_model
 from mcmc_llm.lm.text import stop_token_ids
-from tests.lm.test_hf_backend import word_tokenizer
+from tests.lm.hf.test_backend import word_tokenizer
 
 TOY = ["--model", "toy:trigram", "--max-new-tokens", "4", "--block-size", "2", "--mcmc-steps", "1"]
 CONFIG = PowerSamplerConfig(alpha=4.0, block_size=3, max_new_tokens=6, mcmc_steps=2)

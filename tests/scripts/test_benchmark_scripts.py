@@ -37,7 +37,7 @@ TINY_TOY_MIXING = ("experiments/toy_mixing.py", "--chains", "20", "--steps", "0"
 
 
 def test_decode_benchmark_times_both_engines_and_packed_layers_against_the_bandwidth_limit():
-    from mcmc_llm.lm import packed_linear
+    from mcmc_llm.lm.hf import packed_linear
 
     result = run_script("experiments/bench_decode.py", "--model", "random:llama-tiny", "--batches", "1", "3",
                         "--steps", "2", "--rounds", "1", "--warmup", "1")

@@ -18,8 +18,9 @@ from mcmc_llm.core.random import make_generator
 from mcmc_llm.lm.exact import power_law, tempered_law
 from mcmc_llm.lm.protocol import StatelessLM
 from mcmc_llm.lm.toy import NgramLM, load_toy
+from mcmc_llm.rollout import RolloutConfig
 from mcmc_llm.smc import (
-    RESAMPLING_SCHEMES, RolloutConfig, SMCConfig, effective_sample_size, get_resampler, offspring_counts, power_smc,
+    RESAMPLING_SCHEMES, SMCConfig, effective_sample_size, get_resampler, offspring_counts, power_smc,
 )
 from mcmc_llm.testing import chi_square_check, counts_from_samples, samples_to_detect_tv_for_pmf
 

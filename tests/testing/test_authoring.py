@@ -171,6 +171,6 @@ def test_power_sample_refuses_config_settings_a_proposal_overrides():
 def test_the_facade_exports_what_it_lists():
     assert all(getattr(authoring, name) is not None for name in authoring.__all__)
     assert authoring.Stage is Stage and authoring.check_kernel is check_kernel
-    from mcmc_llm.drivers.power import Stage as defined
+    from mcmc_llm.drivers.power_config import Stage as defined
 
     assert Stage is defined  # re-exported, not redefined

@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from mcmc_llm.core.deprecation import deprecated_name
-from mcmc_llm.core.random import make_generator
+from mcmc_llm.core.random import Streams, make_generator
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 
@@ -62,12 +62,24 @@ class Draw:
         return MethodSample(self.tokens, self.log_p, self.length, self.ended, diagnostics, entropy=self.entropy)
 
 
-def _check_request(prompts: Sequence[Sequence[int]], samples_per_prompt: int, seed: int) -> None:
+def _check_request(prompts: Sequence[Sequence[int]], samples_per_prompt: int, seed: int | Sequence[int]) -> None:
     if len(prompts) == 0:
         raise ValueError("generate needs at least one prompt, got none")
     if isinstance(samples_per_prompt, bool) or not isinstance(samples_per_prompt, int) or samples_per_prompt < 1:
         raise ValueError(f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}")
-    make_generator(seed)  # validates the seed
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != len(prompts):
+            raise ValueError(f"seed: one per prompt expected ({len(prompts)}), got {len(seed)}")
+        for value in seed:
+            make_generator(value)  # validates the seed
+    else:
+        make_generator(seed)
+
+
+def row_streams(seeds: Sequence[int], rows_per_prompt: int) -> Streams:
+    """Per-prompt seeds as per-row streams: row j of prompt i keyed by (seeds[i], 0, j)."""
+    per_row = [seed for seed in seeds for _ in range(rows_per_prompt)]
+    return Streams.for_chains(per_row, 0, torch.arange(len(per_row)) % rows_per_prompt)
 
 
 def check_positive_int(name: str, value: Any) -> None:
@@ -107,24 +119,37 @@ class Method(ABC):
 
     kind: ClassVar[str]
     max_new_tokens: int
+    #: whether `generate` takes one seed per prompt (the runner's `seeding = "per_problem"` then
+    #: batches many problems per call; other methods get one problem per call)
+    per_prompt_seeds: ClassVar[bool] = True
+
+    def rows_per_sample(self) -> int:
+        """Rows of the batch one sample occupies (its share of a call's row budget)."""
+        return 1
 
     def generate(
         self,
         lm: LanguageModel,
         prompts: Sequence[Sequence[int]],
         samples_per_prompt: int,
-        seed: int,
+        seed: int | Sequence[int],
         *,
         answer_of: AnswerFn | None = None,
     ) -> list[list[MethodSample]]:
         """`samples_per_prompt` samples for every prompt, a deterministic function of `seed`.
 
+        seed: one int >= 0 for the call, or (methods with `per_prompt_seeds`) one per prompt, so
+            that a prompt's samples depend on its own seed only, not on the prompts beside it.
         answer_of(tokens) -> str | None: the answer a completion gives (majority vote only); the
         runner builds it from the task's `extract_answer` (else the decoded text).
         """
         _check_request(prompts, samples_per_prompt, seed)
+        per_prompt = isinstance(seed, (list, tuple))
+        if per_prompt and not self.per_prompt_seeds:
+            raise ValueError(f"method kind {self.kind!r} takes one seed per call, not one per prompt")
         before = lm.counter.snapshot()
-        samples = self._generate(lm, prompts, samples_per_prompt, make_generator(seed), seed, answer_of)
+        source = row_streams(seed, samples_per_prompt * self.rows_per_sample()) if per_prompt else make_generator(seed)
+        samples = self._generate(lm, prompts, samples_per_prompt, source, list(seed) if per_prompt else seed, answer_of)
         after = lm.counter.snapshot()
         compute = _share({key: after[key] - before[key] for key in after}, len(prompts) * samples_per_prompt)
         return [[dataclasses.replace(s, compute=dict(compute)) for s in row] for row in samples]

@@ -51,6 +51,9 @@ class _Candidates(Method):
             temperature = low_temperature(self.alpha, self.temperature)
         return SamplingRule(temperature, self.top_k, self.top_p)
 
+    def rows_per_sample(self) -> int:
+        return self.n  # a sample is chosen among n candidates, each a row
+
     def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of):
         rows = draw(lm, prompts, samples_per_prompt * self.n, self.max_new_tokens, self.rule(), generator)
         out = []

@@ -33,6 +33,9 @@ class PowerSampling(ConfiguredMethod):
             del settings["batching"], settings["prefetch"]  # leaving them out keeps their fingerprints, so they still resume
         return {"kind": self.kind, **settings}
 
+    def rows_per_sample(self) -> int:
+        return 2  # a chain's current sequence and its proposal in flight
+
     def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of):
         result = power_sample(lm, [list(p) for p in prompts], self.config, chains_per_prompt=samples_per_prompt, seed=seed)
         sequences = result.sequences()

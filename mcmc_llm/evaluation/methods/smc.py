@@ -16,9 +16,10 @@ import dataclasses
 from typing import ClassVar
 
 from mcmc_llm.evaluation.methods.base import ConfiguredMethod, MethodSample
-from mcmc_llm.smc.outputs import rollout_chains, smc_chains
+from mcmc_llm.rollout.outputs import rollout_chains
+from mcmc_llm.rollout.sampler import RolloutConfig
+from mcmc_llm.smc.outputs import smc_chains
 from mcmc_llm.smc.power_smc import SMCConfig
-from mcmc_llm.smc.rollout import RolloutConfig
 
 
 def _chain_samples(final, extras, prompts, samples_per_prompt) -> list[list[MethodSample]]:
@@ -42,6 +43,7 @@ class SMCSampling(ConfiguredMethod):
     (log Z_hat), `final_ess`, `resampling_events`, `distinct_particles`."""
 
     kind: ClassVar[str] = "smc"
+    per_prompt_seeds: ClassVar[bool] = False  # the runs of a call share one generator
     config_class: ClassVar[type] = SMCConfig
     renamed: ClassVar[dict[str, str]] = {"num_particles": "particles"}
     recorded_as: ClassVar[dict[str, str]] = {"rejuvenation_cut_rule": "rejuvenation_kernel"}  # the recorded key stays the old one
@@ -66,6 +68,7 @@ class RolloutSampling(ConfiguredMethod):
     `min_tempered_mass_covered`, `jackknife_clipped_steps`."""
 
     kind: ClassVar[str] = "rollout"
+    per_prompt_seeds: ClassVar[bool] = False  # the draws of a call share one generator
     config_class: ClassVar[type] = RolloutConfig
     recorded: ClassVar[tuple[str, ...]] = (
         "max_new_tokens", "alpha", "top_candidates", "rollouts", "jackknife", "proposal_temperature", "horizon",

@@ -1,4 +1,4 @@
-"""The static-shape decoding step (`mcmc_llm.lm.hf_decode_step`).
+"""The static-shape decoding step (`mcmc_llm.lm.hf.decode_step`).
 
 * Same chains: power sampling (continuous with pre-fetch, and lock-step) and generation with
   admissions give identical tokens and compute records with the static-shape step ("eager") and
@@ -16,10 +16,10 @@ import torch
 
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.lm.generation import ContinuousBatch, SamplingRule, sample_continuations
-from mcmc_llm.lm.hf_decode_step import BUCKETS, bucket_rows, resolve_graph_mode
+from mcmc_llm.lm.hf.decode_step import BUCKETS, bucket_rows, resolve_graph_mode
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import load_model, random_model
-from tests.lm.test_hf_backend import TOL64
+from tests.lm.hf.test_backend import TOL64
 
 
 def model(graphs: str, preset: str = "llama-tiny"):

@@ -22,7 +22,7 @@ from mcmc_llm.lm.generation import SamplingRule
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.toy import NgramLM, load_toy
 from mcmc_llm.lm.sequences import SequenceBatch
-from mcmc_llm.smc import RolloutConfig, rollout_next_token_probs, rollout_sample
+from mcmc_llm.rollout import RolloutConfig, rollout_next_token_probs, rollout_sample
 from mcmc_llm.testing import chi_square_check, counts_from_samples, samples_to_detect_tv_for_pmf
 
 FALSE_FAILURE_RATE = 1e-4

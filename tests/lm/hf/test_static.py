@@ -1,4 +1,4 @@
-"""The static-slot engine of the transformers backend (`mcmc_llm.lm.hf_static`, `hf_slots`).
+"""The static-slot engine of the transformers backend (`mcmc_llm.lm.hf.static`, `hf.slots`).
 
 * Same law: seeded power sampling (continuous batching with pre-fetch, and lock-step), Power-SMC
   with resampling and plain generation give identical chains and compute records on the static
@@ -7,7 +7,7 @@
   row moved into its place; admitting copies only the reused prefixes; retiring copies only the
   retired row; repeated rows (resampling) are copied once each.
 * Capacity grows when needed without changing a log-prob; a consumed state is refused.
-(`tests/lm/test_hf_backend.py` runs its full-forward checks and fuzzers on both engines.)
+(`tests/lm/hf/test_backend.py` runs its full-forward checks and fuzzers on both engines.)
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import torch
 
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
-from mcmc_llm.lm.hf_slots import SLOT_ROUNDING, SlotState
+from mcmc_llm.lm.hf.slots import SLOT_ROUNDING, SlotState
 from mcmc_llm.lm.protocol import TokenBatch
 from mcmc_llm.lm.registry import random_model
 from mcmc_llm.smc.power_smc import SMCConfig, power_smc
-from tests.lm.test_hf_backend import EAGER_TOL, TOL64, max_error
+from tests.lm.hf.test_backend import EAGER_TOL, TOL64, max_error
 
 
 def model(engine: str, preset: str = "llama-tiny", seed: int = 2, **overrides):
@@ -182,7 +182,7 @@ def test_engine_choice_is_validated_and_unsupported_attention_falls_back(monkeyp
     with pytest.raises(ValueError, match="unknown engine 'fast'"):
         lm.engine = "fast"  # the one check, also for a model already built
     assert lm._uses_static_slots()
-    monkeypatch.setattr("mcmc_llm.lm.hf.ATTENTION", ("eager",))  # as if SDPA could not take the 4-D mask
+    monkeypatch.setattr("mcmc_llm.lm.hf.language_model.ATTENTION", ("eager",))  # as if SDPA could not take the 4-D mask
     assert not lm._uses_static_slots()  # auto: the dynamic engine
     assert not isinstance(lm.start(TokenBatch.from_lists([[5, 6]])), SlotState)
     lm.engine = "static"

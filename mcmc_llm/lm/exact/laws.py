@@ -1,7 +1,7 @@
 """Exact laws over the length-capped support S_n of a small-vocabulary language model.
 
-S_n, the token convention and the enumeration are in `mcmc_llm.lm.support`; every law below is an
-`ExactLaw` over the enumerated support of one (model, prompt, n), conditioned on the prompt.
+S_n, the token convention and the enumeration are in `mcmc_llm.lm.exact.support`; every law below
+is an `ExactLaw` over the enumerated support of one (model, prompt, n), conditioned on the prompt.
 
 * `base_law`:      p(x) = prod_t p(x_t | prompt, x_<t), which sums to 1 on S_n.
 * `power_law`:     pi_alpha(x) = p(x)^alpha / sum_{y in S_n} p(y)^alpha.
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mcmc_llm.lm.protocol import LanguageModel
-from mcmc_llm.lm.support import DEFAULT_MAX_SUPPORT, ExactLaw, check_int, check_prompt, enumerate_support
+from mcmc_llm.lm.exact.support import DEFAULT_MAX_SUPPORT, ExactLaw, check_int, check_prompt, enumerate_support
 
 __all__ = ["base_law", "nested_law", "power_law", "sample_exact", "tempered_law"]
 

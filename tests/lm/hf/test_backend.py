@@ -16,7 +16,7 @@ import torch
 
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations, score_continuations
 from mcmc_llm.lm.hf import HFLanguageModel
-from mcmc_llm.lm.hf_slots import StaleStateError
+from mcmc_llm.lm.hf.slots import StaleStateError
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm import registry
 from mcmc_llm.lm.registry import MODEL_SPEC_HELP, load_model, parse_model_spec, random_model
@@ -102,7 +102,7 @@ def test_states_are_persistent(lm):
 
 def test_select_rows_drops_rows_and_unused_columns(lm):
     if lm.engine == "static":
-        pytest.skip("static slots have no hole columns (tests/lm/test_hf_static.py checks what select copies)")
+        pytest.skip("static slots have no hole columns (tests/lm/hf/test_static.py checks what select copies)")
     rows = [list(r) for r in ROWS]
     state = lm.advance(lm.start(TokenBatch.from_lists(rows)), torch.tensor([1, 2, 3, 4]))
     rows = [row + [t] for row, t in zip(rows, [1, 2, 3, 4])]

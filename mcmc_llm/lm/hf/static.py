@@ -1,11 +1,11 @@
 """The static-slot decoding engine of the transformers backend (`HFLanguageModel(engine="static")`).
 
 The protocol operations (`start`, `advance`, `select_rows`, `concat_rows`, `admit`, `retire`) on
-the in-place arenas of `mcmc_llm.lm.hf_slots`.  They compute what the dynamic engine computes
+the in-place arenas of `mcmc_llm.lm.hf.slots`.  They compute what the dynamic engine computes
 (same reuse plans, same forward passes, same `ComputeCounter` records), but no operation copies or
 re-stacks the whole batch: a decoding step writes one slot per row, dropping a row moves at most
 one other row, admitting a row writes only its reused prefix, and retiring a row copies only its
-own positions into the stash.  States are linear (see `hf_slots`).
+own positions into the stash.  States are linear (see `mcmc_llm.lm.hf.slots`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import weakref
 
 import torch
 
-from mcmc_llm.lm.hf_decode_step import DecodeSteps
-from mcmc_llm.lm.hf_layout import query_block, rest_logprobs
-from mcmc_llm.lm.hf_reuse import Encoded, Reuse
-from mcmc_llm.lm.hf_slots import SlotArena, SlotState, slot_cache, visible_mask
+from mcmc_llm.lm.hf.decode_step import DecodeSteps
+from mcmc_llm.lm.hf.layout import query_block, rest_logprobs
+from mcmc_llm.lm.hf.reuse import Encoded, Reuse
+from mcmc_llm.lm.hf.slots import SlotArena, SlotState, slot_cache, visible_mask
 from mcmc_llm.lm.protocol import TokenBatch
 
 ATTENTION = ("sdpa", "eager")  # implementations that take the engine's explicit 4-D mask
@@ -34,7 +34,7 @@ class StaticSlotEngine:
         self.use_graphs("off")
 
     def use_graphs(self, mode: str) -> None:
-        """Decode with the static-shape step in `mode` (`hf_decode_step.GRAPH_MODES`); the steps of
+        """Decode with the static-shape step in `mode` (`hf.decode_step.GRAPH_MODES`); the steps of
         each mode are kept, so switching back reuses what was compiled."""
         steps = DecodeSteps(self.lm, mode)  # validates and resolves the mode for the device
         self.steps = self._steps_by_mode.setdefault(steps.mode, steps)

@@ -1,10 +1,10 @@
 """A transformers causal LM as a `LanguageModel`: batched, KV-cached, with prompt-prefix reuse.
 
-Layout of a batch (`mcmc_llm.lm.hf_layout`): row b of the KV cache holds `S` slots, a boolean mask
+Layout of a batch (`mcmc_llm.lm.hf.layout`): row b of the KV cache holds `S` slots, a boolean mask
 marks the real tokens, and explicit `position_ids` give the i-th real token position i, so masked
 slots ("holes") change nothing but cost.
 
-Prefix and sequence reuse (`mcmc_llm.lm.hf_reuse`).  `register_prefix(ids)` declares a prompt;
+Prefix and sequence reuse (`mcmc_llm.lm.hf.reuse`).  `register_prefix(ids)` declares a prompt;
 `start`/`positionwise` find, for each row, the longest registered prefix its context begins with,
 encode that prefix once (kept in an LRU of `prefix_cache_size` entries together with its next-token
 log-probs) and copy its keys and values into the row; only the remainder is pushed through the
@@ -14,9 +14,9 @@ copies the shared part too.  `counter.record_encoding` is called with the true a
 position of what is encoded, so reuse shows as fewer `tokens_encoded`.
 
 Two decoding engines share this reuse and the forward pass (`engine=`), with the same log-probs
-up to summation order, hence the same draws (`tests/lm/test_hf_static.py`, float64):
-"static" (the default where supported; `hf_static`, `hf_slots`) writes key/value slots in place
-and has linear states (a consumed state raises `StaleStateError`); "dynamic" (`hf_dynamic`, the
+up to summation order, hence the same draws (`tests/lm/hf/test_static.py`, float64):
+"static" (the default where supported; `hf.static`, `hf.slots`) writes key/value slots in place
+and has linear states (a consumed state raises `StaleStateError`); "dynamic" (`hf.dynamic`, the
 layout above) has immutable states, so a caller may branch from any state.
 
 Supported: decoder-only models whose layers are all full attention (Llama, Qwen2/2.5, Mistral
@@ -32,13 +32,13 @@ from typing import Callable, Sequence
 import torch
 
 from mcmc_llm.lm.devices import resolve_device, resolve_dtype
-from mcmc_llm.lm.hf_dynamic import DynamicEngine
-from mcmc_llm.lm.hf_layout import HFState, cache_from_kv, check_full_attention, kv_from_cache, query_block, reused_slots
-from mcmc_llm.lm.hf_reuse import Encoded, PrefixCache, Reuse, SequenceStash
-from mcmc_llm.lm.hf_decode_step import FINISH_READ_INTERVAL
-from mcmc_llm.lm.hf_slots import SlotState, static_slots_supported
-from mcmc_llm.lm.hf_static import ATTENTION, StaticSlotEngine
-from mcmc_llm.lm.packed_linear import set_packed_linears
+from mcmc_llm.lm.hf.dynamic import DynamicEngine
+from mcmc_llm.lm.hf.layout import HFState, cache_from_kv, check_full_attention, kv_from_cache, query_block, reused_slots
+from mcmc_llm.lm.hf.reuse import Encoded, PrefixCache, Reuse, SequenceStash
+from mcmc_llm.lm.hf.decode_step import FINISH_READ_INTERVAL
+from mcmc_llm.lm.hf.slots import SlotState, static_slots_supported
+from mcmc_llm.lm.hf.static import ATTENTION, StaticSlotEngine
+from mcmc_llm.lm.hf.packed_linear import set_packed_linears
 from mcmc_llm.lm.protocol import ComputeCounter, LanguageModel, TokenBatch
 from mcmc_llm.lm.text import ids_from_text, text_from_ids
 
@@ -62,8 +62,8 @@ class HFLanguageModel(LanguageModel):
         "auto": static when transformers has per-layer caches (>= 4.56) and the attention is SDPA
         or eager (it takes an explicit 4-D mask), else dynamic.
     packed_linear: "auto" / "on" / "off": float32 CPU linear layers on weights packed once for
-        oneDNN (`mcmc_llm.lm.packed_linear`; same products up to summation order), or not.
-    graphs: the static engine's decoding step, "auto" / "off" / "eager" / "compiled" (`hf_decode_step`);
+        oneDNN (`mcmc_llm.lm.hf.packed_linear`; same products up to summation order), or not.
+    graphs: the static engine's decoding step, "auto" / "off" / "eager" / "compiled" (`hf.decode_step`);
         "compiled" also reads finished rows every FINISH_READ_INTERVAL steps (`finish_read_interval`).
     """
 
@@ -190,7 +190,7 @@ class HFLanguageModel(LanguageModel):
 
     def pack_linear(self, mode: str = "on") -> int:
         """Compute float32 CPU linear layers from oneDNN-packed weights ("on", "auto") or not ("off");
-        sets and returns `packed_layers`, how many are packed (`mcmc_llm.lm.packed_linear`)."""
+        sets and returns `packed_layers`, how many are packed (`mcmc_llm.lm.hf.packed_linear`)."""
         self.packed_layers = set_packed_linears(self.model, mode)
         self._head = self.model.get_output_embeddings()
         return self.packed_layers

@@ -8,7 +8,7 @@ than the longest.  Every forward pass gets the 2-D mask over all `S + Q` slots a
 change nothing but cost (rotary embeddings are applied before keys are cached, and masked keys get
 zero attention).  New tokens are left-aligned in each forward block (`query_block`: padding after
 them), so no query slot is ever fully masked; the next-token log-probs are gathered at each row's
-last token.  Reused encodings (`mcmc_llm.lm.hf_reuse`) are laid out right-aligned
+last token.  Reused encodings (`mcmc_llm.lm.hf.reuse`) are laid out right-aligned
 (`reused_slots`), and two layouts are joined row-wise by `stack_slots`.
 
 States (`HFState`) are immutable: the cache tensors are never written in place, so a caller may
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from mcmc_llm.lm.hf_reuse import Reuse
+from mcmc_llm.lm.hf.reuse import Reuse
 
 
 def cache_from_kv(kv: Sequence[tuple[torch.Tensor, torch.Tensor]]):

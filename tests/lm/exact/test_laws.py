@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from mcmc_llm import cli
-from mcmc_llm.lm.support import ExactLaw, enumerate_support, support_size_bound
 from mcmc_llm.lm.exact import (
     base_law,
     nested_law,
@@ -22,10 +21,11 @@ from mcmc_llm.lm.exact import (
     sample_exact,
     tempered_law,
 )
+from mcmc_llm.lm.exact.support import ExactLaw, enumerate_support, support_size_bound
 from mcmc_llm.lm.protocol import CallableLM, TokenBatch
 from mcmc_llm.lm.toy import TOY_MODELS, DerailLM, load_toy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,3 +350,15 @@ def test_cli_entry_point_in_a_subprocess():
     assert sum(row["prob"] for row in rows) == pytest.approx(1.0, abs=1e-9)
     law = nested_law(DerailLM(), 3, 4.0, 2)
     assert law.tv({tuple(row["tokens"]): row["prob"] for row in rows}) < 1e-12
+
+
+def test_the_package_offers_every_name_of_its_modules():
+    """`from mcmc_llm.lm.exact import ...` gives the laws (`lm.exact.laws`) and the support
+    (`lm.exact.support`), the same objects."""
+    import mcmc_llm.lm.exact as package
+    from mcmc_llm.lm.exact import laws, support
+
+    for module in (laws, support):
+        for name in module.__all__:
+            assert getattr(package, name) is getattr(module, name), name
+            assert name in package.__all__, name

@@ -1,10 +1,10 @@
 """The dynamic decoding engine of the transformers backend (`HFLanguageModel(engine="dynamic")`).
 
-The protocol operations on immutable states (`HFState`, slot layout in `mcmc_llm.lm.hf_layout`):
+The protocol operations on immutable states (`HFState`, slot layout in `mcmc_llm.lm.hf.layout`):
 every decoding step concatenates the new keys and values to the cache, `select_rows` indexes the
 cache along the batch dimension (dropping slot columns no kept row uses), and admitting rows
 stacks their reused prefixes under the live rows.  No tensor is ever written in place, so a caller
-may branch from any state; the static-slot engine (`mcmc_llm.lm.hf_static`) gives the same results
+may branch from any state; the static-slot engine (`mcmc_llm.lm.hf.static`) gives the same results
 without the copies, but with linear states.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from mcmc_llm.lm.hf_layout import HFState, query_block, rest_logprobs, reused_slots, select_slots, stack_slots
-from mcmc_llm.lm.hf_reuse import Encoded, Reuse
+from mcmc_llm.lm.hf.layout import HFState, query_block, rest_logprobs, reused_slots, select_slots, stack_slots
+from mcmc_llm.lm.hf.reuse import Encoded, Reuse
 from mcmc_llm.lm.protocol import TokenBatch
 
 

@@ -47,7 +47,6 @@ from mcmc_llm.lm.prompts import register_prompts
 from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal, is_eos
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 from mcmc_llm.lm.sequences import SequenceBatch
-from mcmc_llm.smc.power_smc import repeat_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +218,8 @@ def rollout_sample(
     generator = generator if generator is not None else make_generator(seed)
     proposer = proposal_lm if proposal_lm is not None else lm
     register_prompts([lm, proposer], prompts)
-    prompt_batch = repeat_rows(TokenBatch.from_lists([list(p) for p in prompts], device=lm.device), samples_per_prompt)
+    repeated = [list(prompt) for prompt in prompts for _ in range(samples_per_prompt)]  # prompt b: rows b*S .. b*S + S - 1
+    prompt_batch = TokenBatch.from_lists(repeated, device=lm.device)
     total, cap = len(prompt_batch), config.max_new_tokens
     device = prompt_batch.ids.device
     before = lm.counter.snapshot()

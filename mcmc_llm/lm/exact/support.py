@@ -12,7 +12,7 @@ of the enumeration: they have probability zero under every law over S_n.
 through the model in one batched `lm.start` call (chunked to bound memory), so supports of
 ~1e5 sequences take seconds on toy models.  It refuses (ValueError) supports larger than
 `max_support`.  It returns the base law p(x) as an `ExactLaw`: the support, one log-probability
-per sequence, and the base model's per-token log-probs, from which `mcmc_llm.lm.exact` derives
+per sequence, and the base model's per-token log-probs, from which `mcmc_llm.lm.exact.laws` derives
 the other laws without calling the model again.
 """
 

@@ -12,13 +12,13 @@ the rows and positions it concerns, in place:
   copy of that row's positions only), so the live rows stay a prefix of the arena; repeated rows
   (resampling) are copied into free rows;
 * admitting rows writes their reused prefixes (a registered prompt, or the prefix `x_<m` of a
-  retired row, `mcmc_llm.lm.hf_reuse`) into fresh rows after the live ones;
+  retired row, `mcmc_llm.lm.hf.reuse`) into fresh rows after the live ones;
 * retiring a row copies its own positions out of the slots into the sequence stash.
 
 Attention masks are never concatenated: the mask of a forward pass is one comparison of slot
 indices with query positions, `visible[b, q, s] = s <= length_b + q` (causal, and nothing beyond
 a row's own tokens).  Position ids are `length_b + q`, so keys, values and log-probs are those of
-the dynamic engine (`mcmc_llm.lm.hf_layout`) up to floating-point summation order.
+the dynamic engine (`mcmc_llm.lm.hf.layout`) up to floating-point summation order.
 
 States are *linear*: advancing, selecting or admitting consumes the state (the arena is written in
 place) and returns the next one; using a consumed state raises `StaleStateError`.  The generation
@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from mcmc_llm.lm.hf_reuse import Reuse
+from mcmc_llm.lm.hf.reuse import Reuse
 
 SLOT_ROUNDING = 32  # token slots are allocated in multiples of this
 

@@ -1,12 +1,12 @@
-"""Linear layers on oneDNN-packed weights (`mcmc_llm.lm.packed_linear`): the same products as
+"""Linear layers on oneDNN-packed weights (`mcmc_llm.lm.hf.packed_linear`): the same products as
 `torch.nn.functional.linear` to float32 rounding, parameters shared, repacked when a weight
 changes, refused when the packed product disagrees."""
 
 import pytest
 import torch
 
-from mcmc_llm.lm import packed_linear
-from mcmc_llm.lm.packed_linear import PackedLinear, set_packed_linears
+from mcmc_llm.lm.hf import packed_linear
+from mcmc_llm.lm.hf.packed_linear import PackedLinear, set_packed_linears
 
 pytestmark = pytest.mark.skipif(not packed_linear.supported(), reason="this PyTorch build has no oneDNN")
 

@@ -3,7 +3,7 @@
 One decoding step pushes one token per row through the decoder.  `DecodeStep` does it on a fixed
 shape: the first `bucket` physical rows of a `SlotArena` and all of its `S` token slots.  Row r
 writes its token's keys and values at slot `positions[r]` and attends to the slots
-`s <= positions[r]` (`hf_slots.visible_mask`), so the step computes what the variable-width step
+`s <= positions[r]` (`hf.slots.visible_mask`), so the step computes what the variable-width step
 computes (slots beyond a row's length get attention weight exactly 0), with
 
 * every shape fixed by (bucket, S): the row count is rounded up to a bucket (`bucket_rows`), the
@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from mcmc_llm.lm.hf_slots import SlotArena, slot_layer_class, visible_mask
+from mcmc_llm.lm.hf.slots import SlotArena, slot_layer_class, visible_mask
 
 GRAPH_MODES = ("auto", "off", "eager", "compiled")
 BUCKETS = (8, 16, 32, 64, 128, 256, 512)
