@@ -10,8 +10,10 @@
 #   2. the power sampler (graphs "auto": compiled on CUDA, finish reads every 8 steps) against plain
 #      generation and the published-code mirror at 64 and 256 chains (0.5B;
 #      experiments/bench_throughput.py: sampler_vs_generate, speedup_vs_reference);
-#   3. the 7B sampler at 64 chains, whose measured rate gives the MATH500 projection at the paper's
-#      settings (T = 3072, B = 192, N_MCMC = 10; `math500_projection` in its JSON line).
+#   3. the 7B sampler at 64 chains and at the chains a real MATH500 run would batch ("auto": the row
+#      budget that half the free memory holds at 64 + 3072 tokens per row, 2 rows per chain), whose
+#      measured rates give the MATH500 projection at the paper's settings (T = 3072, B = 192,
+#      N_MCMC = 10; `math500_projection` in its JSON line).
 #
 # Aimed at 8 minutes of one H200; compilation and capture per bucket are not yet measured there,
 # so the first run's log (its timestamps and capture_s) sizes the next.
@@ -40,4 +42,7 @@ log "sampler_qwen2-0.5b_c256" python3 experiments/bench_throughput.py "${sampler
 log "sampler_qwen2-7b_c64" python3 experiments/bench_throughput.py --model random:qwen2-7b --device cuda --prompt "$prompt" \
   --max-new-tokens 256 --block-size 64 --mcmc-steps 2 --sampler-repeats 1 --reference-samples 1 --no-compare \
   --no-compare-early-reject --chains 64
+log "sampler_qwen2-7b_auto" python3 experiments/bench_throughput.py --model random:qwen2-7b --device cuda --prompt "$prompt" \
+  --max-new-tokens 256 --block-size 64 --mcmc-steps 2 --sampler-repeats 1 --reference-samples 1 --no-compare \
+  --no-compare-early-reject --chains auto
 date -u +%Y-%m-%dT%H:%MZ

@@ -60,13 +60,28 @@ MATH500_PROBLEMS = 500
 PROMPT = "Write a detailed story about a lighthouse keeper who finds a mysterious map. Use several paragraphs."
 
 
+def _chains(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--chains must be a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--chains must be a positive integer or 'auto', got {value}")
+    return value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--prompt", default=PROMPT)
-    parser.add_argument("--chains", type=int, default=8)
+    parser.add_argument("--chains", type=_chains, default=8,
+                        help="chains of the sampler run, or 'auto': the chains a real run at the projection's length "
+                             "(--project-length, default 3072) gets from free memory (mcmc_llm.lm.memory.row_budget, "
+                             "2 rows per chain), as problems_per_call = 'auto' would batch them")
     parser.add_argument("--alpha", type=float, default=4.0)
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -174,6 +189,13 @@ def main() -> None:
     engine = ("static" if lm._uses_static_slots() else "dynamic") if hasattr(lm, "engine") else "-"
     other_engine = {"static": "dynamic", "dynamic": "static"}.get(engine)
     prompt = list(lm.encode_prompt(args.prompt))
+    if args.chains == "auto":
+        from mcmc_llm.lm.memory import row_budget
+
+        rows = row_budget(lm, len(prompt) + (args.project_length or 3072))
+        args.chains = max(1, rows // 2)  # a chain: its state and a proposal in flight
+        print(f"chains = auto: {args.chains} ({rows} rows of {len(prompt)} + {args.project_length or 3072} tokens "
+              "from free memory)", flush=True)
     config = PowerSamplerConfig(alpha=args.alpha, block_size=args.block_size, max_new_tokens=args.max_new_tokens,
                                 mcmc_steps=args.mcmc_steps)
     rule = config.sampling_rule()

@@ -28,13 +28,15 @@ from mcmc_llm.evaluation.results import RecordKey
 class WorkUnit:
     """One generate call: `sample_indices` of `method` on each of `problems` (consecutive problems
     of the task, `problems_per_call` of them), of which the record keys in `missing` are to be
-    recorded."""
+    recorded.  Its seed is `seed` for the whole call, or with per-problem seeding `seeds`, one per
+    problem, so that a problem's records do not depend on the problems that share its call."""
 
     problems: tuple[Any, ...]
     method: str
     sample_indices: tuple[int, ...]
     missing: frozenset[RecordKey]
     seed: int
+    seeds: tuple[int, ...] | None = None  # `seeding = "per_problem"`: one seed per problem (then `seed` is the first's)
 
 
 def build_task(name: str, options: dict[str, Any]):
@@ -193,11 +195,13 @@ class UnitExecutor:
             clear()  # a unit's numerics must not depend on prompts cached by earlier units
         prompts = [self.prompt_ids(problem) for problem in unit.problems]
         started = time.perf_counter()
-        per_problem = entry.method.generate(lm, prompts, len(unit.sample_indices), unit.seed,
+        seed = list(unit.seeds) if unit.seeds is not None and entry.method.per_prompt_seeds else unit.seed
+        per_problem = entry.method.generate(lm, prompts, len(unit.sample_indices), seed,
                                             answer_of=lambda tokens: self.answer_of(tokens, entry.name))
         wall = (time.perf_counter() - started) / (len(unit.sample_indices) * len(prompts))
         records = []
-        for problem, prompt, samples in zip(unit.problems, prompts, per_problem):
+        seeds = unit.seeds if unit.seeds is not None else (unit.seed,) * len(unit.problems)
+        for problem, prompt, samples, problem_seed in zip(unit.problems, prompts, per_problem, seeds):
             for index, sample in zip(unit.sample_indices, samples):
                 if (problem.task_id, entry.name, index) not in unit.missing:
                     continue
@@ -206,7 +210,7 @@ class UnitExecutor:
                 grade = self._grade(problem, completion)
                 records.append({
                     "task": self.config.task.name, "task_id": problem.task_id, "method": entry.name,
-                    "kind": entry.kind, "sample_index": index, "seed": unit.seed, "group": list(unit.sample_indices),
+                    "kind": entry.kind, "sample_index": index, "seed": problem_seed, "group": list(unit.sample_indices),
                     "fingerprint": self._fingerprints[entry.name], "model": self.config.model.spec,
                     "prompt_tokens": len(prompt), "completion": completion, "tokens": list(sample.tokens),
                     "length": sample.length, "ended": sample.ended, "log_p": sample.log_p, "entropy": sample.entropy,

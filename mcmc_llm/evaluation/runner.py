@@ -7,6 +7,10 @@ Its seed is derived from the key alone,
 
     seed(unit) = sha256(config seed, task_id, method name, first sample index)[:63 bits],
 
+(task_id: the unit's first problem; with `[sampling] seeding = "per_problem"` every problem of
+the unit has its own seed, from its own task_id, so the problems per call, fixed or "auto" from
+the row budget, change no record: `problems_per_call`),
+
 and the LM's prompt-prefix cache is cleared before every unit, so a record's content is a function
 of its key and the config only: it does not depend on ordering, on where a run was interrupted
 and resumed, or on which Ray worker produced it.  Cost of the choice: with batch_size = 1 (the
@@ -60,22 +64,64 @@ def load_problems(task, config: ExperimentConfig) -> list:
     return list(problems)
 
 
-def plan_units(config: ExperimentConfig, problems: Sequence, done: set[RecordKey]) -> list[WorkUnit]:
+def problems_per_call(config: ExperimentConfig, method_name: str, max_rows: int | None = None) -> int:
+    """The problems of one call of `method_name`: `[sampling] problems_per_call`; with per-problem
+    seeding, "auto" is as many as `max_rows` rows hold (each problem takes batch_size x the method's
+    `rows_per_sample()` rows), and a method that takes one seed per call gets one problem per call."""
+    sampling = config.sampling
+    if sampling.seeding == "per_call":
+        return int(sampling.problems_per_call)
+    method = config.method(method_name).method
+    if not method.per_prompt_seeds:
+        return 1
+    if sampling.problems_per_call != "auto":
+        return int(sampling.problems_per_call)
+    if max_rows is None:
+        raise ValueError("problems_per_call = 'auto' needs the row budget (max_rows)")
+    return max(1, int(max_rows) // (sampling.batch_size * method.rows_per_sample()))
+
+
+def plan_units(config: ExperimentConfig, problems: Sequence, done: set[RecordKey], max_rows: int | None = None) -> list[WorkUnit]:
     """The units with at least one missing record.  Problems are chunked by position (chunk c holds
-    problems `[c k, (c+1) k)`, k = `problems_per_call`) whatever is already done, so a unit and its
-    seed never depend on what an interrupted run had finished."""
+    problems `[c k, (c+1) k)`, k = `problems_per_call(...)`) whatever is already done, so a unit and
+    its seeds never depend on what an interrupted run had finished.  With per-call seeding the seed
+    keys the chunk's first problem; with per-problem seeding every problem has its own
+    (`unit_seed` of its own task id), so k changes nothing but speed."""
     units = []
-    size, per_call = config.sampling.batch_size, config.sampling.problems_per_call
-    for start in range(0, len(problems), per_call):
-        chunk = tuple(problems[start : start + per_call])
-        for entry in config.methods:
-            for first in range(0, entry.samples, size):
-                group = tuple(range(first, min(first + size, entry.samples)))
-                keys = {(p.task_id, entry.name, i) for p in chunk for i in group}
-                if keys - done:
-                    seed = unit_seed(config.sampling.seed, chunk[0].task_id, entry.name, first)
-                    units.append(WorkUnit(chunk, entry.name, group, frozenset(keys - done), seed))
+    size, per_problem = config.sampling.batch_size, config.sampling.seeding == "per_problem"
+    chunk_sizes = {entry.name: problems_per_call(config, entry.name, max_rows) for entry in config.methods}
+    starts = sorted({(start, order) for order, entry in enumerate(config.methods)
+                     for start in range(0, len(problems), chunk_sizes[entry.name])})
+    for start, order in starts:
+        entry = config.methods[order]
+        chunk = tuple(problems[start : start + chunk_sizes[entry.name]])
+        for first in range(0, entry.samples, size):
+            group = tuple(range(first, min(first + size, entry.samples)))
+            keys = {(p.task_id, entry.name, i) for p in chunk for i in group}
+            if keys - done:
+                seeds = tuple(unit_seed(config.sampling.seed, p.task_id, entry.name, first) for p in chunk)
+                units.append(WorkUnit(chunk, entry.name, group, frozenset(keys - done), seeds[0],
+                                      seeds if per_problem else None))
     return units
+
+
+def _row_budget(config: ExperimentConfig, problems: Sequence, local: UnitExecutor | None) -> int | None:
+    """`[sampling] max_rows`, else for problems_per_call = "auto" the rows that free memory holds at
+    the longest prompt plus `max_new_tokens` (`mcmc_llm.lm.memory.row_budget`; Ray workers, whose
+    models the driver does not hold, get `FALLBACK_ROWS`)."""
+    if config.sampling.problems_per_call != "auto":
+        return None
+    if config.sampling.max_rows is not None:
+        return config.sampling.max_rows
+    from mcmc_llm.lm.memory import FALLBACK_ROWS, row_budget
+
+    if local is None:
+        return FALLBACK_ROWS
+    longest = max((len(local.prompt_ids(p)) for p in problems), default=0)
+    rows = row_budget(local.lm, longest + config.sampling.max_new_tokens)
+    print(f"problems_per_call = auto: a row budget of {rows} rows ({longest} + {config.sampling.max_new_tokens} "
+          f"tokens per row, from free memory)", file=sys.stderr)
+    return rows
 
 
 @dataclasses.dataclass
@@ -129,13 +175,14 @@ def run_experiment(
     existing = read_records(path, repair=True)
     _check_fingerprints(config, existing, path)
     done = {record_key(r) for r in existing}
-    units = plan_units(config, problems, done)
     wanted = {(p.task_id, m.name, i) for p in problems for m in config.methods for i in range(m.samples)}
+    local = None
+    if wanted - done and config.scaleout.workers <= 1:  # load the model before the progress bar starts
+        local = UnitExecutor(config, task=task, lm=lm)
+    units = plan_units(config, problems, done, max_rows=_row_budget(config, problems, local))
     generated = 0
     if units:
-        local = None
-        if config.scaleout.workers <= 1:  # load the model before the progress bar starts
-            local = UnitExecutor(config, task=task, lm=lm)
+        if local is not None:
             local.check_prompts_fit({p.task_id: p for unit in units for p in unit.problems}.values())  # before any work
         bar = tqdm(total=len(wanted), initial=len(wanted & done), unit="sample", desc="evaluating",
                    disable=not (sys.stderr.isatty() if progress is None else progress), file=sys.stderr, dynamic_ncols=True)

@@ -79,7 +79,7 @@ n = 3
 
 def write_config(directory: Path, *, problems: int = 4, samples: int = 4, max_new_tokens: int = 8, batch_size: int = 1,
                  workers: int = 1, grade_delay: float = 0.0, methods: str = METHODS, output: str = "results.jsonl",
-                 model: str = "toy:bigram", problems_per_call: int = 1) -> Path:
+                 model: str = "toy:bigram", problems_per_call: int | str = 1, sampling_extra: str = "") -> Path:
     text = f"""
 [model]
 spec = "{model}"
@@ -93,7 +93,8 @@ max_new_tokens = {max_new_tokens}
 samples_per_problem = {samples}
 seed = 7
 batch_size = {batch_size}
-problems_per_call = {problems_per_call}
+problems_per_call = {problems_per_call if isinstance(problems_per_call, int) else f'"{problems_per_call}"'}
+{sampling_extra}
 
 [output]
 path = "{(directory / output).as_posix()}"

@@ -20,8 +20,9 @@ import torch
 
 from mcmc_llm.core.deprecation import deprecated_name
 from mcmc_llm.core.random import Streams, make_generator
+from mcmc_llm.core.validate import integer
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
-from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch, spent
 
 AnswerFn = Callable[[Sequence[int]], "str | None"]
 
@@ -65,8 +66,7 @@ class Draw:
 def _check_request(prompts: Sequence[Sequence[int]], samples_per_prompt: int, seed: int | Sequence[int]) -> None:
     if len(prompts) == 0:
         raise ValueError("generate needs at least one prompt, got none")
-    if isinstance(samples_per_prompt, bool) or not isinstance(samples_per_prompt, int) or samples_per_prompt < 1:
-        raise ValueError(f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}")
+    integer("samples_per_prompt", samples_per_prompt)
     if isinstance(seed, (list, tuple)):
         if len(seed) != len(prompts):
             raise ValueError(f"seed: one per prompt expected ({len(prompts)}), got {len(seed)}")
@@ -80,11 +80,6 @@ def row_streams(seeds: Sequence[int], rows_per_prompt: int) -> Streams:
     """Per-prompt seeds as per-row streams: row j of prompt i keyed by (seeds[i], 0, j)."""
     per_row = [seed for seed in seeds for _ in range(rows_per_prompt)]
     return Streams.for_chains(per_row, 0, torch.arange(len(per_row)) % rows_per_prompt)
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def draw(
@@ -108,9 +103,9 @@ def draw(
     return [flat[i * count : (i + 1) * count] for i in range(len(prompts))]
 
 
-def _share(spent: dict[str, int], parts: int) -> dict[str, float]:
+def _share(counts: dict[str, int], parts: int) -> dict[str, float]:
     """Counters split evenly over the samples of one call (exact when the call made one sample)."""
-    return {key: value // parts if value % parts == 0 else value / parts for key, value in spent.items()}
+    return {key: value // parts if value % parts == 0 else value / parts for key, value in counts.items()}
 
 
 class Method(ABC):
@@ -150,8 +145,7 @@ class Method(ABC):
         before = lm.counter.snapshot()
         source = row_streams(seed, samples_per_prompt * self.rows_per_sample()) if per_prompt else make_generator(seed)
         samples = self._generate(lm, prompts, samples_per_prompt, source, list(seed) if per_prompt else seed, answer_of)
-        after = lm.counter.snapshot()
-        compute = _share({key: after[key] - before[key] for key in after}, len(prompts) * samples_per_prompt)
+        compute = _share(spent(before, lm.counter.snapshot()), len(prompts) * samples_per_prompt)
         return [[dataclasses.replace(s, compute=dict(compute)) for s in row] for row in samples]
 
     @abstractmethod
