@@ -40,7 +40,7 @@ from mcmc_llm.diagnostics.exact import count_states, total_variation, tv_noise_f
 from mcmc_llm.lm.exact import power_law, tempered_law
 from mcmc_llm.lm.exact.support import ExactLaw
 from mcmc_llm.lm.generation import SamplingRule, sample_continuations
-from mcmc_llm.lm.protocol import TokenBatch
+from mcmc_llm.lm.protocol import TokenBatch, spent
 from mcmc_llm.lm.threads import configure_threads
 from mcmc_llm.lm.toy import load_toy
 from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
@@ -143,7 +143,7 @@ def run_method(method: str, value: int, seed: int, lm, args) -> tuple[list[tuple
         log_p = continuation.log_p.sum(-1).reshape(draws, value)
         best = log_p.argmax(-1) + torch.arange(draws) * value
         samples = TokenBatch(continuation.tokens.ids[best], continuation.tokens.lengths[best]).to_lists()
-        compute = {k: v - before[k] for k, v in lm.counter.snapshot().items()}
+        compute = spent(before, lm.counter.snapshot())
         extra["tv_exact_law"] = total_variation(best_of_n_law(args.tempered, value), args.exact)
         return [tuple(s) for s in samples], compute, extra
     raise ValueError(f"unknown method {method!r}")

@@ -8,7 +8,7 @@ experiments/results/cpu/, or with --quick a new temporary directory outside the 
 first line printed names it):
 
   1. main.jsonl, main72.jsonl, alpha.jsonl, nmcmc.jsonl, samplers.jsonl, cap192.jsonl,
-     primary_pilot.jsonl, primary.jsonl
+     primary_pilot.jsonl, primary.jsonl, multistep_pilot.jsonl, multistep.jsonl
                                            evaluation runs of experiments/configs/cpu/*.toml on the
                                            arithmetic task with the embedded model (resumable: a
                                            rerun generates only what is missing).  main72 (the
@@ -19,6 +19,8 @@ first line printed names it):
                                            the main comparison's first 24 problems at T = 192;
                                            primary_pilot and primary are the pre-registered
                                            test (docs/results.md): its length pilot and its run;
+                                           multistep_pilot and multistep the pre-registered
+                                           multi-step test, likewise;
   2. cost_scaling.jsonl                    measured tokens and attention positions against the
                                            formulas of METHOD §4 as T and B vary (toy LM);
   3. toy_mixing.jsonl                      TV to p^alpha against tokens, every kernel, several seeds
@@ -49,7 +51,8 @@ from mcmc_llm.scripts import keeping, quick_output, script_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs" / "cpu"
-EVALUATIONS = ("main", "main72", "alpha", "nmcmc", "samplers", "cap192", "primary_pilot", "primary")
+EVALUATIONS = ("main", "main72", "alpha", "nmcmc", "samplers", "cap192", "primary_pilot", "primary", "multistep_pilot",
+               "multistep")
 SEEDS = {"main72": "main"}  # a run that starts from a copy of another's records (the same settings on more problems)
 
 

@@ -17,21 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-
-def positive_int(name: str, minimum: int = 1):
-    """argparse type: an int >= minimum, with an error naming the flag and the bad value."""
-    allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {value}")
-        return value
-
-    return parse
+from mcmc_llm.core.validate import argparse_integer
 
 
 def old_flag(new: str) -> type[argparse.Action]:
@@ -48,7 +34,7 @@ def old_flag(new: str) -> type[argparse.Action]:
 
 
 def add_threads_argument(parser: argparse.ArgumentParser, default_text: str = "1 on a CPU") -> None:
-    parser.add_argument("--threads", type=positive_int("--threads"), default=None, metavar="N",
+    parser.add_argument("--threads", type=argparse_integer("--threads"), default=None, metavar="N",
                         help=f"torch CPU threads (default: OMP_NUM_THREADS when set, else {default_text}; "
                              "see docs/performance.md)")
 
@@ -262,7 +248,7 @@ def add_sample_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
                         help="wrap each text prompt as one user turn in the tokenizer's chat template (default: on "
                              "for the embedded instruct model, off for other models)")
-    parser.add_argument("--eos-token-id", type=positive_int("--eos-token-id", 0), action="append", default=None,
+    parser.add_argument("--eos-token-id", type=argparse_integer("--eos-token-id", 0), action="append", default=None,
                         metavar="ID", help="a token id that ends a sequence (repeat for several): replaces the "
                                            "model's EOS set (default: the model's own)")
     parser.add_argument("--stop", action="append", default=None, metavar="TEXT",
@@ -346,5 +332,5 @@ __all__ = [
     "add_model_arguments", "add_sample_model_arguments", "is_sample_record", "load_model_and_prompts",
     "prepare_model_run", "prepare_sample_run", "print_records", "read_prompt_file", "read_prompts", "sequence_fields",
     "add_progress_arguments", "add_threads_argument", "check_output_path", "check_replaceable",
-    "jsonl_holds", "positive_int", "progress_enabled", "quiet_libraries", "write_jsonl",
+    "jsonl_holds", "progress_enabled", "quiet_libraries", "write_jsonl",
 ]

@@ -13,6 +13,7 @@ import math
 import sys
 
 from mcmc_llm.commands.common import add_threads_argument, progress_enabled, quiet_libraries
+from mcmc_llm.core.validate import integer, number
 from mcmc_llm.lm import exact, registry
 from mcmc_llm.lm.exact.support import DEFAULT_MAX_SUPPORT, enumerate_support, support_size_bound
 from mcmc_llm.lm.toy import TOY_MODELS
@@ -91,22 +92,13 @@ def parse_prompt(text: str) -> list[int]:
     return tokens
 
 
-def _check_positive(flag: str, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{flag} must be a finite number > 0, got {value}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     for name, default in (("alpha", None), ("block_size", None), ("temperature", None), ("prompt", ""),
                           ("max_support", DEFAULT_MAX_SUPPORT)):
         if not hasattr(args, name):
             setattr(args, name, default)
-    n = args.max_new_tokens
-    if n < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1, got {n}")
-    if args.max_support < 1:
-        raise ValueError(f"--max-support must be >= 1, got {args.max_support}")
+    n = integer("--max-new-tokens", args.max_new_tokens)
+    integer("--max-support", args.max_support)
     law = args.law
     if args.block_size is not None and law != "nested":
         raise ValueError(f"--block-size applies only to --law nested (got --law {law})")
@@ -114,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature applies only to --law tempered (got --law {law})")
     if args.alpha is not None and law == "base":
         raise ValueError("--alpha does not apply to --law base")
-    alpha = _check_positive("--alpha", DEFAULT_ALPHA if args.alpha is None else args.alpha)
+    alpha = number("--alpha", DEFAULT_ALPHA if args.alpha is None else args.alpha, 0, strict=True)
     if law == "nested":
         if args.block_size is None:
             raise ValueError("--law nested requires --block-size")
@@ -124,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             )
     temperature = None
     if law == "tempered":
-        temperature = _check_positive("--temperature", 1.0 / alpha if args.temperature is None else args.temperature)
+        temperature = number("--temperature", 1.0 / alpha if args.temperature is None else args.temperature, 0, strict=True)
     prompt = parse_prompt(args.prompt)
 
     from mcmc_llm.lm.threads import configure_threads

@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from mcmc_llm.commands.common import add_progress_arguments, add_threads_argument, check_output_path, progress_enabled
+from mcmc_llm.core.validate import integer
 
 NAME = "run"
 HELP = "Run (or resume) an evaluation experiment from a TOML config; print accuracy and pass@k per method."
@@ -55,8 +56,7 @@ def _checked_config(args: argparse.Namespace):
     if args.output is not None:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, path=args.output))
     if args.workers is not None:
-        if args.workers < 1:
-            raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+        integer("--workers", args.workers)
         config = dataclasses.replace(config, scaleout=dataclasses.replace(config.scaleout, workers=args.workers))
     return config
 

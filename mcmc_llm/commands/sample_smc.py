@@ -10,7 +10,8 @@ within the run: logsumexp over its particles is 0) and the run's `log_z_hat`.  F
 each chain is one independent draw.
 
 Every field of `SMCConfig` / `RolloutConfig` is read from the flag of the same name (`CLI_NAMES`
-lists the exceptions), so the command and the configs cannot drift apart.
+lists the exceptions; `mcmc_llm.commands.sampler_flags` builds the flags from the fields), so the
+command and the configs cannot drift apart.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import time
 from mcmc_llm.commands.common import (
     load_model_and_prompts, prepare_sample_run, print_records, sequence_fields, write_jsonl,
 )
-
-#: Config fields whose `sample` flag has another name (field -> argparse dest).
-CLI_NAMES = {"num_particles": "particles"}
+from mcmc_llm.commands.sampler_flags import CLI_NAMES, sampler_config
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -40,17 +39,6 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--sampler {args.sampler} needs a finite --alpha")
     if getattr(args, "all_particles", False) and args.sampler != "smc":
         raise ValueError(f"--all-particles needs --sampler smc, got --sampler {args.sampler}")
-
-
-def sampler_config(args: argparse.Namespace):
-    """The `SMCConfig` or `RolloutConfig` of `args.sampler`, every field from its flag."""
-    from mcmc_llm.rollout import RolloutConfig
-    from mcmc_llm.smc import SMCConfig
-
-    config_class = SMCConfig if args.sampler == "smc" else RolloutConfig
-    return config_class(**{
-        field.name: getattr(args, CLI_NAMES.get(field.name, field.name)) for field in dataclasses.fields(config_class)
-    })
 
 
 def run_sampler(args: argparse.Namespace) -> int:

@@ -32,6 +32,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from mcmc_llm.core.validate import integer
+
 _MASK64 = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -124,8 +126,7 @@ class Streams:
         seeds: a chain's stream then depends on its own problem's seed only)."""
         seeds = list(seed) if isinstance(seed, (list, tuple, np.ndarray, torch.Tensor)) else [seed]
         for value in seeds:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"seed must be a non-negative integer, got {value!r}")
+            integer("seed", value, 0)
         words = np.asarray([int(value) & _MASK64 for value in seeds], dtype=np.uint64)
         prompt_index, chain_index, _ = torch.broadcast_tensors(
             torch.as_tensor(prompt_index, dtype=torch.int64), torch.as_tensor(chain_index, dtype=torch.int64),
@@ -172,9 +173,7 @@ Source = Union[torch.Generator, Streams]
 
 def make_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with `seed` (an int >= 0)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(integer("seed", seed, 0))
 
 
 def split(source: Source, label) -> Source:

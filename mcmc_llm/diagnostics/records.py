@@ -7,8 +7,8 @@ A results record is one sample of one method on one problem (keys `task_id`, `me
 target, so they form one trace: stats `accepted`, `stage`, `relative_cut` of shape (chain, step),
 chains in `sample_index` order, a chain with fewer steps padded with NaN (accepted, relative_cut)
 and stage -1.  Records that also list the chain's state after every step (`step_log_p`,
-`step_length`) give the samples `log_p` and `length`, for ESS and R-hat; older records have
-acceptance only.  Records without step lists (baseline methods, SMC) have no per-step data.
+`step_length`) give the samples `log_p` and `length`, for ESS and R-hat; records without them
+give acceptance only.  Records without step lists (baseline methods, SMC) have no per-step data.
 """
 
 from __future__ import annotations

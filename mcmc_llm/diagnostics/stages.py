@@ -34,7 +34,7 @@ def parse_stages(text: str) -> str | int:
 
 
 def _normalised(stages: Any) -> str | int:
-    """`summarize`'s historical spellings: None is "all", -1 is "last"."""
+    """The other spellings `summarize` accepts: None is "all", -1 is "last"."""
     if stages is None:
         return "all"
     if isinstance(stages, (int, np.integer)) and not isinstance(stages, bool):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -19,13 +18,7 @@ from mcmc_llm.core.random import Source, Streams, split
 from mcmc_llm.core.recorder import Functional, TraceRecorder
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.core.tree import num_chains
-
-
-def positive_int(name: str, value: Any) -> int:
-    """`value` as an int, or a ValueError naming `name` and saying it must be a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+from mcmc_llm.core.validate import integer
 
 
 def run_chains(
@@ -41,15 +34,23 @@ def run_chains(
 ) -> Trace:
     """Run `num_steps` kernel steps on every chain of `initial_position`.
 
+    Parameters:
+    kernel: any `Kernel` (`init(position) -> state`, `step(source, state) -> (state, info)`).
+    initial_position: the C chains' starting points, batched on the first axis (a tensor, or a
+        dataclass / NamedTuple of [C, ...] tensors such as a `SequenceBatch`).
+    num_steps: N >= 1 steps; the trace holds N draws per chain (the initial position is not one).
+    seed: the root of the per-chain streams, chain c keyed by (seed, 0, c) (`Streams.for_chains`).
     functionals: `{name: f}` with `f(position) -> tensor[C, ...]`, recorded after every step as
         `samples[name]` of shape (chain, draw, ...).  When omitted and the position is a tensor,
         the position itself is recorded as `samples["x"]`.
+    progress / description: a progress bar over the steps, and its label.
     generator: the root source instead of `seed`: per-chain `Streams` (step i uses `.split(i)`)
         or a shared `torch.Generator` (every step draws from it in turn).
+
     The kernel's info at every step is flattened into `stats` (chain, draw).  For MH kernels the
     log target density is recorded as `samples["log_target"]`.
     """
-    num_steps = positive_int("num_steps", num_steps)
+    num_steps = integer("num_steps", num_steps)
     chains = num_chains(initial_position)
     if chains < 1:
         raise ValueError(f"the initial position must hold at least one chain, got {chains}")

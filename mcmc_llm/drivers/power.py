@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from mcmc_llm.core.protocols import TOKENS, SuffixProposal
 from mcmc_llm.core.random import Streams
 from mcmc_llm.core.recorder import TraceRecorder
+from mcmc_llm.core.validate import integer
 from mcmc_llm.drivers.asynchronous import run_asynchronous_chains
 from mcmc_llm.drivers.extension import extend
 from mcmc_llm.drivers.power_budget import power_token_budget
@@ -52,7 +53,7 @@ from mcmc_llm.drivers.power_result import PowerSampleResult, token_log_probs
 from mcmc_llm.drivers.published_chain import published_chain
 from mcmc_llm.kernels.suffix_mh import SuffixMH
 from mcmc_llm.lm.prompts import encode_prompts, register_prompts
-from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch, spent
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.published_ratio import PublishedRatioSuffix
 from mcmc_llm.proposals.suffix import SuffixResampling
@@ -111,6 +112,11 @@ def power_sample(
 ) -> PowerSampleResult:
     """Run Algorithm 1 for every prompt with `chains_per_prompt` independent chains, all batched.
 
+    Parameters:
+    lm: the base model p of the target p^alpha (and, by default, the proposal's LM).
+    config: the `PowerSamplerConfig` (alpha, block size B, cap T_max, N_MCMC, cut rule, ...).
+    chains_per_prompt: C; prompt i's chains are rows i*C .. i*C + C - 1 of the result.
+    progress: show a progress bar (stderr).
     prompts: each a text (encoded by `lm`'s tokenizer, through its chat template when `lm` was
         loaded with one), a list of token ids, or None (`mcmc_llm.lm.prompts.encode_prompts`; a
         model without a tokenizer reads text as token ids "3 1 4" and refuses other text).  Each
@@ -127,8 +133,7 @@ def power_sample(
         Any two-phase suffix proposal works in both batchings, e.g. `MixtureProposal`, a proposal
         from a second LM, or one whose temperature depends on `stage.index`.
     """
-    if isinstance(chains_per_prompt, bool) or not isinstance(chains_per_prompt, int) or chains_per_prompt < 1:
-        raise ValueError(f"chains_per_prompt must be a positive integer, got {chains_per_prompt!r}")
+    chains_per_prompt = integer("chains_per_prompt", chains_per_prompt)
     prompts = encode_prompts(lm, prompts, config.max_new_tokens, truncate_prompt)
     if len(prompts) == 0:
         raise ValueError("power_sample needs at least one prompt, got none")
@@ -165,9 +170,8 @@ def power_sample(
         )
     else:
         position, trace = _lockstep(config, proposer, lm, kernels, position, streams, recorder, progress)
-    end_compute = proposer.counter.snapshot()
-    spent = {key: end_compute[key] - start_compute[key] for key in end_compute}
-    return PowerSampleResult(position, trace, chains_per_prompt, spent, lm=lm)
+    compute = spent(start_compute, proposer.counter.snapshot())
+    return PowerSampleResult(position, trace, chains_per_prompt, compute, lm=lm)
 
 
 def _lockstep(config, proposer, lm, kernels, position, streams, recorder, progress):

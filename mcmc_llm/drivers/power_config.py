@@ -18,10 +18,10 @@ import math
 from typing import Any, NamedTuple
 
 from mcmc_llm.core.deprecation import deprecated_name
+from mcmc_llm.core.validate import integer, number
 from mcmc_llm.drivers.published_chain import PUBLISHED_TOP_K
 from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal
 from mcmc_llm.proposals.cut_rules import CutRule, resolve_cut_rule
-from mcmc_llm.targets.sequence import check_alpha
 
 
 BATCHING = ("continuous", "lockstep")
@@ -80,13 +80,9 @@ class PowerSamplerConfig(TemperedProposal):
                 raise ValueError(f"got cut_rule={self.cut_rule!r} and its old name kernel={kernel!r}; give one")
             deprecated_name("PowerSamplerConfig(kernel=...)", "cut_rule=", stacklevel=4)
             object.__setattr__(self, "cut_rule", kernel)
-        check_alpha(self.alpha)
-        for name in ("block_size", "max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.mcmc_steps, bool) or not isinstance(self.mcmc_steps, int) or self.mcmc_steps < 0:
-            raise ValueError(f"mcmc_steps must be a non-negative integer, got {self.mcmc_steps!r}")
+        number("alpha", self.alpha, 0, strict=True, allow_inf=True)  # inf: the max-swap rule
+        for name, minimum in (("block_size", 1), ("max_new_tokens", 1), ("mcmc_steps", 0)):
+            object.__setattr__(self, name, integer(name, getattr(self, name), minimum))
         if self.block_size > self.max_new_tokens:
             raise ValueError(
                 f"block_size {self.block_size} is larger than max_new_tokens {self.max_new_tokens}; "

@@ -13,25 +13,19 @@ import difflib
 import math
 from typing import Any, Callable, Mapping
 
+from mcmc_llm.core.validate import integer_problem, number_problem
+
 Check = Callable[[Any], str | None]  # returns a problem description, or None if the value is fine
 
 
-def integer(minimum: int) -> Check:
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            return f"must be an integer >= {minimum}"
-    return check
+def integer(minimum: int | None) -> Check:
+    """An integer >= `minimum` (`mcmc_llm.core.validate.integer_problem`)."""
+    return lambda value: integer_problem(value, minimum)
 
 
 def number(minimum: float | None = None, *, strict: bool = False, allow_inf: bool = False) -> Check:
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            return "must be a number"
-        if math.isinf(value) and not allow_inf:
-            return "must be finite"
-        if minimum is not None and (value <= minimum if strict else value < minimum):
-            return f"must be {'>' if strict else '>='} {minimum}"
-    return check
+    """A number, not NaN, above `minimum` (`mcmc_llm.core.validate.number_problem`)."""
+    return lambda value: number_problem(value, minimum, strict=strict, allow_inf=allow_inf)
 
 
 def string(value):
@@ -63,8 +57,8 @@ def alpha(value):
 
 
 def finite_alpha(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        return "must be a finite number > 0 (smc and rollout need a finite alpha)"
+    """alpha of smc and rollout: a finite number > 0."""
+    return number_problem(value, 0, strict=True)
 
 
 def fraction(value):
@@ -79,7 +73,7 @@ def token_ids(value):
     """A non-empty list of distinct token ids (integers >= 0), e.g. an EOS set `[32000]`."""
     if not isinstance(value, list) or not value:
         return "must be a non-empty list of token ids (integers >= 0), e.g. [32000]"
-    bad = [item for item in value if isinstance(item, bool) or not isinstance(item, int) or item < 0]
+    bad = [item for item in value if integer_problem(item, 0)]
     if bad:
         return f"must be a non-empty list of token ids (integers >= 0); {bad[0]!r} is not a token id"
     repeated = sorted({item for item in value if value.count(item) > 1})

@@ -352,14 +352,16 @@ def sample_continuations(
     source: Source,
     stop: EarlyStop | None = None,
 ) -> Continuation:
-    """Draw one continuation per context from `rule` (one for all rows, or one per row) applied to
-    `lm`, until EOS or the row's cap (or its early-stop rule, `stop`).  `source`: per-row `Streams`
-    (row i's t-th token from `source[i].split(t)`), or a shared generator that keys the rows.
+    """Draw one continuation per context from `lm`, until EOS, the row's cap or its early-stop rule.
 
-    Rows whose cap is 0 get an empty continuation.  Finished rows are handed to `lm.retire` (a
-    backend may keep their encoding for later contexts that extend them, such as the prefix `x_<m`
-    of the next MH proposal) and dropped from the batch (`lm.select_rows`), so no compute is spent
-    on them.  This is `ContinuousBatch` with every request submitted at once.
+    Parameters: `contexts` [B], each row's prompt and kept prefix; `max_new_tokens`, the caps (an int
+    or [B]; a row with cap 0 gets an empty continuation); `rule`, one `SamplingRule` for every row or
+    one per row; `source`, per-row `Streams` (row i's t-th token from `source[i].split(t)`) or a
+    shared generator that keys the rows; `stop`, an optional `EarlyStop` (one bound per row).
+
+    Finished rows are handed to `lm.retire` (a backend may keep their encoding for later contexts
+    that extend them, such as the prefix `x_<m` of the next MH proposal) and dropped from the batch
+    (`lm.select_rows`); this is `ContinuousBatch` with every request submitted at once.
     """
     batch = len(contexts)
     caps = torch.as_tensor(max_new_tokens, dtype=torch.long).expand(batch)
@@ -388,9 +390,7 @@ def sample_continuations(
     return Continuation(TokenBatch(tokens, lengths), stats["log_p"], stats["log_q"], stats["entropy"], ended, law, stopped)
 
 
-def score_continuations(
-    lm: LanguageModel, contexts: TokenBatch, continuations: TokenBatch, rule: SamplingRule
-) -> Continuation:
+def score_continuations(lm: LanguageModel, contexts: TokenBatch, continuations: TokenBatch, rule: SamplingRule) -> Continuation:
     """Per-token statistics of given continuations (no sampling), as `sample_continuations` reports them."""
     stats = lm.positionwise(contexts, continuations, lambda lp, tok: token_statistics(lp, tok, rule))
     lengths = continuations.lengths

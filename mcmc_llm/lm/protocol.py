@@ -17,6 +17,9 @@ next-token log-probabilities at every position of given continuations (scoring).
 implementation steps through `start`/`advance`; backends that can do it in one forward pass
 (transformers) override it.
 
+Work is counted by each backend's `ComputeCounter` (`lm.counter`); `spent(before, after)` is the
+work between two of its snapshots.
+
 Prompts and completions as text: `lm.encode_prompt(text) -> ids` and `lm.decode(ids) -> text`
 (default: the tokenizer-free convention of `mcmc_llm.lm.text`; the transformers backend uses its
 tokenizer).
@@ -34,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from mcmc_llm.core.validate import integer
 from mcmc_llm.lm.text import ids_from_text, text_from_ids
 
 
@@ -130,11 +134,18 @@ class ComputeCounter:
         self.tokens_rejected_early -= int(tokens) if rejected_early else 0
 
     def snapshot(self) -> dict[str, int]:
+        """The counters now, `{name: value}`; `spent(before, after)` of two snapshots is the work between them."""
         return dataclasses.asdict(self)
 
     def reset(self) -> None:
         for field in dataclasses.fields(self):
             setattr(self, field.name, 0)
+
+
+def spent(before: dict[str, int], after: dict[str, int], prefix: str = "") -> dict[str, int]:
+    """The work done between two `ComputeCounter.snapshot()`s: `after - before` for every counter, in
+    the counters' order, each name prefixed by `prefix` (e.g. "reference_" for a second LM's counter)."""
+    return {prefix + key: value - before[key] for key, value in after.items()}
 
 
 class LanguageModel(ABC):
@@ -231,8 +242,7 @@ class StatelessLM(LanguageModel):
     KV-cached transformer would spend it: each appended token is encoded once."""
 
     def __init__(self, vocab_size: int, eos_token_ids: Sequence[int]):
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+        vocab_size = integer("vocab_size", vocab_size, 2)
         eos = tuple(int(e) for e in eos_token_ids)
         if not eos or any(e < 0 or e >= vocab_size for e in eos):
             raise ValueError(f"eos_token_ids must be a non-empty set of ids in [0, {vocab_size}), got {list(eos_token_ids)}")

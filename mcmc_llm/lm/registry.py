@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from mcmc_llm.core.validate import integer_problem
 from mcmc_llm.lm.protocol import LanguageModel
 from mcmc_llm.lm.threads import configure_threads
 
@@ -276,9 +277,9 @@ def with_eos_token_ids(lm: LanguageModel, eos_token_ids) -> LanguageModel:
     import copy
 
     ids = list(eos_token_ids)
-    bad = [e for e in ids if isinstance(e, bool) or not isinstance(e, int)]
-    if not ids or bad:
+    if not ids or any(integer_problem(e, None) for e in ids):
         raise ValueError(f"eos_token_ids must be a non-empty list of integer token ids, got {ids!r}")
+    ids = [int(e) for e in ids]
     outside = [e for e in ids if not 0 <= e < lm.vocab_size]
     if outside:
         raise ValueError(
@@ -306,8 +307,11 @@ def load_model(
     graphs: str | None = None,
     threads: int | None = None,
 ) -> LanguageModel:
-    """The language model named by `spec` (see `MODEL_SPEC_HELP`), with the CPU thread policy applied.
+    """The language model named by `spec`, with the CPU thread policy applied.
 
+    Parameters:
+    spec: "default" / None (the embedded SmolLM2-135M-Instruct), "toy:NAME", "hf:ID_OR_PATH",
+    "random:PRESET[,k=v...]" (`MODEL_SPEC_HELP` lists every form).
     device / dtype apply to transformers models ("auto": cuda + bfloat16 when available, else
     cpu + float32).  chat_template: None means on for the embedded instruct model, off otherwise.
     eos_token_ids: the EOS set that ends generation (and MH proposals, and decides which sequences

@@ -19,6 +19,7 @@ import weakref
 
 import torch
 
+from mcmc_llm.core.validate import optional_integer
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 
 
@@ -55,8 +56,7 @@ class SamplingRule:
     def __post_init__(self):
         if not isinstance(self.temperature, (int, float)) or not (0 <= self.temperature < math.inf):
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None, got {self.top_k!r}")
+        optional_integer("top_k", self.top_k)
         if self.top_p is not None and not (0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
 

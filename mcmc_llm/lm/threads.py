@@ -26,6 +26,8 @@ import os
 
 import torch
 
+from mcmc_llm.core.validate import optional_integer
+
 DEFAULT_CPU_THREADS = 1
 _ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -41,11 +43,7 @@ def _runs_on_cpu(device) -> bool:
 
 def check_threads(value) -> int | None:
     """`value` as a thread count (None stays None); ValueError unless it is an integer >= 1."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"threads must be a positive integer, got {value!r}")
-    return value
+    return optional_integer("threads", value)
 
 
 def configure_threads(requested: int | None = None, device=None) -> int:

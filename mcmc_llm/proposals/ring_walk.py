@@ -17,12 +17,12 @@ import torch
 
 from mcmc_llm.core.protocols import Move
 from mcmc_llm.core.random import uniform
+from mcmc_llm.core.validate import integer
 
 
 class RingWalk:
     def __init__(self, num_states: int, up_probability: float = 0.5):
-        if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 3:
-            raise ValueError(f"num_states must be an integer >= 3, got {num_states!r}")
+        num_states = integer("num_states", num_states, 3)
         if not (isinstance(up_probability, (int, float)) and 0.0 < up_probability < 1.0):
             raise ValueError(f"up_probability must lie strictly between 0 and 1, got {up_probability!r}")
         self.num_states = num_states

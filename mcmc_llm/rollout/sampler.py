@@ -42,10 +42,11 @@ import numpy as np
 import torch
 
 from mcmc_llm.core.random import categorical, make_generator
+from mcmc_llm.core.validate import integer, optional_integer, number
 from mcmc_llm.lm.generation import sample_continuations, score_continuations
 from mcmc_llm.lm.prompts import register_prompts
 from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal, is_eos
-from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch, spent
 from mcmc_llm.lm.sequences import SequenceBatch
 
 
@@ -69,14 +70,10 @@ class RolloutConfig(TemperedProposal):
     horizon: int | None = None
 
     def __post_init__(self):
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (0 < self.alpha < math.inf):
-            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
+        number("alpha", self.alpha, 0, strict=True)
         for name in ("max_new_tokens", "top_candidates", "rollouts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.horizon is not None and (isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1):
-            raise ValueError(f"horizon must be None or a positive integer, got {self.horizon!r}")
+            object.__setattr__(self, name, integer(name, getattr(self, name)))
+        object.__setattr__(self, "horizon", optional_integer("horizon", self.horizon))
         if not self.sampling_rule().full_support:
             raise ValueError("the rollout proposal needs full support: proposal_temperature must be > 0")
 
@@ -210,11 +207,20 @@ def rollout_sample(
     generator: torch.Generator | None = None,
     proposal_lm: LanguageModel | None = None,
 ) -> RolloutResult:
-    """Draw `samples_per_prompt` independent sequences per prompt with the rollout sampler, batched."""
+    """Draw `samples_per_prompt` independent sequences per prompt with the rollout sampler, batched.
+
+    Parameters:
+    lm: the base model p of the target p^alpha (candidates, their probabilities, the rollouts' log p).
+    prompts: B token-id sequences; prompt b's draws are rows b*S .. b*S + S - 1 of `final`.
+    config: the `RolloutConfig` (alpha, cap n, K candidates, M rollouts, jackknife, horizon).
+    samples_per_prompt: S independent draws per prompt.
+    seed / generator: the randomness, `generator` when given, else `make_generator(seed)`.
+    proposal_lm: the LM q that draws the rollouts (default `lm`), under `config.sampling_rule()`;
+        their weights `p^alpha / q` use `lm`'s log p.
+    """
     if len(prompts) == 0:
         raise ValueError("rollout_sample needs at least one prompt, got none")
-    if isinstance(samples_per_prompt, bool) or not isinstance(samples_per_prompt, int) or samples_per_prompt < 1:
-        raise ValueError(f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}")
+    samples_per_prompt = integer("samples_per_prompt", samples_per_prompt)
     generator = generator if generator is not None else make_generator(seed)
     proposer = proposal_lm if proposal_lm is not None else lm
     register_prompts([lm, proposer], prompts)
@@ -262,7 +268,7 @@ def rollout_sample(
         rows = rows[keep]
         state = lm.advance(state, drawn[keep])
     final = SequenceBatch(prompt_batch, tokens, lengths, stats["log_p"], stats["log_q"], stats["entropy"], ended)
-    compute = {key: value - before[key] for key, value in lm.counter.snapshot().items()}
+    compute = spent(before, lm.counter.snapshot())
     if before_proposal is not None:
-        compute.update({f"proposal_{k}": v - before_proposal[k] for k, v in proposer.counter.snapshot().items()})
+        compute.update(spent(before_proposal, proposer.counter.snapshot(), "proposal_"))
     return RolloutResult(final, samples_per_prompt, diag, compute)

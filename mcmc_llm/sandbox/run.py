@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mcmc_llm.core.validate import optional_integer
 from mcmc_llm.sandbox.guard import PRELUDE
 from mcmc_llm.sandbox.launcher import proc_entries
 
@@ -89,10 +90,9 @@ def run_python(
         raise ValueError(f"timeout_s must be a positive finite number, got {timeout_s}")
     if memory_mb < 64:
         raise ValueError(f"memory_mb must be >= 64 (the interpreter itself needs it), got {memory_mb}")
+    cpu_s = optional_integer("cpu_s", cpu_s)
     if cpu_s is None:
         cpu_s = int(math.ceil(timeout_s)) + 1
-    elif isinstance(cpu_s, bool) or not isinstance(cpu_s, int) or cpu_s < 1:
-        raise ValueError(f"cpu_s must be a whole number of CPU seconds >= 1 (or None), got {cpu_s!r}")
     outer = tempfile.mkdtemp(prefix="mcmc-llm-sandbox-")
     started = time.monotonic()
     proc: subprocess.Popen | None = None

@@ -6,7 +6,6 @@
   LM), advanced one token per step, reordered on resampling, rebuilt after MH moves; it holds no
   state (and calls no LM) while no particle is unfinished.
 * `rejuvenate`: MH moves `MetropolisHastings(PowerTarget(a, cap), SuffixResampling(...))`.
-* `spent`: counter deltas.
 """
 
 from __future__ import annotations
@@ -97,8 +96,4 @@ def rejuvenate(particles, config, exponent, cap, proposer, lm, rule, generator):
     return trace.final_state.position, trace
 
 
-def spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {key: after[key] - before[key] for key in after}
-
-
-__all__ = ["Decoder", "contexts_of", "distinct_per_prompt", "rejuvenate", "repeat_rows", "spent", "take_rows"]
+__all__ = ["Decoder", "contexts_of", "distinct_per_prompt", "rejuvenate", "repeat_rows", "take_rows"]

@@ -47,9 +47,9 @@ so ESS-triggered resampling is exact.
   finished while a move is still scheduled (a move on S_{t+1} can revive a finished particle as an
   unfinished prefix; skipping it because the particles finished would be particle-dependent).
   The pilot's tokens count in `compute`: it roughly doubles the generation cost.
-  The old rule -- move the prompts whose own ESS fell below the threshold -- is biased (on a random
-  trigram, P = 2, threshold 1, multinomial: mean Z_hat / Z = 0.72, tests/smc/test_smc_unbiased.py);
-  it stays reachable only through the private `power_smc(..., _adaptive_moves=True)`, for that test.
+  The adaptive rule -- move the prompts whose own ESS fell below the threshold -- is biased (on a
+  random trigram, P = 2, threshold 1, multinomial: mean Z_hat / Z = 0.72, tests/smc/test_smc_unbiased.py);
+  it is reachable only through the private `power_smc(..., _adaptive_moves=True)`, for that test.
 
 The LM states of moved particles are rebuilt with `lm.start`.
 
@@ -70,13 +70,14 @@ import torch
 from mcmc_llm.core.deprecation import deprecated_name
 from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
+from mcmc_llm.core.validate import integer, number
 from mcmc_llm.lm.prompts import register_prompts
 from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal, is_eos, token_statistics
-from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
+from mcmc_llm.lm.protocol import LanguageModel, TokenBatch, spent
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.cut_rules import resolve_cut_rule
 from mcmc_llm.smc.particles import (
-    Decoder, contexts_of, distinct_per_prompt, rejuvenate, repeat_rows, spent, take_rows,
+    Decoder, contexts_of, distinct_per_prompt, rejuvenate, repeat_rows, take_rows,
 )
 from mcmc_llm.smc.resampling import effective_sample_size, get_resampler
 
@@ -116,12 +117,9 @@ class SMCConfig(TemperedProposal):
                                  f"rejuvenation_kernel={rejuvenation_kernel!r}; give one")
             deprecated_name("SMCConfig(rejuvenation_kernel=...)", "rejuvenation_cut_rule=", stacklevel=4)
             object.__setattr__(self, "rejuvenation_cut_rule", rejuvenation_kernel)
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (0 < self.alpha < math.inf):
-            raise ValueError(f"alpha must be a finite number > 0 for SMC, got {self.alpha!r}")
-        for name, low in (("max_new_tokens", 1), ("num_particles", 1), ("ramp_tokens", 0), ("rejuvenation_steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        number("alpha", self.alpha, 0, strict=True)  # finite: Power-SMC targets p^alpha with alpha < inf
+        for name, minimum in (("max_new_tokens", 1), ("num_particles", 1), ("ramp_tokens", 0), ("rejuvenation_steps", 0)):
+            object.__setattr__(self, name, integer(name, getattr(self, name), minimum))
         if not (isinstance(self.ess_threshold, (int, float)) and 0 <= self.ess_threshold <= 1):
             raise ValueError(f"ess_threshold must be a fraction in [0, 1], got {self.ess_threshold!r}")
         if self.ramp_tokens > self.max_new_tokens:
@@ -211,11 +209,16 @@ def power_smc(
 ) -> SMCResult:
     """Run Power-SMC for every prompt with `config.num_particles` particles, all batched.
 
-    lm: the base model p of the target p^alpha; proposal_lm: the LM particles are drawn from
-    (default `lm`) under temperature `config.temperature`.  Randomness comes from `generator`
-    (default `make_generator(seed)`).  `_adaptive_moves` (private, for the tests only): with
-    `rejuvenate="resampling"`, move the prompts whose ESS fell below the threshold in this run
-    instead of following a pilot's schedule -- the old rule, which BIASES Z_hat (module docstring).
+    Parameters:
+    lm: the base model p of the target p^alpha.
+    prompts: B token-id sequences; prompt b's particles are rows b*P .. b*P + P - 1 of the result.
+    config: the `SMCConfig` (alpha, cap n, particles P, resampling, ramp, rejuvenation).
+    seed / generator: the randomness, `generator` when given, else `make_generator(seed)`.
+    proposal_lm: the LM q particles are drawn from (default `lm`) under temperature
+        `config.temperature`; the incremental weights divide by q (module docstring).
+    _adaptive_moves: private, for the tests only: with `rejuvenate="resampling"`, move the prompts
+        whose ESS fell below the threshold in this run instead of following a pilot's schedule
+        -- the adaptive rule, which biases Z_hat (module docstring).
     """
     if len(prompts) == 0:
         raise ValueError("power_smc needs at least one prompt, got none")
@@ -347,7 +350,7 @@ def power_smc(
     diag["distinct_final"] = distinct_per_prompt(particles, num_prompts, count)
     compute = spent(start_proposal, proposer.counter.snapshot())
     if reference is not None:
-        compute.update({f"reference_{k}": v for k, v in spent(start_reference, reference.counter.snapshot()).items()})
+        compute.update(spent(start_reference, reference.counter.snapshot(), "reference_"))
     return SMCResult(particles, normalised, log_normalizer, count, diag, trace, compute)
 
 

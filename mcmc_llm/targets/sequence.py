@@ -20,22 +20,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from mcmc_llm.core.validate import integer, number
 from mcmc_llm.lm.generation import SamplingRule, score_continuations
 from mcmc_llm.lm.protocol import LanguageModel
 from mcmc_llm.lm.sequences import SequenceBatch
-
-
-def check_alpha(alpha: float) -> float:
-    """alpha must be a number > 0 (alpha = inf selects max-swap)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a positive number (or inf for max-swap), got {alpha!r}")
-    return float(alpha)
-
-
-def check_cap(max_new_tokens: int) -> int:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    return max_new_tokens
 
 
 def _restrict(log_density: torch.Tensor, batch: SequenceBatch, cap: int) -> torch.Tensor:
@@ -51,8 +39,8 @@ class PowerTarget:
     max_new_tokens: int
 
     def __post_init__(self):
-        check_alpha(self.alpha)
-        check_cap(self.max_new_tokens)
+        number("alpha", self.alpha, 0, strict=True, allow_inf=True)  # inf: max-swap
+        integer("max_new_tokens", self.max_new_tokens)
 
     @property
     def max_swap(self) -> bool:
@@ -84,9 +72,9 @@ class ProductTarget:
     alpha_q: float = 1.0
 
     def __post_init__(self):
-        check_cap(self.max_new_tokens)
-        check_alpha(self.alpha_p)
-        check_alpha(self.alpha_q)
+        integer("max_new_tokens", self.max_new_tokens)
+        number("alpha_p", self.alpha_p, 0, strict=True, allow_inf=True)
+        number("alpha_q", self.alpha_q, 0, strict=True, allow_inf=True)
 
     max_swap = False
 
@@ -112,8 +100,8 @@ class RewardTiltedTarget:
     max_new_tokens: int
 
     def __post_init__(self):
-        check_alpha(self.alpha)
-        check_cap(self.max_new_tokens)
+        number("alpha", self.alpha, 0, strict=True, allow_inf=True)
+        integer("max_new_tokens", self.max_new_tokens)
         if not callable(self.reward):
             raise TypeError(f"reward must be callable, got {type(self.reward).__name__}")
 

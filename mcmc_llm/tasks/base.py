@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
+from mcmc_llm.core.validate import optional_integer
+
 __all__ = ["Problem", "GradeResult", "Task", "GRADE_STATUSES", "pass_at_k", "mean_pass_at_k", "read_records",
            "take_subset"]
 
@@ -144,9 +146,6 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 def take_subset(items: Iterable[Any], subset: int | None) -> list[Any]:
     """The first `subset` items (all when None); subset must be >= 0."""
+    subset = optional_integer("subset", subset, 0)
     items = list(items)
-    if subset is None:
-        return items
-    if isinstance(subset, bool) or not isinstance(subset, int) or subset < 0:
-        raise ValueError(f"subset must be a non-negative integer or None, got {subset!r}")
-    return items[:subset]
+    return items if subset is None else items[:subset]

@@ -15,8 +15,10 @@ from typing import Any, Callable, Hashable, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from mcmc_llm.core.validate import integer
+
 from mcmc_llm.testing.discrete import (
-    DEFAULT_FALSE_FAILURE_RATE, DEFAULT_POWER, ChiSquareResult, _check_power, _check_rate, _to_numpy,
+    DEFAULT_FALSE_FAILURE_RATE, DEFAULT_POWER, ChiSquareResult, _check_power, _check_rate, _count, _to_numpy,
     chi_square_check, counts_from_samples,
 )
 
@@ -119,9 +121,8 @@ def mcse_min_detectable_shift(
     `sd / sqrt(ESS)` to size a run before drawing it.  Returns a float for a scalar `mcse`, else an array.
     """
     rate, power = _check_rate(false_failure_rate), _check_power(power)
-    if isinstance(num_dims, bool) or int(num_dims) != num_dims or num_dims < 1:
-        raise ValueError(f"num_dims must be a positive integer, got {num_dims!r}")
-    factor = float(stats.norm.isf(rate / (2.0 * int(num_dims))) + stats.norm.ppf(power))
+    num_dims = _count("num_dims", num_dims)
+    factor = float(stats.norm.isf(rate / (2.0 * num_dims)) + stats.norm.ppf(power))
     values = np.asarray(mcse, dtype=np.float64) * factor
     return float(values) if values.ndim == 0 else values
 
@@ -204,8 +205,7 @@ def conservation_check(
     from mcmc_llm.core.random import make_generator  # torch: imported on use, so the module imports without it
     from mcmc_llm.core.tree import flatten_info
 
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    num_steps = integer("num_steps", num_steps)
     generator = make_generator(seed)
     state = kernel.init(exact_draws_position)
     accepted = []

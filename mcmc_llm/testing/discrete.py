@@ -18,6 +18,8 @@ from typing import Any, Hashable, Iterable, Sequence
 import numpy as np
 from scipy import optimize, stats
 
+from mcmc_llm.core.validate import integer
+
 DEFAULT_FALSE_FAILURE_RATE = 1e-4
 DEFAULT_POWER = 0.9
 
@@ -77,10 +79,9 @@ def _check_power(power: float) -> float:
     return value
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _count(name: str, value: Any, minimum: int = 1) -> int:
+    """`value` as an int >= `minimum` (`core.validate.integer`); a float such as `1e4` counts as that integer."""
+    return integer(name, int(value) if isinstance(value, float) and value.is_integer() else value, minimum)
 
 
 def chi_square_noncentrality_for_power(
@@ -130,8 +131,8 @@ def chi_square_min_detectable_tv(
     A value >= 1 means that no TV distance is guaranteed to be detected (inf for a single bin).
     Example: n = 6000 draws, 15 bins, rate 1e-4, power 0.9 gives 0.044.
     """
-    n = _check_positive_int("num_samples", num_samples)
-    bins = _check_positive_int("num_bins", num_bins)
+    n = _count("num_samples", num_samples)
+    bins = _count("num_bins", num_bins)
     noncentrality = chi_square_noncentrality_for_power(bins - 1, false_failure_rate, power)
     return math.sqrt(noncentrality / (4.0 * n))
 
@@ -148,7 +149,7 @@ def samples_to_detect_tv(
     tv = float(tv)
     if not 0.0 < tv <= 1.0:
         raise ValueError(f"tv must lie in (0, 1], got {tv!r}")
-    bins = _check_positive_int("num_bins", num_bins, minimum=2)
+    bins = _count("num_bins", num_bins, minimum=2)
     noncentrality = chi_square_noncentrality_for_power(bins - 1, false_failure_rate, power)
     n = max(1, math.ceil(noncentrality / (4.0 * tv * tv)))
     while math.sqrt(noncentrality / (4.0 * n)) > tv:  # guard against rounding in the ceil
@@ -160,7 +161,7 @@ def chi_square_num_bins(probabilities: Any, num_samples: int, min_expected: floa
     """The number of bins `chi_square_check` uses for n draws against `probabilities` (after pooling the
     categories whose expected count `n p_i` is below `min_expected`; zero-probability categories dropped)."""
     pmf = _to_numpy(probabilities).astype(np.float64)
-    n = _check_positive_int("num_samples", num_samples)
+    n = _count("num_samples", num_samples)
     positive = pmf[pmf > 0] / pmf.sum()
     if positive.size == 0:
         raise ValueError("probabilities have no positive entry")
@@ -353,8 +354,8 @@ def total_variation_min_detectable(
     check usually detects smaller distances, because the BHC bound is loose.
     """
     power = _check_power(power)
-    n = _check_positive_int("num_samples", num_samples)
-    categories = _check_positive_int("num_categories", num_categories)
+    n = _count("num_samples", num_samples)
+    categories = _count("num_categories", num_categories)
     return total_variation_threshold(n, categories, false_failure_rate) + total_variation_threshold(
         n, categories, 1.0 - power
     )

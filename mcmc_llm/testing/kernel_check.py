@@ -41,7 +41,7 @@ from mcmc_llm.proposals.cut_rules import CutRule
 from mcmc_llm.targets.sequence import PowerTarget
 from mcmc_llm.testing.chains import ConservationResult, conservation_check
 from mcmc_llm.testing.discrete import (
-    DEFAULT_FALSE_FAILURE_RATE, DEFAULT_POWER, ChiSquareResult, TotalVariationResult, _check_positive_int, _check_rate,
+    DEFAULT_FALSE_FAILURE_RATE, DEFAULT_POWER, ChiSquareResult, TotalVariationResult, _count, _check_rate,
     chi_square_check, counts_from_samples, total_variation_check,
 )
 
@@ -133,8 +133,8 @@ def check_kernel(
     """
     lm = load_toy(lm) if isinstance(lm, str) else lm
     rate = _check_rate(false_failure_rate)
-    chains, conservation_chains = _check_positive_int("chains", chains), _check_positive_int("conservation_chains", conservation_chains)
-    steps, conservation_steps = _check_positive_int("steps", steps), _check_positive_int("conservation_steps", conservation_steps)
+    chains, conservation_chains = _count("chains", chains), _count("conservation_chains", conservation_chains)
+    steps, conservation_steps = _count("steps", steps), _count("conservation_steps", conservation_steps)
     batchings = tuple(batchings)
     if not batchings or any(batching not in BATCHING for batching in batchings):
         raise ValueError(f"batchings must name drivers among {', '.join(BATCHING)}; got {batchings!r}")

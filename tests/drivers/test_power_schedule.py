@@ -13,7 +13,7 @@ from mcmc_llm.drivers.power import PowerSamplerConfig, power_sample
 
 
 def test_config_errors_name_the_bad_value():
-    with pytest.raises(ValueError, match=r"alpha must be a positive number.*-2"):
+    with pytest.raises(ValueError, match=r"alpha must be a number > 0 or inf, got -2"):
         PowerSamplerConfig(alpha=-2.0)
     with pytest.raises(ValueError, match=r"block_size 300 is larger than max_new_tokens 256"):
         PowerSamplerConfig(block_size=300, max_new_tokens=256)

@@ -67,8 +67,8 @@ def test_bad_values_name_the_key():
     text = "\n".join(problems)
     assert "methods[0].top_p: must be in (0, 1], got 1.5" in text
     assert "methods[1].kind: must be one of base, low_temperature, greedy, power, best_of_n, majority_vote, smc, rollout" in text
-    assert "sampling.max_new_tokens: must be an integer >= 1, got 0" in text
-    assert "sampling.batch_size: must be an integer >= 1, got True" in text
+    assert "sampling.max_new_tokens: must be a positive integer, got 0" in text
+    assert "sampling.batch_size: must be a positive integer, got True" in text
     assert "model.dtype: must be one of auto, float32, bfloat16, float16, float64, got 'fp8'" in text
 
 
@@ -176,17 +176,17 @@ def test_smc_and_rollout_bad_values_name_the_key():
         {"name": "t", "kind": "smc", "ramp_tokens": 32},
     )))
     assert "methods[0].alpha: must be a finite number > 0" in text
-    assert "methods[0].particles: must be an integer >= 1, got 0" in text
+    assert "methods[0].particles: must be a positive integer, got 0" in text
     assert "methods[0].resampling: must be one of multinomial, stratified, systematic, residual, got 'sytematic'" in text
     assert "methods[0].ess_threshold: must be in [0, 1], got 1.5" in text
     assert "methods[0].rejuvenation_cut_rule: must be one of uniform, within-block, restart, priority, entropy" in text
-    assert "methods[0].ramp_tokens: must be an integer >= 0, got -1" in text
+    assert "methods[0].ramp_tokens: must be a non-negative integer, got -1" in text
     assert "methods[0].block_size: unknown key" in text and "rejuvenation_cut_rule" in text
     assert "methods[1].alpha: must be a finite number > 0" in text
-    assert "methods[1].rollouts: must be an integer >= 1, got 0" in text
-    assert "methods[1].top_candidates: must be an integer >= 1, got 2.5" in text
+    assert "methods[1].rollouts: must be a positive integer, got 0" in text
+    assert "methods[1].top_candidates: must be a positive integer, got 2.5" in text
     assert "methods[1].jackknife: must be true or false, got 'yes'" in text
-    assert "methods[1].proposal_temperature: must be > 0.0, got 0" in text
+    assert "methods[1].proposal_temperature: must be a finite number > 0, got 0" in text
     assert "methods[1].particles: unknown key; allowed: name, kind, samples, max_new_tokens, alpha, top_candidates" in text
     assert "methods[2]: ramp_tokens 32 exceeds max_new_tokens 16" in text
 

@@ -218,7 +218,7 @@ def test_smc_and_rollout_settings_are_validated():
     assert RolloutSampling.from_keys(512, rollouts=3, jackknife=False).config.jackknife is False
     assert SMCSampling().settings()["kind"] == "smc" and RolloutSampling().settings()["top_candidates"] == 8
     assert SMCSampling().max_new_tokens == RolloutSampling().max_new_tokens == 512
-    with pytest.raises(ValueError, match="num_particles must be an integer >= 1"):
+    with pytest.raises(ValueError, match="num_particles must be a positive integer, got 0"):
         SMCSampling.from_keys(512, particles=0)
     with pytest.raises(ValueError, match="alpha must be a finite number"):
         RolloutSampling.from_keys(512, alpha=math.inf)

@@ -53,8 +53,9 @@ def test_baselines_take_top_k_from_the_toml():
     assert (cold.top_k, cold.temperature) == (50, 0.25) and not cold.full_support
 
 
-@pytest.mark.parametrize("value, message", [(0, "must be an integer >= 1, got 0"), (2.5, "must be an integer >= 1, got 2.5"),
-                                            (True, "must be an integer >= 1, got True")])
+@pytest.mark.parametrize("value, message", [(0, "must be a positive integer, got 0"),
+                                            (2.5, "must be a positive integer, got 2.5"),
+                                            (True, "must be a positive integer, got True")])
 def test_bad_top_k_names_the_key_and_the_value(value, message):
     (problem,) = problems_of(config({"name": "b", "kind": "base", "top_k": value}))
     assert problem == f"methods[0].top_k: {message}"

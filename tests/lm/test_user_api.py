@@ -87,7 +87,7 @@ def test_load_model_applies_the_cpu_thread_policy(single_thread_after, monkeypat
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     load_model("toy:trigram")
     assert torch.get_num_threads() == 2  # the environment is left to torch
-    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="threads must be a positive integer or None, got 0"):
         load_model("toy:trigram", threads=0)
 
 

@@ -129,11 +129,11 @@ def test_samples_to_detect_tv_for_pmf_uses_the_pooled_bins():
 def test_power_arguments_are_checked():
     with pytest.raises(ValueError, match="power must lie strictly between 0 and 1"):
         chi_square_min_detectable_tv(100, 5, 1e-4, power=1.0)
-    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+    with pytest.raises(ValueError, match="num_samples must be a positive integer, got 0"):
         chi_square_min_detectable_tv(0, 5, 1e-4)
     with pytest.raises(ValueError, match="tv must lie in"):
         samples_to_detect_tv(0.0, 5, 1e-4)
-    with pytest.raises(ValueError, match="num_bins must be an integer >= 2"):
+    with pytest.raises(ValueError, match="num_bins must be an integer >= 2, got 1"):
         samples_to_detect_tv(0.1, 1, 1e-4)
     with pytest.raises(ValueError, match="false_failure_rate must lie strictly between 0 and 1"):
         total_variation_min_detectable(100, 5, 2.0)

@@ -12,9 +12,9 @@ import math
 from abc import abstractmethod
 from typing import ClassVar
 
-from mcmc_llm.evaluation.methods.base import Method, check_positive_int, draw
+from mcmc_llm.core.validate import integer, number
+from mcmc_llm.evaluation.methods.base import Method, draw
 from mcmc_llm.lm.generation import SamplingRule
-from mcmc_llm.targets.sequence import check_alpha
 
 
 class _Ancestral(Method):
@@ -31,7 +31,7 @@ class _Ancestral(Method):
 
 def check_rule_fields(method) -> None:
     """Validate `max_new_tokens` and the fields of `method.rule()` (temperature, top_k, top_p)."""
-    check_positive_int("max_new_tokens", method.max_new_tokens)
+    integer("max_new_tokens", method.max_new_tokens)
     method.rule()  # validates temperature, top_k, top_p
 
 
@@ -53,7 +53,7 @@ class BaseSampling(_Ancestral):
 
 def low_temperature(alpha: float, temperature: float | None) -> float:
     """The temperature of low-temperature sampling: `temperature`, else 1/alpha (0.25 for alpha = inf)."""
-    check_alpha(alpha)
+    number("alpha", alpha, 0, strict=True, allow_inf=True)
     if temperature is not None:
         return temperature
     return 0.25 if math.isinf(alpha) else 1.0 / alpha
@@ -85,7 +85,7 @@ class GreedyDecoding(_Ancestral):
     max_new_tokens: int = 512
 
     def __post_init__(self):
-        check_positive_int("max_new_tokens", self.max_new_tokens)
+        integer("max_new_tokens", self.max_new_tokens)
 
     def rule(self) -> SamplingRule:
         return SamplingRule(0.0)

@@ -14,7 +14,8 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 from mcmc_llm.evaluation.methods.ancestral import check_rule_fields, low_temperature
-from mcmc_llm.evaluation.methods.base import AnswerFn, Draw, Method, MethodSample, check_positive_int, draw
+from mcmc_llm.core.validate import integer
+from mcmc_llm.evaluation.methods.base import AnswerFn, Draw, Method, MethodSample, draw
 from mcmc_llm.lm.generation import SamplingRule
 
 SAMPLERS = ("base", "low_temperature")
@@ -39,7 +40,7 @@ class _Candidates(Method):
     matched_to: str | None = None
 
     def __post_init__(self):
-        check_positive_int("n", self.n)
+        integer("n", self.n)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         check_rule_fields(self)

@@ -46,7 +46,7 @@ class SMCSampling(ConfiguredMethod):
     per_prompt_seeds: ClassVar[bool] = False  # the runs of a call share one generator
     config_class: ClassVar[type] = SMCConfig
     renamed: ClassVar[dict[str, str]] = {"num_particles": "particles"}
-    recorded_as: ClassVar[dict[str, str]] = {"rejuvenation_cut_rule": "rejuvenation_kernel"}  # the recorded key stays the old one
+    recorded_as: ClassVar[dict[str, str]] = {"rejuvenation_cut_rule": "rejuvenation_kernel"}  # the key in settings and fingerprints
     deprecated: ClassVar[dict[str, str]] = {"rejuvenation_kernel": "rejuvenation_cut_rule"}
     recorded: ClassVar[tuple[str, ...]] = (
         "max_new_tokens", "alpha", "particles", "resampling", "ess_threshold", "proposal_temperature", "ramp_tokens",

@@ -21,14 +21,14 @@ skip the enumeration.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from mcmc_llm.core.validate import integer, number
 from mcmc_llm.lm.protocol import LanguageModel
-from mcmc_llm.lm.exact.support import DEFAULT_MAX_SUPPORT, ExactLaw, check_int, check_prompt, enumerate_support
+from mcmc_llm.lm.exact.support import DEFAULT_MAX_SUPPORT, ExactLaw, check_prompt, enumerate_support
 
 __all__ = ["base_law", "nested_law", "power_law", "sample_exact", "tempered_law"]
 
@@ -37,29 +37,19 @@ __all__ = ["base_law", "nested_law", "power_law", "sample_exact", "tempered_law"
 # validation helpers
 
 
-def _check_positive_finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
 def _check_block_size(block_size: Any, max_new_tokens: int) -> int:
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
-        raise ValueError(f"block_size must be an integer, got {block_size!r}")
-    if not 1 <= int(block_size) <= max_new_tokens:
+    block_size = integer("block_size", block_size, None)
+    if not 1 <= block_size <= max_new_tokens:
         raise ValueError(
-            f"block_size must be between 1 and max_new_tokens = {max_new_tokens}, got block_size = {int(block_size)}"
+            f"block_size must be between 1 and max_new_tokens = {max_new_tokens}, got block_size = {block_size}"
         )
-    return int(block_size)
+    return block_size
 
 
 def _support_for(lm: LanguageModel, n: int, prompt: Sequence[int], support: ExactLaw | None, max_support: int) -> ExactLaw:
     if support is None:
         return enumerate_support(lm, n, prompt, max_support=max_support)
-    n = check_int("max_new_tokens", n, 0)
+    n = integer("max_new_tokens", n, 0)
     prompt = check_prompt(prompt, lm.vocab_size)
     if support.max_new_tokens != n or support.prompt != prompt or support.vocab_size != lm.vocab_size:
         raise ValueError(
@@ -125,7 +115,7 @@ def power_law(
     max_support: int = DEFAULT_MAX_SUPPORT,
 ) -> ExactLaw:
     """pi_alpha(x) = p(x)^alpha / Z on S_n, for a finite alpha > 0."""
-    alpha = _check_positive_finite("alpha", alpha)
+    alpha = number("alpha", alpha, 0, strict=True)
     support = _support_for(lm, max_new_tokens, prompt, support, max_support)
     return support._with(alpha * support.base_log_probs, f"power(alpha={alpha:g})")
 
@@ -145,8 +135,8 @@ def nested_law(
     Blocks are tokens [(k-1)B, min(kB, n)); the last block's cap is n - (K-1)B.  Exact dynamic
     programming over the block-boundary prefixes of the enumerated support.
     """
-    alpha = _check_positive_finite("alpha", alpha)
-    n = check_int("max_new_tokens", max_new_tokens, 0)
+    alpha = number("alpha", alpha, 0, strict=True)
+    n = integer("max_new_tokens", max_new_tokens, 0)
     block_size = _check_block_size(block_size, n)
     support = _support_for(lm, n, prompt, support, max_support)
     boundaries = list(range(0, n, block_size)) + [n]
@@ -166,8 +156,8 @@ def tempered_law(
 ) -> ExactLaw:
     """Law of autoregressive sampling at temperature tau > 0 on S_n:
     prod_t p(x_t | x_<t)^(1/tau) / sum_v p(v | x_<t)^(1/tau)."""
-    temperature = _check_positive_finite("temperature", temperature)
-    n = check_int("max_new_tokens", max_new_tokens, 0)
+    temperature = number("temperature", temperature, 0, strict=True)
+    n = integer("max_new_tokens", max_new_tokens, 0)
     support = _support_for(lm, n, prompt, support, max_support)
     return support._with(
         _blockwise_log_probs(support, list(range(n + 1)), 1.0 / temperature), f"tempered(temperature={temperature:g})"
@@ -176,7 +166,7 @@ def tempered_law(
 
 def sample_exact(law: ExactLaw, generator: torch.Generator, num: int) -> list[tuple[int, ...]]:
     """`num` independent exact draws from `law` (inverse CDF with uniforms from `generator`)."""
-    num = check_int("num", num, 0)
+    num = integer("num", num, 0)
     if num == 0:
         return []
     cumulative = np.cumsum(law.probs())

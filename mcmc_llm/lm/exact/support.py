@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from mcmc_llm.core.validate import integer
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch
 
 DEFAULT_MAX_SUPPORT = 200_000
@@ -40,22 +41,15 @@ __all__ = ["DEFAULT_MAX_SUPPORT", "ExactLaw", "enumerate_support", "support_size
 # validation helpers
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def check_prompt(prompt: Sequence[int], vocab_size: int) -> tuple[int, ...]:
     if isinstance(prompt, torch.Tensor):
         prompt = prompt.tolist()
     tokens = []
     for token in prompt:
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
-            raise ValueError(f"prompt tokens must be integers, got {token!r}")
-        if not 0 <= int(token) < vocab_size:
-            raise ValueError(f"prompt token {int(token)} is outside the vocabulary [0, {vocab_size})")
-        tokens.append(int(token))
+        token = integer("prompt token", token, None)
+        if not 0 <= token < vocab_size:
+            raise ValueError(f"prompt token {token} is outside the vocabulary [0, {vocab_size})")
+        tokens.append(token)
     return tuple(tokens)
 
 
@@ -198,8 +192,8 @@ def enumerate_support(
     batched `lm.start` calls.  Raises ValueError, with the numbers, as soon as the support is
     known to exceed `max_support` sequences.
     """
-    n = check_int("max_new_tokens", max_new_tokens, 0)
-    max_support = check_int("max_support", max_support, 1)
+    n = integer("max_new_tokens", max_new_tokens, 0)
+    max_support = integer("max_support", max_support)
     vocab = lm.vocab_size
     prompt = check_prompt(prompt, vocab)
     eos = tuple(sorted(set(int(e) for e in lm.eos_token_ids)))

@@ -239,7 +239,7 @@ def test_invalid_arguments_are_refused():
         nested_law(lm, 3, 2.0, 0)
     with pytest.raises(ValueError, match=r"prompt token 7 is outside the vocabulary \[0, 3\)"):
         base_law(lm, 3, prompt=[1, 7])
-    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
+    with pytest.raises(ValueError, match="max_new_tokens must be a non-negative integer, got -1"):
         base_law(lm, -1)
     with pytest.raises(ValueError, match="the given support was enumerated for max_new_tokens = 3"):
         power_law(lm, 4, 2.0, support=enumerate_support(lm, 3))
@@ -310,7 +310,7 @@ def test_cli_prints_the_exact_law(capsys, flags, expected):
          "--temperature must be a finite number > 0"),
         (["--model", "toy:tiny", "--max-new-tokens", "2", "--temperature", "0.5"], "--temperature applies only to --law tempered"),
         (["--model", "toy:tiny", "--max-new-tokens", "2", "--block-size", "1"], "--block-size applies only to --law nested"),
-        (["--model", "toy:tiny", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+        (["--model", "toy:tiny", "--max-new-tokens", "0"], "--max-new-tokens must be a positive integer, got 0"),
         (["--model", "toy:tiny", "--max-new-tokens", "2", "--prompt", "1 x"], "--prompt must be integer token ids"),
         (["--model", "toy:tiny", "--max-new-tokens", "2", "--prompt", "1 5"], r"--prompt token ids must be in [0, 3)"),
         (["--model", "toy:bigram", "--max-new-tokens", "9", "--max-support", "100"], "more than max_support = 100"),
