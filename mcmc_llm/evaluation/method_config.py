@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcmc_llm.drivers.power import BATCHING, RATIOS
 from mcmc_llm.evaluation import checks
@@ -131,6 +131,19 @@ def _resolve_budget(
     return settings
 
 
+class _Parsed(NamedTuple):
+    """One `[[methods]]` table as read, before the methods are built (best-of-N and majority vote
+    last: their budget may refer to a power method)."""
+
+    path: str
+    name: str | None
+    kind: str | None
+    samples: int | None
+    cap: int | None
+    settings: dict[str, Any]
+    valid: bool
+
+
 def parse_methods(raw: Any, samples_per_problem: int, max_new_tokens: int, problems: list[str]) -> tuple[MethodConfig, ...]:
     """The `[[methods]]` tables `raw`; every problem is appended to `problems` (a method with a
     problem is left out).  `samples` and `max_new_tokens` default to the `[sampling]` values given."""
@@ -153,19 +166,19 @@ def parse_methods(raw: Any, samples_per_problem: int, max_new_tokens: int, probl
         settings = _method_settings(table, kind) if kind else {}
         if kind:
             table.done(list(COMMON_METHOD_KEYS) + list(METHOD_KEYS[kind]) + list(OPTIONAL_COMMON_KEYS))
-        parsed.append((path, name, kind, samples, cap, settings, len(problems) == before))
+        parsed.append(_Parsed(path, name, kind, samples, cap, settings, len(problems) == before))
         eos_sets[name] = None if eos is None else tuple(eos)
-    names = [p[1] for p in parsed if p[1]]
+    names = [p.name for p in parsed if p.name]
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"methods: the name {name!r} is used more than once; names must be unique")
     built: dict[str, Method] = {}
-    broken = {p[1] for p in parsed if p[1] and not p[6]}  # already reported: do not cascade
-    for path, name, kind, samples, cap, settings, valid in sorted(parsed, key=lambda p: p[2] in ("best_of_n", "majority_vote")):
+    broken = {p.name for p in parsed if p.name and not p.valid}  # already reported: do not cascade
+    for path, name, kind, samples, cap, settings, valid in sorted(parsed, key=lambda p: p.kind in ("best_of_n", "majority_vote")):
         if not valid:
             continue
         if kind in ("best_of_n", "majority_vote"):
             implicit = not any(key in settings for key in ("n", "budget_tokens", "match"))
-            if settings.get("match") in broken or (implicit and any(p[2] == "power" and p[1] in broken for p in parsed)):
+            if settings.get("match") in broken or (implicit and any(p.kind == "power" and p.name in broken for p in parsed)):
                 continue
             power = {n: m for n, m in built.items() if isinstance(m, PowerSampling)}
             settings = _resolve_budget(settings, path, cap, power, problems)
@@ -176,4 +189,4 @@ def parse_methods(raw: Any, samples_per_problem: int, max_new_tokens: int, probl
         except (TypeError, ValueError) as error:
             broken.add(name)
             problems.append(f"{path}: {error}")
-    return tuple(MethodConfig(p[1], built[p[1]], p[3], eos_sets.get(p[1])) for p in parsed if p[1] in built)
+    return tuple(MethodConfig(p.name, built[p.name], p.samples, eos_sets.get(p.name)) for p in parsed if p.name in built)
