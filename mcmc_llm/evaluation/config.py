@@ -29,8 +29,8 @@ from mcmc_llm.evaluation.method_config import MethodConfig, parse_methods
 SECTIONS = ("model", "task", "sampling", "methods", "output", "scaleout")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 ENGINES = ("auto", "static", "dynamic")  # `HFLanguageModel.ENGINES` (not imported: configs load without torch)
-PACKED_LINEAR = ("auto", "on", "off")  # `mcmc_llm.lm.packed_linear.MODES` (likewise)
-GRAPHS = ("auto", "off", "eager", "compiled")  # `mcmc_llm.lm.hf_decode_step.GRAPH_MODES` (likewise)
+PACKED_LINEAR = ("auto", "on", "off")  # `mcmc_llm.lm.hf.packed_linear.MODES` (likewise)
+GRAPHS = ("auto", "off", "eager", "compiled")  # `mcmc_llm.lm.hf.decode_step.GRAPH_MODES` (likewise)
 CHAT_TOKENIZATIONS = ("ours", "authors")  # `mcmc_llm.lm.chat_encoding.CHAT_TOKENIZATIONS` (likewise)
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import re
 from typing import Any, NamedTuple
 
-from mcmc_llm.drivers.power import BATCHING, RATIOS
+from mcmc_llm.drivers.power_config import BATCHING, RATIOS
 from mcmc_llm.evaluation import checks
 from mcmc_llm.evaluation.methods import (
     METHOD_KINDS, SAMPLERS, SELECTIONS, Method, PowerSampling, matched_n, power_token_budget,

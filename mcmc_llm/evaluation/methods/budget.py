@@ -1,13 +1,13 @@
 """Budget matching (METHOD §4): how many best-of-N / majority-vote candidates cost one power chain.
 
-`power_token_budget` (`mcmc_llm.drivers.power`, where the formula lives, using the cut rule's
+`power_token_budget` (`mcmc_llm.drivers.power_budget`, where the formula lives, using the cut rule's
 `expected_resampled`) is the expected number of tokens one power-sampling chain samples, and
 `matched_n(budget, T) = max(1, round(budget / T))` is the N whose N * T tokens match it.
 """
 
 from __future__ import annotations
 
-from mcmc_llm.drivers.power import power_token_budget
+from mcmc_llm.drivers.power_budget import power_token_budget
 
 __all__ = ["matched_n", "power_token_budget"]
 

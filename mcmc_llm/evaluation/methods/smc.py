@@ -61,7 +61,7 @@ class SMCSampling(ConfiguredMethod):
 
 @dataclasses.dataclass(frozen=True)
 class RolloutSampling(ConfiguredMethod):
-    """The rollout sampler (`mcmc_llm.smc.rollout`): next token from p^alpha(v) zeta_hat(v) over the
+    """The rollout sampler (`mcmc_llm.rollout`): next token from p^alpha(v) zeta_hat(v) over the
     `top_candidates` most likely tokens, zeta estimated with `rollouts` rollouts each (jackknifed
     unless `jackknife = false`); one independent draw per sample, all batched (as `mcmc-llm sample
     --sampler rollout`).  Config keys: the fields of `RolloutConfig`.  Diagnostics per sample:
