@@ -90,8 +90,11 @@ def test_ctrl_c_ends_a_script_with_one_line_naming_the_partial_results(tmp_path)
     out = tmp_path / "mixing.jsonl"
     command = [sys.executable, "experiments/toy_mixing.py", "--chains", "200", "--steps", "64", "--seeds", "1000",
                "--out", str(out)]
+    # SIGINT at its default in the child: a shell that runs the suite in the background (`cmd &`
+    # without job control) starts it ignored, and Python then installs no KeyboardInterrupt handler
     process = subprocess.Popen(command, cwd=ROOT, env=script_environment(OMP_NUM_THREADS="1"), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = iter(process.stdout.readline, "")
         assert next(lines) == f"results: {out}\n"
