@@ -1,6 +1,6 @@
 """The CPU reproduction of the paper's findings, end to end: experiments, then every figure.
 
-    python experiments/reproduce_cpu.py            # full: about 4.7 hours on 2 cores; resumes when rerun
+    python experiments/reproduce_cpu.py            # full: about 6 hours on 2 cores; resumes when rerun
     python experiments/reproduce_cpu.py --quick    # smoke test (CI runs it)
 
 Steps (each appends or rewrites its own file under the results directory `--results`, default
