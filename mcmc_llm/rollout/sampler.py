@@ -45,7 +45,7 @@ from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.validate import integer, optional_integer, number
 from mcmc_llm.lm.generation import sample_continuations, score_continuations
 from mcmc_llm.lm.prompts import register_prompts
-from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal, is_eos
+from mcmc_llm.lm.sampling import TemperedProposal, is_eos
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch, spent
 from mcmc_llm.lm.sequences import SequenceBatch
 

@@ -72,7 +72,7 @@ from mcmc_llm.core.random import categorical, make_generator
 from mcmc_llm.core.trace import Trace
 from mcmc_llm.core.validate import integer, number
 from mcmc_llm.lm.prompts import register_prompts
-from mcmc_llm.lm.sampling import SamplingRule, TemperedProposal, is_eos, token_statistics
+from mcmc_llm.lm.sampling import TemperedProposal, is_eos, token_statistics
 from mcmc_llm.lm.protocol import LanguageModel, TokenBatch, spent
 from mcmc_llm.lm.sequences import SequenceBatch
 from mcmc_llm.proposals.cut_rules import resolve_cut_rule
