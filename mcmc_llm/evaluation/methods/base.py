@@ -88,12 +88,14 @@ def draw(
     count: int,
     max_new_tokens: int,
     rule: SamplingRule,
-    generator: torch.Generator,
+    generator: torch.Generator | list[int],
 ) -> list[list[Draw]]:
-    """`count` continuations of every prompt from one batched `sample_continuations` call."""
+    """`count` continuations of every prompt from one batched `sample_continuations` call;
+    `generator`: the call's generator, or one seed per prompt (`row_streams`)."""
     rows = [list(prompt) for prompt in prompts for _ in range(count)]
     contexts = TokenBatch.from_lists(rows, device=lm.device)
-    continuation = sample_continuations(lm, contexts, max_new_tokens, rule, generator)
+    source = row_streams(generator, count) if isinstance(generator, list) else generator
+    continuation = sample_continuations(lm, contexts, max_new_tokens, rule, source)
     tokens = continuation.tokens.to_lists()
     inside = torch.arange(continuation.log_p.shape[1], device=continuation.log_p.device)[None] < continuation.tokens.lengths[:, None]
     log_p = torch.where(inside, continuation.log_p, 0.0).sum(-1).tolist()
@@ -143,14 +145,16 @@ class Method(ABC):
         if per_prompt and not self.per_prompt_seeds:
             raise ValueError(f"method kind {self.kind!r} takes one seed per call, not one per prompt")
         before = lm.counter.snapshot()
-        source = row_streams(seed, samples_per_prompt * self.rows_per_sample()) if per_prompt else make_generator(seed)
-        samples = self._generate(lm, prompts, samples_per_prompt, source, list(seed) if per_prompt else seed, answer_of)
+        seed = list(seed) if per_prompt else seed
+        generator = seed if per_prompt else make_generator(seed)
+        samples = self._generate(lm, prompts, samples_per_prompt, generator, seed, answer_of)
         compute = _share(spent(before, lm.counter.snapshot()), len(prompts) * samples_per_prompt)
         return [[dataclasses.replace(s, compute=dict(compute)) for s in row] for row in samples]
 
     @abstractmethod
     def _generate(self, lm, prompts, samples_per_prompt, generator, seed, answer_of) -> list[list[MethodSample]]:
-        """The samples, without `compute` (filled in by `generate`)."""
+        """The samples, without `compute` (filled in by `generate`).  `generator`: the call's
+        generator (one seed), or with per-prompt seeds that list itself (`draw` keys rows from it)."""
 
     @classmethod
     def from_keys(cls, max_new_tokens: int, **keys: Any) -> "Method":
