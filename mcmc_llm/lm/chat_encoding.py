@@ -49,16 +49,9 @@ def _uses_chat_template(lm, prompt) -> bool:
 def encode_task_prompt(lm, prompt: str | Sequence[int], tokenization: str = "ours") -> list[int]:
     """The ids of a task prompt for `lm`: `lm.encode_prompt(prompt)`, except that with "authors" a
     text prompt that `lm` wraps in its tokenizer's chat template is encoded the reference code's way
-    (each id checked against `lm.vocab_size`; ValueError for an id outside it or no ids at all)."""
+    (those ids then pass through `lm.encode_prompt`, which checks them against the vocabulary)."""
     if tokenization not in CHAT_TOKENIZATIONS:
         raise ValueError(f"chat_tokenization must be one of {', '.join(CHAT_TOKENIZATIONS)}, got {tokenization!r}")
     if tokenization == "ours" or not _uses_chat_template(lm, prompt):
         return lm.encode_prompt(prompt)
-    ids = chat_prompt_ids(lm.tokenizer, prompt, "authors")
-    vocab_size = getattr(lm, "vocab_size", None)
-    bad = [t for t in ids if vocab_size is not None and not 0 <= t < vocab_size]
-    if bad:
-        raise ValueError(f"prompt token ids {bad} are outside the vocabulary [0, {vocab_size})")
-    if not ids:
-        raise ValueError(f"prompt {prompt!r} encodes to no tokens")
-    return ids
+    return lm.encode_prompt(chat_prompt_ids(lm.tokenizer, prompt, "authors"))  # ids: checked, not re-encoded

@@ -68,6 +68,8 @@ class ChatLM:
         self.tokenizer, self.chat_template, self.vocab_size = tokenizer, chat_template, len(tokenizer)
 
     def encode_prompt(self, text):
+        if not isinstance(text, str):  # token ids pass through, as the protocol says
+            return list(text)
         if self.chat_template:
             return chat_prompt_ids(self.tokenizer, text, "ours")
         return self.tokenizer(text).input_ids

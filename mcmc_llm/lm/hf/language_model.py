@@ -25,12 +25,12 @@ without sliding window, Phi-3, SmolLM2, ...); sliding-window and linear attentio
 
 from __future__ import annotations
 
-import collections.abc
 import inspect
 from typing import Callable, Sequence
 
 import torch
 
+from mcmc_llm.lm.chat_encoding import chat_prompt_ids
 from mcmc_llm.lm.devices import resolve_device, resolve_dtype
 from mcmc_llm.lm.hf.dynamic import DynamicEngine
 from mcmc_llm.lm.hf.layout import HFState, cache_from_kv, check_full_attention, kv_from_cache, query_block, reused_slots
@@ -232,11 +232,7 @@ class HFLanguageModel(LanguageModel):
         if not isinstance(text, str) or self.tokenizer is None:
             return ids_from_text(text, self.vocab_size, self.name)
         if self.chat_template and getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-            ids = ids["input_ids"] if isinstance(ids, collections.abc.Mapping) else ids
-            return [int(t) for t in ids]
+            return chat_prompt_ids(self.tokenizer, text, "ours")
         return [int(t) for t in self.tokenizer(text).input_ids]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
